@@ -1,0 +1,158 @@
+"""Compile the project's NMODL with nrnivmodl into a cache keyed by the .mod content hash.
+
+The cache entry is `<cache_root>/mechanisms-<hash16>[-coreneuron]/`, holding the nrnivmodl
+output folder (`x86_64/` or the machine's arch). Unchanged .mod files never recompile; two
+processes compiling at once are serialised by a lock file and the entry is published by an
+atomic rename, so a reader never sees a half-built library.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from l5assets import paths
+
+
+class MechanismCompileError(RuntimeError):
+    """nrnivmodl failed; the message carries its output."""
+
+
+@dataclass(frozen=True)
+class CompiledMechanisms:
+    """A compiled mechanism library in the cache."""
+
+    mod_hash: str
+    directory: Path  # folder to pass to neuron.load_mechanisms / nrn_load_dll's parent
+    library: Path  # libnrnmech.so
+    coreneuron: bool
+    mod_files: tuple[str, ...]
+
+    def as_metadata(self) -> dict[str, str | bool | list[str]]:
+        return {
+            "mod_hash": self.mod_hash,
+            "directory": str(self.directory),
+            "library": str(self.library),
+            "coreneuron": self.coreneuron,
+            "mod_files": list(self.mod_files),
+        }
+
+
+def mod_files(mod_dir: Path | None = None) -> list[Path]:
+    """The .mod files of a mechanism folder, sorted by name."""
+    d = Path(mod_dir or paths.mechanisms_dir())
+    files = sorted(d.glob("*.mod"))
+    if not files:
+        raise MechanismCompileError(f"no .mod files in {d}")
+    return files
+
+
+def mod_hash(mod_dir: Path | None = None) -> str:
+    """sha256 over the names and bytes of every .mod file (the cache key)."""
+    h = hashlib.sha256()
+    for f in mod_files(mod_dir):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _arch_dir(root: Path) -> Path:
+    machine = platform.machine()
+    for cand in (machine, "x86_64", "aarch64", "arm64"):
+        if (root / cand / ".libs" / "libnrnmech.so").exists() or (
+            root / cand / "libnrnmech.so"
+        ).exists():
+            return root / cand
+    raise MechanismCompileError(f"no compiled library found under {root}")
+
+
+def _library(arch: Path) -> Path:
+    for cand in (arch / "libnrnmech.so", arch / ".libs" / "libnrnmech.so"):
+        if cand.exists():
+            return cand
+    raise MechanismCompileError(f"no libnrnmech.so in {arch}")
+
+
+def _nrnivmodl() -> str:
+    exe = Path(sys.executable).with_name("nrnivmodl")
+    return str(exe) if exe.exists() else (shutil.which("nrnivmodl") or "nrnivmodl")
+
+
+def compile_mechanisms(
+    mod_dir: Path | None = None,
+    cache_root: Path | None = None,
+    coreneuron: bool = False,
+) -> CompiledMechanisms:
+    """Compile (or reuse) the mechanisms of `mod_dir`; returns the cache entry."""
+    src = Path(mod_dir or paths.mechanisms_dir())
+    files = mod_files(src)
+    digest = mod_hash(src)
+    root = Path(cache_root or paths.cache_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"mechanisms-{digest[:16]}" + ("-coreneuron" if coreneuron else "")
+    entry = root / name
+
+    def _done() -> CompiledMechanisms:
+        arch = _arch_dir(entry)
+        return CompiledMechanisms(
+            mod_hash=digest,
+            directory=entry,
+            library=_library(arch),
+            coreneuron=coreneuron,
+            mod_files=tuple(f.name for f in files),
+        )
+
+    if (entry / "COMPLETE").exists():
+        return _done()
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second compiler waits, then reuses the result
+        if (entry / "COMPLETE").exists():
+            return _done()
+        work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            mods = work / "mod"
+            mods.mkdir()
+            for f in files:
+                shutil.copy2(f, mods / f.name)
+            cmd = [_nrnivmodl()] + (["-coreneuron"] if coreneuron else []) + ["mod"]
+            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise MechanismCompileError(
+                    f"nrnivmodl failed ({proc.returncode}) in {work}:\n"
+                    f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+                )
+            (work / "COMPLETE").write_text(digest + "\n")
+            if entry.exists():  # a stale, incomplete entry from a killed run
+                shutil.rmtree(entry)
+            os.replace(work, entry)
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+    return _done()
+
+
+_LOADED: dict[str, Path] = {}
+
+
+def load_mechanisms(compiled: CompiledMechanisms) -> None:
+    """Load a compiled library into this process's NEURON (once per process)."""
+    from neuron import h
+
+    key = str(compiled.library)
+    if key in _LOADED:
+        return
+    if _LOADED:
+        # NEURON cannot unload a library; two different builds in one process would clash.
+        raise MechanismCompileError(
+            f"another mechanism library is already loaded in this process: {list(_LOADED)}"
+        )
+    if not h.nrn_load_dll(key):
+        raise MechanismCompileError(f"NEURON could not load {key}")
+    _LOADED[key] = compiled.directory

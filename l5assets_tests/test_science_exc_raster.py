@@ -1,0 +1,103 @@
+"""Excitatory raster: rates, bins, per-group shared noise, start offset, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import levy_stable
+
+from l5assets.params import ParamSet
+from l5assets.rng import stage_rng
+from l5assets.science.exc_raster import (
+    bernoulli_spikes,
+    exc_raster,
+    group_spikes,
+    levy_exponents,
+)
+from l5assets.science.functional_groups import build_functional_groups
+from l5assets.science.noise import pink_noise
+from l5assets.science.spikes import SpikeTrains
+
+
+@pytest.fixture(scope="module")
+def groups(toy_segments: pd.DataFrame, params_quick: ParamSet) -> pd.DataFrame:
+    return build_functional_groups(toy_segments, params_quick,
+                                   stage_rng(123, "functional_groups")).groups
+
+
+@pytest.fixture(scope="module")
+def quick(groups: pd.DataFrame, params_quick: ParamSet) -> SpikeTrains:
+    return exc_raster(groups, params_quick, stage_rng(123, "exc_raster"))
+
+
+def test_rate_and_bins(quick: SpikeTrains) -> None:
+    rate = len(quick) / 5222 / 1.0
+    assert 9.0 <= rate <= 14.0, rate  # reference ~11.4 Hz
+    ts = quick.timestamps
+    assert np.array_equal(ts, np.round(ts)) and ts.min() >= 0 and ts.max() <= 999
+    assert (ts == 999).any()  # the last ms is covered (the reference leaves it silent)
+    assert quick.node_ids.min() >= 0 and quick.node_ids.max() < 5222
+    pairs = quick.node_ids * 1000 + ts.astype(np.int64)
+    assert np.unique(pairs).size == len(quick)  # at most one spike per cell per bin
+    order = np.lexsort((quick.node_ids, ts))
+    assert np.array_equal(order, np.arange(len(quick)))  # sorted by time, then node
+
+
+def test_group_shares_its_noise_trace() -> None:
+    """A group's population rate follows its own 1/f trace (the group's first draws)."""
+    n = 3000
+    trace = pink_noise(n, 1, np.random.default_rng(0))[0]
+    other = pink_noise(n, 1, np.random.default_rng(100))[0]
+    s = group_spikes(300, 0, n, 0.0, np.random.default_rng(0))
+    k = np.ones(50) / 50
+    pop = np.convolve(np.bincount(s.timestamps.astype(int), minlength=n), k, "valid")
+    own = np.corrcoef(pop, np.convolve(trace, k, "valid"))[0, 1]
+    foreign = np.corrcoef(pop, np.convolve(other, k, "valid"))[0, 1]
+    assert own > 0.5 and own > foreign + 0.3, (own, foreign)
+
+
+def test_raster_is_groups_in_order(quick: SpikeTrains, groups: pd.DataFrame) -> None:
+    """Draw order: group 0's spikes come first from the stage stream, then group 1's."""
+    rng = stage_rng(123, "exc_raster")
+    for _, g in groups.iloc[:2].iterrows():
+        part = group_spikes(int(g.n_cells), int(g.first_node_id), 1000, 0.0, rng)
+        m = (quick.node_ids >= g.first_node_id) & (quick.node_ids < g.first_node_id + g.n_cells)
+        mine = SpikeTrains(quick.node_ids[m], quick.timestamps[m])
+        ref = part.sorted_by_time()
+        assert np.array_equal(mine.node_ids, ref.node_ids)
+        assert np.array_equal(mine.timestamps, ref.timestamps)
+
+
+def test_deterministic_and_seeded(quick: SpikeTrains, groups: pd.DataFrame,
+                                  params_quick: ParamSet) -> None:
+    again = exc_raster(groups, params_quick, stage_rng(123, "exc_raster"))
+    assert np.array_equal(again.node_ids, quick.node_ids)
+    assert np.array_equal(again.timestamps, quick.timestamps)
+    other = exc_raster(groups.iloc[:3], params_quick, stage_rng(9, "exc_raster"))
+    assert len(other) != len(quick)
+
+
+def test_start_offset(groups: pd.DataFrame, params_quick: ParamSet) -> None:
+    p = dataclasses.replace(params_quick, start=0.5, stop=0.8)
+    t = exc_raster(groups.iloc[:4], p, stage_rng(1, "exc_raster"))
+    assert t.timestamps.min() >= 500 and t.timestamps.max() <= 799
+    assert (t.timestamps == 799).any() or len(t) < 200
+
+
+def test_bernoulli_is_poisson_clipped_to_one() -> None:
+    """P(spike in bin) = 1 - exp(-rate/1000): 0.1813 at 200 Hz (not 0.2)."""
+    t = bernoulli_spikes(np.full((20, 50_000), 200.0), np.random.default_rng(0))
+    frac = len(t) / 1_000_000
+    assert abs(frac - (1 - np.exp(-0.2))) < 0.0015, frac
+    every = bernoulli_spikes(np.full((2, 100), 1e6), np.random.default_rng(0), 5, 10.0)
+    assert len(every) == 200 and every.node_ids.min() == 5 and every.timestamps.max() == 109
+    assert len(bernoulli_spikes(np.full((3, 100), -5.0), np.random.default_rng(0))) == 0
+
+
+def test_levy_exponents_quantiles() -> None:
+    r = levy_exponents(100_000, np.random.default_rng(1))
+    q = levy_stable.ppf([0.1, 0.5, 0.9], 1.37, -1.0, loc=1.84, scale=0.44)
+    np.testing.assert_allclose(np.quantile(r, [0.1, 0.5, 0.9]), q, atol=0.03)

@@ -1,0 +1,46 @@
+"""Atomic writes never leave partial files and never destroy an earlier good output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from l5assets import storage
+
+
+def test_partition_dirs(tmp_path: Path) -> None:
+    assert storage.partition_dir(tmp_path, "segments_table", "L5_quick") == (
+        tmp_path / "L5_quick" / "shared" / "segments_table"
+    )
+    assert storage.partition_dir(tmp_path, "exc_raster", "L5_quick", 7) == (
+        tmp_path / "L5_quick" / "seed-7" / "exc_raster"
+    )
+
+
+def test_failed_write_keeps_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "out.txt"
+    storage.atomic_write_text(target, "good")
+    with pytest.raises(RuntimeError):
+        with storage.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "good"
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+
+
+def test_atomic_dir_swaps_whole_folder(tmp_path: Path) -> None:
+    final = tmp_path / "net"
+    with storage.atomic_dir(final) as d:
+        (d / "x.h5").write_bytes(b"1")
+    h1 = storage.dir_sha256(final)
+    with pytest.raises(ValueError):
+        with storage.atomic_dir(final) as d:
+            (d / "x.h5").write_bytes(b"2")
+            raise ValueError
+    assert storage.dir_sha256(final) == h1
+    with storage.atomic_dir(final) as d:
+        (d / "y.h5").write_bytes(b"2")
+    assert sorted(p.name for p in final.iterdir()) == ["y.h5"]
+    assert storage.dir_sha256(final) != h1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]
