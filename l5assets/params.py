@@ -298,6 +298,14 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
                 f"got {morph_path.name}"
             )
         morph = str(morph_path.resolve())
+    else:
+        # a cell without a packaged default morphology (L5PC_reference) needs a user path
+        from l5assets.cell.morphology import MorphologyError, default_morphology
+
+        try:
+            default_morphology(biophys)
+        except MorphologyError as e:
+            raise ParamsError(f"params field 'cell.morphology': {e}") from None
 
     lengths = _get(raw, "lengths", "")
     _check_keys(lengths, {"basal_dist", "basal_prox", "apic"}, "lengths")

@@ -122,3 +122,10 @@ def test_stage_streams_are_independent_and_reproducible() -> None:
     seeds = rng.all_stage_seeds(123)
     assert len(set(seeds.values())) == len(rng.STAGES)
     assert all(0 <= s < 2**32 for s in seeds.values())
+
+
+def test_reference_cell_needs_a_morphology(reference_raw: dict) -> None:
+    raw = copy.deepcopy(reference_raw)
+    raw["cell"]["biophysics"] = "L5PC_reference"
+    with pytest.raises(P.ParamsError, match="'cell.morphology'.*no default morphology"):
+        P.validate_params(raw)

@@ -36,6 +36,19 @@ class CompiledMechanisms:
     coreneuron: bool
     mod_files: tuple[str, ...]
 
+    @property
+    def coreneuron_library(self) -> Path:
+        """CoreNEURON's mechanism library (only in a `coreneuron=True` build)."""
+        lib = self.library.parent / "libcorenrnmech.so"
+        if not lib.exists():
+            raise MechanismCompileError(f"no CoreNEURON library in {self.library.parent}")
+        return lib
+
+    def coreneuron_env(self) -> dict[str, str]:
+        """Environment for a process that runs CoreNEURON: it finds our mechanisms only
+        through CORENEURONLIB, which must be set before NEURON is imported."""
+        return {"CORENEURONLIB": str(self.coreneuron_library)}
+
     def as_metadata(self) -> dict[str, str | bool | list[str]]:
         return {
             "mod_hash": self.mod_hash,
@@ -139,6 +152,11 @@ def compile_mechanisms(
 
 
 _LOADED: dict[str, Path] = {}
+
+
+def loaded_library() -> Path | None:
+    """The mechanism library loaded into this process by `load_mechanisms`, if any."""
+    return Path(next(iter(_LOADED))) if _LOADED else None
 
 
 def load_mechanisms(compiled: CompiledMechanisms) -> None:

@@ -1,0 +1,326 @@
+"""Run one BMTK BioNet + NEURON simulation in its own process.
+
+    python -m l5assets.simulation.runner CONFIG [--output-dir DIR]
+        [--share-synapses | --no-share-synapses] [--seed N]
+
+CONFIG is the `config.json` written by `l5assets.network.sim_config.write_sim_config`. The
+process compiles/loads the project's mechanism library, registers our cell and synapse models
+with BMTK, builds the cell, its synapses and the virtual inputs from the SONATA files, sets the
+per-synapse parameters, runs, and writes into the output folder:
+
+- `spikes.h5`: the cell's spikes (SONATA, written by BMTK),
+- `<var>_report.h5`: membrane report(s) (SONATA compartment reports, written by BMTK),
+- `synapses.parquet`: one row per synapse (the reference's Connections.csv, plus locations),
+- `result.json`: counts and wall times (the only output that differs between identical runs,
+  together with BMTK's `log.txt`).
+BMTK empties/creates the output folder first (give a fresh one, e.g. a temp dir).
+
+Virtual inputs: BMTK would drive each virtual cell with a `VecStim`, an NMODL mechanism that
+NEURON itself does not contain. Instead every input synapse's NetCon listens to the input
+cell's gid and one built-in `PatternStim` per input population replays its spike file (same
+event times: spike time + NetCon delay). See `L5BioNetwork`.
+
+Synapses are made by `l5assets.cell.synapses` (point-process pool, sharing on by default;
+`--no-share-synapses` makes one point process per connection) and configured after BMTK has
+made the NetCons (`configure_bmtk_connections`). Randomness, all from the partition seed
+(SPEC 7 "Ours: seeded from the partition seed"):
+- excitatory weights W: stage "synapse_weights", one draw per excitatory connection in the
+  synapse module's stable `sid` order; inhibitory W 0.06 on the soma, 0.1 on dendrites;
+- release draws: Random123 streams keyed by stage_seed("synapse_release") and `sid`;
+- inhibitory synapse placement: BMTK draws it per cell from `cell.prng`
+  (numpy RandomState seeded with the cell's gid in BMTK, i.e. the same for every seed); we
+  replace that generator with one spawned from the "inh_connectivity" stage of the seed
+  (child key 1; the network build uses the stage's root stream for the nsyns counts).
+
+Synapse table order (`synapse_id`): BMTK builds the inputs in the config's order (exc_stim,
+prox_inh_stim, dist_inh_stim), each population's edges in file order, an edge's `nsyns`
+synapses one after the other: fixed by the network files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from l5assets.rng import stage_key, stage_seed
+
+SYNAPSES_FILE = "synapses.parquet"
+RESULT_FILE = "result.json"
+PLACEMENT_CHILD = 1
+
+
+def placement_random_state(seed: int) -> np.random.RandomState:
+    """Generator for BMTK's inhibitory synapse placement (a RandomState, as BMTK calls it)."""
+    seq = np.random.SeedSequence(entropy=int(seed),
+                                 spawn_key=(stage_key("inh_connectivity"), PLACEMENT_CHILD))
+    return np.random.RandomState(np.random.MT19937(seq))
+
+
+def _load_config(config: Path, output_dir: Path | None) -> Any:
+    """bionet.Config from CONFIG, with the output folder optionally moved."""
+    from bmtk.simulator import bionet
+
+    conf = bionet.Config.from_json(str(Path(config).resolve()))
+    if output_dir is not None:
+        out_dir = Path(output_dir).resolve()
+        d = dict(conf)
+        out = dict(d["output"])
+        out["output_dir"] = str(out_dir)
+        for k in list(out):
+            if k == "log_file" or k.startswith("spikes_file"):
+                out[k] = str(out_dir / Path(out[k]).name)
+        d["output"] = out
+        conf = bionet.Config(d)
+    return conf
+
+
+def _network_class(seed: int) -> type:
+    """BioNetwork subclass: seeded synapse placement and PatternStim-driven virtual inputs."""
+    from bmtk.simulator.bionet import BioNetwork
+    from neuron import h
+
+    class L5BioNetwork(BioNetwork):
+        """BMTK's BioNetwork with two changes, both invisible in the network files.
+
+        1. Synapse placement (edges with target_sections/distance_range) draws from the
+           partition seed, not from the cell's gid.
+        2. Virtual input cells are not VecStim objects (VecStim is an NMODL mechanism that
+           is not part of NEURON itself and that we do not ship): their synapses are connected
+           to the input cells' gids with `pc.gid_connect`, and one built-in `PatternStim` per
+           input population replays the spike file into those gids. Event times and NetCon
+           delays are the same as with VecStim sources.
+        """
+
+        pattern_stims: list[Any]
+        input_spike_counts: dict[str, int]
+
+        def _init_connections(self) -> None:
+            first = not self._connections_initialized
+            super()._init_connections()
+            if first:
+                for _, cell in sorted(self._rank_node_gids.items()):
+                    cell.prng = placement_random_state(seed)
+
+        def add_spike_trains(self, spike_trains, node_set, spikes_generator=None, sim=None):
+            if spike_trains is None:
+                raise NotImplementedError("only spike-file inputs are supported")
+            self._init_connections()
+            if not hasattr(self, "pattern_stims"):
+                self.pattern_stims, self.input_spike_counts = [], {}
+            for node_pop in self.node_populations:
+                pop = node_pop.name
+                if pop not in node_set.population_names():
+                    continue
+                for edge_pop in self.find_edges(source_nodes=pop):
+                    if not edge_pop.virtual_connections:
+                        raise NotImplementedError(f"edges from {pop} are not all virtual")
+                    for trg_nid, trg_cell in self._rank_node_ids[edge_pop.target_nodes].items():
+                        for edge in edge_pop.get_target(trg_nid):
+                            src = self.get_node_id(pop, edge.source_node_id)
+                            trg_cell.set_syn_connection(edge, src, None)
+                df = spike_trains.to_dataframe(populations=[pop], with_population_col=False)
+                self.input_spike_counts[pop] = 0 if df is None else len(df)
+                if df is None or not len(df):  # BMTK returns None for a population w/o spikes
+                    continue
+                ids = df["node_ids"].to_numpy(np.int64)
+                ts = df["timestamps"].to_numpy(np.float64)
+                # an id outside the population would land on another population's gid
+                n_nodes = int(np.max(node_pop.node_ids)) + 1
+                if ids.min() < 0 or ids.max() >= n_nodes:
+                    raise ValueError(f"spike input for {pop}: node ids outside [0, {n_nodes})")
+                order = np.lexsort((ids, ts))  # PatternStim needs nondecreasing times
+                gids = ids[order] + self.gid_pool.get_gid(name=pop, node_id=0)
+                tvec, gvec = h.Vector(ts[order]), h.Vector(gids.astype(np.float64))
+                ps = h.PatternStim()
+                ps.play(tvec, gvec)
+                self.pattern_stims.append((ps, tvec, gvec))
+            self.io.barrier()
+
+    return L5BioNetwork
+
+
+def _section_type(name: str) -> str:
+    """'soma' | 'dend' | 'apic' | 'axon' from a NEURON section name (`<cell>.<type>[i]`)."""
+    return name.rsplit(".", 1)[-1].split("[")[0]
+
+
+def synapse_table(conns: pd.DataFrame, cell: Any) -> pd.DataFrame:
+    """The per-synapse table (SPEC 7 Connections.csv plus locations) from the configured
+    connections of `l5assets.cell.synapses.configure_bmtk_connections`.
+
+    One row per synapse, in BMTK's build order: synapse_id, source_population,
+    source_node_id, model, mechanism, sid (release stream index), sec_id, x, section_type,
+    segment (NEURON segment name), distance (path distance from soma[0](0), the segments
+    table's origin), weight W, release_probability, syn_weight (NetCon weight[0]), delay,
+    point_process (index of the point process; shared ones repeat).
+    """
+    from neuron import h
+
+    origin = cell.soma[0](0.0)
+    pp_index: dict[str, int] = {}
+    extra = []
+    for nc in conns["netcon"]:
+        pp = nc.syn()
+        seg = pp.get_segment()
+        name = pp.hname()
+        if name not in pp_index:
+            pp_index[name] = len(pp_index)
+        extra.append({
+            "section_type": _section_type(seg.sec.name()),
+            "segment": f"{seg.sec.name()}({seg.x:.6g})",
+            "distance": float(h.distance(origin, seg)),
+            "point_process": pp_index[name],
+        })
+    ext = pd.DataFrame(extra, index=conns.index)
+    t = pd.concat([conns.drop(columns=["netcon"]), ext], axis=1)
+    t = t.rename(columns={"sec_x": "x", "W": "weight", "P": "release_probability",
+                          "weight": "syn_weight"}) if len(t) else t
+    t.insert(0, "synapse_id", np.arange(len(t), dtype=np.int64))
+    cols = ["synapse_id", "source_population", "source_node_id", "model", "mechanism", "sid",
+            "sec_id", "x", "section_type", "segment", "distance", "weight",
+            "release_probability", "syn_weight", "delay", "point_process"]
+    return t[cols].reset_index(drop=True)
+
+
+def _no_swc_ids(cell: Any) -> None:
+    """Let BMTK's membrane reports at non-soma locations work without an SWC file.
+
+    BMTK labels each recorded segment with SWC line ids by re-reading the morphology as an SWC
+    table; our morphologies are Neurolucida .asc (or the packaged default, no path at all),
+    which that reader cannot parse. An empty table makes BMTK write -1 ids (metadata only).
+    """
+    morph = cell.morphology
+    if getattr(morph, "_swc_map", None) is None and not str(morph.swc_path or "").lower(
+    ).endswith(".swc"):
+        morph._swc_map = pd.DataFrame({"id": pd.Series(dtype=np.int64),
+                                       "type": pd.Series(dtype=np.int64),
+                                       "nameindex": pd.Series(dtype=np.int64)})
+
+
+def run_simulation(
+    config: Path,
+    output_dir: Path | None = None,
+    share_synapses: bool = True,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Build and run the simulation of CONFIG in this process; returns the result dict.
+
+    Call once per process: NEURON's state cannot be reset.
+    """
+    t_start = time.perf_counter()
+    from l5assets.cell import bmtk_hook, synapses
+    from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms
+
+    compiled = compile_mechanisms()
+    load_mechanisms(compiled)
+
+    from bmtk.simulator import bionet
+
+    conf = _load_config(Path(config), output_dir)
+    extra = dict(conf.get("l5assets", {}))
+    if seed is None:
+        if "seed" not in extra:
+            raise ValueError(f"{config}: no seed given and none in the config's l5assets section")
+        seed = int(extra["seed"])
+    gates = bool(extra.get("exc_release_gates_transmission", False))
+
+    # BMTK's environment without copying the config into the output (it would carry paths)
+    conf._set_logging()
+    conf.create_output_dir()
+    conf.load_nrn_modules()
+    bmtk_hook.register()
+    pool = synapses.SynapsePool(
+        release_seed=stage_seed(seed, "synapse_release"),
+        share=share_synapses,
+        release_gates_transmission=gates,
+    )
+    synapses.register_bmtk_synapse_models(pool)
+
+    net = _network_class(seed).from_config(conf)
+    sim = bionet.BioSimulator.from_config(conf, network=net)
+    cells = list(net.get_local_cells().values())
+    if len(cells) != 1:
+        raise RuntimeError(f"expected one biophysical cell, got {len(cells)}")
+    cell = cells[0]
+    _no_swc_ids(cell)
+    t_built = time.perf_counter()
+
+    conns = synapses.configure_bmtk_connections(net, pool, weight_seed=seed)
+    n_bmtk = len(cell.connections())
+    if len(conns) != n_bmtk:
+        raise RuntimeError(f"{n_bmtk - len(conns)} of {n_bmtk} connections are not L5 synapses")
+    table = synapse_table(conns, cell)
+    t_setup = time.perf_counter()
+
+    sim.run()
+    t_run = time.perf_counter()
+
+    out_dir = Path(conf.output_dir)
+    table.to_parquet(out_dir / SYNAPSES_FILE, index=False)
+    spikes = cell_spike_count(Path(conf.output["spikes_file"]))
+    result = {
+        "seed": int(seed),
+        "share_synapses": bool(share_synapses),
+        "exc_release_gates_transmission": gates,
+        "n_synapses": int(len(table)),
+        "n_synapses_by_population": {
+            str(k): int(v)
+            for k, v in table["source_population"].value_counts().sort_index().items()
+        },
+        "n_point_processes": len(pool.point_processes),
+        "input_spikes": dict(sorted(getattr(net, "input_spike_counts", {}).items())),
+        "spike_count": spikes,
+        "tstop_ms": float(conf.tstop),
+        "dt_ms": float(conf.dt),
+        "mechanisms_hash": compiled.mod_hash,
+        "wall_seconds": {
+            "build": round(t_built - t_start, 3),
+            "setup": round(t_setup - t_built, 3),
+            "run": round(t_run - t_setup, 3),
+            "total": round(time.perf_counter() - t_start, 3),
+        },
+        "files": {
+            "spikes": Path(conf.output["spikes_file"]).name,
+            "synapses": SYNAPSES_FILE,
+            "reports": sorted(p.name for p in out_dir.glob("*_report.h5")),
+        },
+    }
+    (out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def cell_spike_count(spikes_file: Path) -> int:
+    """Number of spikes in BMTK's output spike file (0 if it has none)."""
+    from l5assets.science.spikes import read_sonata_spikes
+
+    if not spikes_file.exists():
+        return 0
+    return int(sum(len(t) for t in read_sonata_spikes(spikes_file).values()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m l5assets.simulation.runner",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", type=Path, help="config.json written by write_sim_config")
+    ap.add_argument("--output-dir", type=Path, default=None,
+                    help="write outputs here instead of the config's output folder")
+    ap.add_argument("--share-synapses", action=argparse.BooleanOptionalAction, default=True,
+                    help="share one point process per (kind, section, x) (default: on)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="partition seed (default: the config's l5assets.seed)")
+    args = ap.parse_args(argv)
+    result = run_simulation(args.config, args.output_dir, args.share_synapses, args.seed)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The project's NMODL folder compiles with nrnivmodl and nrnivmodl -coreneuron, via the cache.
+
+- every .mod file of biophys_components/mechanisms is compiled (whatever is there: channels and
+  synapses), the NEURON build and the CoreNEURON build;
+- a second call is a cache hit (nrnivmodl is not run again);
+- two processes compiling into the same empty cache at once both succeed and get one entry;
+- the CoreNEURON build runs a one-compartment cell with all Hay channels and matches NEURON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from l5assets import paths
+from l5assets.cell import mechanisms
+
+HAY_MECHANISMS = (
+    "CaDynamics_E2",
+    "Ca_HVA",
+    "Ca_LVAst",
+    "Ih",
+    "Im",
+    "K_Pst",
+    "K_Tst",
+    "NaTa_t",
+    "NaTs2_t",
+    "Nap_Et2",
+    "SK_E2",
+    "SKv3_1",
+)
+
+
+def _mod_names() -> list[str]:
+    return [f.stem for f in mechanisms.mod_files()]
+
+
+def _assert_entry_complete(entry: mechanisms.CompiledMechanisms) -> None:
+    names = _mod_names()
+    assert set(HAY_MECHANISMS) <= set(names)
+    assert list(entry.mod_files) == [f"{n}.mod" for n in names]
+    assert entry.mod_hash == mechanisms.mod_hash()
+    assert entry.library.exists() and entry.library.name == "libnrnmech.so"
+    arch = entry.library.parent
+    for name in names:  # nocmodl translated every file into the NEURON library
+        assert (arch / f"{name}.cpp").exists(), name
+    if entry.coreneuron:
+        assert (arch / "libcorenrnmech.so").exists()
+        for name in names:  # ... and the NMODL transpiler for CoreNEURON too
+            assert (arch / "corenrn" / "mod2c" / f"{name}.cpp").exists(), name
+
+
+def test_neuron_build_compiles_all_mod_files_and_is_cached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entry = mechanisms.compile_mechanisms()
+    assert not entry.coreneuron
+    _assert_entry_complete(entry)
+    stamp = (entry.directory / "COMPLETE").stat().st_mtime_ns
+
+    def no_compile(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"nrnivmodl ran again: {args}")
+
+    monkeypatch.setattr(mechanisms.subprocess, "run", no_compile)
+    again = mechanisms.compile_mechanisms()
+    assert again == entry
+    assert (entry.directory / "COMPLETE").stat().st_mtime_ns == stamp
+
+
+def test_coreneuron_build_compiles_all_mod_files_and_is_cached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the default cache is shared with the simulation assets: after the first build this is a hit
+    entry = mechanisms.compile_mechanisms(coreneuron=True)
+    assert entry.coreneuron and entry.directory.name.endswith("-coreneuron")
+    _assert_entry_complete(entry)
+
+    def no_compile(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"nrnivmodl ran again: {args}")
+
+    monkeypatch.setattr(mechanisms.subprocess, "run", no_compile)
+    assert mechanisms.compile_mechanisms(coreneuron=True) == entry
+
+
+_COMPILE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from l5assets.cell.mechanisms import compile_mechanisms
+    e = compile_mechanisms(mod_dir=Path(sys.argv[1]), cache_root=Path(sys.argv[2]))
+    print(json.dumps({"directory": str(e.directory), "library": str(e.library)}))
+    """
+)
+
+
+def test_two_processes_compiling_at_once_share_one_entry(tmp_path: Path) -> None:
+    # two of our files keep this one real nrnivmodl run short; the locking is content-agnostic
+    mod_dir = tmp_path / "mod"
+    mod_dir.mkdir()
+    for name in ("SKv3_1.mod", "Im.mod"):
+        shutil.copy2(paths.mechanisms_dir() / name, mod_dir / name)
+    cache = tmp_path / "cache"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _COMPILE_SCRIPT, str(mod_dir), str(cache)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert results[0] == results[1]
+    entries = sorted(d.name for d in cache.iterdir() if d.is_dir())
+    assert entries == [Path(results[0]["directory"]).name]  # no half-built temp folders left
+    assert (cache / entries[0] / "COMPLETE").read_text().strip() == mechanisms.mod_hash(mod_dir)
+    assert Path(results[0]["library"]).exists()
+
+
+# One compartment with every Hay mechanism (somatic values of the reference parameters plus the
+# axonal/dendritic-only channels), a current step that makes it fire; NEURON then CoreNEURON.
+_CORENEURON_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from neuron import h, coreneuron
+    h.nrn_load_dll(sys.argv[1])
+    h.load_file("stdrun.hoc")
+    soma = h.Section(name="soma")
+    soma.L = soma.diam = 20.0
+    soma.insert("pas")
+    soma.g_pas = 3.38e-5
+    soma.e_pas = -90.0
+    dens = {"Ih": 2e-4, "NaTa_t": 2.04, "NaTs2_t": 0.1, "Nap_Et2": 1.72e-3, "K_Pst": 2.23e-3,
+            "K_Tst": 0.0812, "SK_E2": 0.0441, "SKv3_1": 0.693, "Ca_HVA": 9.92e-4,
+            "Ca_LVAst": 3.43e-3, "Im": 6.75e-5}
+    for mech, g in dens.items():
+        soma.insert(mech)
+        name = "gIhbar" if mech == "Ih" else "g%sbar" % mech
+        setattr(soma(0.5), "%s_%s" % (name, mech), g)
+    soma.insert("CaDynamics_E2")
+    soma(0.5).decay_CaDynamics_E2 = 460.0
+    soma(0.5).gamma_CaDynamics_E2 = 5.01e-4
+    soma.ena = 50.0
+    soma.ek = -85.0
+    stim = h.IClamp(soma(0.5))
+    stim.delay, stim.dur, stim.amp = 20.0, 150.0, 0.6
+    h.celsius = 34.0
+    h.dt = 0.025
+    h.cvode.cache_efficient(1)
+    pc = h.ParallelContext()
+    pc.set_maxstep(10)
+    out = {}
+    for mode in ("neuron", "coreneuron"):
+        coreneuron.enable = mode == "coreneuron"
+        coreneuron.verbose = 0
+        v = h.Vector().record(soma(0.5)._ref_v)
+        cai = h.Vector().record(soma(0.5)._ref_cai)
+        h.finitialize(-80.0)
+        pc.psolve(200.0)
+        out[mode] = {"v": list(v), "cai": list(cai)}
+    coreneuron.enable = False
+    print(json.dumps(out))
+    """
+)
+
+
+def test_coreneuron_run_matches_neuron() -> None:
+    entry = mechanisms.compile_mechanisms(coreneuron=True)
+    # CoreNEURON looks for its mechanism library in ./<arch>/ or at $CORENEURONLIB; without it
+    # it falls back to the built-in one and aborts ("CaDynamics_E2 mechanism does not exist")
+    env = dict(os.environ, CORENEURONLIB=str(entry.library.parent / "libcorenrnmech.so"))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CORENEURON_SCRIPT, str(entry.library)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=paths.PROJECT_ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    v_nrn, v_core = np.array(out["neuron"]["v"]), np.array(out["coreneuron"]["v"])
+    assert v_nrn.shape == v_core.shape and v_nrn.size > 7000
+    spikes = int(np.sum((v_nrn[1:] > -10) & (v_nrn[:-1] <= -10)))
+    assert spikes >= 3  # the channels fire the cell
+    assert np.max(np.abs(v_nrn - v_core)) < 1e-6  # measured: bit-identical
+    np.testing.assert_allclose(out["coreneuron"]["cai"], out["neuron"]["cai"], rtol=1e-6)

@@ -1,0 +1,208 @@
+"""The SONATA network and the BMTK configs: real BMTK builder output read back with h5py."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from l5assets.network.build import (
+    CELL_POP,
+    DIST_POP,
+    EXC_POP,
+    INH_TARGETS,
+    PROX_POP,
+    build_network,
+    draw_inh_nsyns,
+)
+from l5assets.network.sim_config import write_sim_config
+from l5assets.params import load_param_set, validate_params
+from l5assets.rng import stage_rng
+from l5assets.science.functional_groups import build_functional_groups
+from l5assets.science.spikes import SpikeTrains, write_sonata_spikes
+
+QUICK = load_param_set("L5_quick")
+
+
+def small_params(tmp_path: Path, **over: object):
+    """L5_quick scaled down (lengths / 20) so the network has a few hundred synapses."""
+    raw = json.loads(json.dumps(dict(QUICK.raw)))
+    raw["lengths"] = {"basal_dist": 400, "basal_prox": 60, "apic": 600}
+    raw["n_soma_syns"] = 12
+    raw["groups"]["cells_per_group"] = 40
+    raw["time"]["stop"] = 0.2
+    raw.update(over)
+    return validate_params(raw, name="small")
+
+
+def synthetic_segments() -> pd.DataFrame:
+    """A toy morphology's segments table (contract columns): soma, 12 basal, 16 apical sections."""
+    rows = []
+    rows.append(dict(bmtk_id=0, x=0.5, type="soma", sec_index=0, distance=0.0,
+                     coord_x=0.0, coord_y=0.0, coord_z=0.0, diam=20.0, length=20.0))
+    bid = 1
+    for kind, n_sec, direction in (("dend", 12, -1.0), ("apic", 16, 1.0)):
+        for s in range(n_sec):
+            nseg = 9
+            angle = 2 * np.pi * s / n_sec
+            for k in range(nseg):
+                x = (k + 0.5) / nseg
+                d = 10.0 + 200.0 * x + 15.0 * (s % 3)
+                rows.append(dict(
+                    bmtk_id=bid, x=x, type=kind, sec_index=s, distance=d,
+                    coord_x=d * 0.3 * np.cos(angle), coord_y=direction * d,
+                    coord_z=d * 0.3 * np.sin(angle), diam=1.0, length=200.0 / nseg,
+                ))
+            bid += 1
+    return pd.DataFrame(rows)
+
+
+def _groups(params, seed):
+    rng = stage_rng(seed, "functional_groups")
+    return build_functional_groups(synthetic_segments(), params, rng)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("net")
+    params = small_params(tmp)
+    groups = _groups(params, 7)
+    files = build_network(tmp / "network", params, groups, 7)
+    return params, groups, files
+
+
+def test_counts_and_locations(built):
+    params, groups, files = built
+    c = params.counts
+    with h5py.File(files.nodes[EXC_POP]) as f:
+        assert f[f"nodes/{EXC_POP}/node_id"].shape[0] == c.exc_total == groups.n_cells
+    with h5py.File(files.nodes[PROX_POP]) as f:
+        assert f[f"nodes/{PROX_POP}/node_id"].shape[0] == c.pv_soma + c.pv_prox
+    with h5py.File(files.nodes[DIST_POP]) as f:
+        assert f[f"nodes/{DIST_POP}/node_id"].shape[0] == c.som_basal + c.som_apic
+    with h5py.File(files.nodes[CELL_POP]) as f:
+        assert f[f"nodes/{CELL_POP}/node_id"].shape[0] == 1
+
+    syn = groups.synapses.sort_values("node_id", kind="stable")
+    with h5py.File(files.edges[EXC_POP]) as f:
+        g = f[f"edges/{EXC_POP}_to_{CELL_POP}"]
+        assert g["source_node_id"].shape[0] == len(syn) == files.counts["exc_edges"]
+        np.testing.assert_array_equal(g["source_node_id"][()], syn["node_id"].to_numpy())
+        np.testing.assert_array_equal(g["target_node_id"][()], 0)
+        grp = g[str(int(g["edge_group_id"][0]))]
+        idx = g["edge_group_index"][()]
+        np.testing.assert_array_equal(grp["sec_id"][()][idx], syn["bmtk_id"].to_numpy())
+        np.testing.assert_array_equal(grp["sec_x"][()][idx], syn["x"].to_numpy())
+        n_types = np.unique(g["edge_type_id"][()]).size
+    assert n_types == len(groups.groups)
+
+    # one edge type per group, PN2PN, weight 1, delay 0.1
+    with open(files.edge_types[EXC_POP], newline="") as f:
+        rows = list(csv.DictReader(f, delimiter=" "))
+    assert len(rows) == len(groups.groups)
+    assert {r["dynamics_params"] for r in rows} == {"PN2PN.json"}
+    assert {float(r["syn_weight"]) for r in rows} == {1.0}
+    assert {float(r["delay"]) for r in rows} == {0.1}
+
+    nsyns = draw_inh_nsyns(params, 7)
+    for src in (PROX_POP, DIST_POP):
+        with h5py.File(files.edges[src]) as f:
+            g = f[f"edges/{src}_to_{CELL_POP}"]
+            got = g["0"]["nsyns"][()][g["edge_group_index"][()]]
+            want = np.concatenate([nsyns[f"{t.population}/{t.pop_name}"]
+                                   for t in INH_TARGETS if t.population == src])
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(g["source_node_id"][()], np.arange(want.size))
+        with open(files.edge_types[src], newline="") as f:
+            rows = list(csv.DictReader(f, delimiter=" "))
+        targets = [t for t in INH_TARGETS if t.population == src]
+        assert [r["target_sections"] for r in rows] == [str(list(t.target_sections))
+                                                        for t in targets]
+        assert [json.loads(r["distance_range"]) for r in rows] == [list(t.distance_range)
+                                                                   for t in targets]
+    pv = params.peri_inh
+    all_pv = np.concatenate([nsyns[f"{PROX_POP}/on_soma"], nsyns[f"{PROX_POP}/on_dend"]])
+    assert all_pv.min() >= pv.min and all_pv.max() <= pv.max
+    assert files.counts["total_synapses"] == len(syn) + sum(int(v.sum()) for v in nsyns.values())
+
+
+def test_byte_deterministic_across_processes(built, tmp_path):
+    """Same inputs -> same bytes, also in a fresh process with another string-hash seed."""
+    params, groups, files = built
+    again = build_network(tmp_path / "again", params, groups, 7)
+    script = (
+        "import sys; from pathlib import Path\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from test_network import small_params, _groups\n"
+        "from l5assets.network.build import build_network\n"
+        "p = small_params(Path(sys.argv[1]))\n"
+        "build_network(Path(sys.argv[1]) / 'sub', p, _groups(p, 7), 7)\n"
+    )
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
+                   check=True, env=env)
+    for other in (again, None):
+        d = other.network_dir if other else tmp_path / "sub"
+        for p in files.all_files():
+            assert (d / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_seed_changes_inhibitory_counts(built):
+    params, _, _ = built
+    a, b = draw_inh_nsyns(params, 7), draw_inh_nsyns(params, 8)
+    assert any(not np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_sim_config_valid_for_bionet(built, tmp_path):
+    from bmtk.simulator import bionet
+
+    params, _, files = built
+    spikes = {p: tmp_path / f"{p}.h5" for p in (EXC_POP, PROX_POP, DIST_POP)}
+    for pop, path in spikes.items():  # the validator wants the input files to exist
+        write_sonata_spikes(path, pop, SpikeTrains(np.array([0, 1]), np.array([5.0, 7.5])))
+    cfg = write_sim_config(tmp_path / "cfg", params, files.network_dir, spikes, seed=7)
+    conf = bionet.Config.from_json(str(cfg.config))
+    assert conf.validate()
+    assert conf.tstop == pytest.approx(200.0)
+    assert conf.dt == params.dt
+    assert conf.v_init == -80.0 and conf.celsius == 34.0
+    assert conf.spike_threshold == -10.0
+    assert {i["node_set"] for i in conf.inputs.values()} == {EXC_POP, PROX_POP, DIST_POP}
+    assert {Path(i["input_file"]) for i in conf.inputs.values()} == {
+        p.resolve() for p in spikes.values()}
+    assert Path(conf.output_dir) == (tmp_path / "cfg" / "output").resolve()
+    assert [r["sections"] for r in conf.reports.values()] == ["soma"]
+    assert len(conf.nodes) == 4 and len(conf.edges) == 3
+    # written deterministically
+    again = write_sim_config(tmp_path / "cfg2", params, files.network_dir, spikes, seed=7)
+    for a, b in zip(cfg.all_files(), again.all_files(), strict=True):
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_population_without_nodes(tmp_path):
+    """No PV+ cells (basal_prox 0, n_soma_syns 0): no prox files, no prox input in the config."""
+    from bmtk.simulator import bionet
+
+    params = small_params(tmp_path, n_soma_syns=0,
+                          lengths={"basal_dist": 400, "basal_prox": 0, "apic": 600})
+    assert params.counts.pv_total == 0
+    files = build_network(tmp_path / "net", params, _groups(params, 3), 3)
+    assert PROX_POP not in files.nodes and PROX_POP not in files.edges
+    assert all(p.exists() for p in files.all_files())
+    assert not list((tmp_path / "net").glob(f"{PROX_POP}*"))
+    spikes = {p: tmp_path / f"{p}.h5" for p in (EXC_POP, PROX_POP, DIST_POP)}
+    for pop, path in spikes.items():
+        write_sonata_spikes(path, pop, SpikeTrains.empty())
+    cfg = write_sim_config(tmp_path / "cfg", params, files.network_dir, spikes, seed=3)
+    conf = bionet.Config.from_json(str(cfg.config))
+    assert conf.validate()
+    assert {i["node_set"] for i in conf.inputs.values()} == {EXC_POP, DIST_POP}
+    assert len(conf.nodes) == 3 and len(conf.edges) == 2
