@@ -300,12 +300,15 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
         morph = str(morph_path.resolve())
     else:
         # a cell without a packaged default morphology (L5PC_reference) needs a user path
+        from l5assets.cell.biophysics import BiophysicsError
         from l5assets.cell.morphology import MorphologyError, default_morphology
 
         try:
             default_morphology(biophys)
         except MorphologyError as e:
             raise ParamsError(f"params field 'cell.morphology': {e}") from None
+        except BiophysicsError as e:
+            raise ParamsError(f"params field 'cell.biophysics': {e}") from None
 
     lengths = _get(raw, "lengths", "")
     _check_keys(lengths, {"basal_dist", "basal_prox", "apic"}, "lengths")

@@ -16,6 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _readable(path: Path, mode: int) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries: give outputs the usual mode."""
+    os.chmod(path, mode & ~_umask())
+
+
 def partition_dir(root: Path, asset: str, param_set: str, seed: int | None = None) -> Path:
     """Folder owned by one asset for one partition (not created)."""
     sub = "shared" if seed is None else f"seed-{int(seed)}"
@@ -33,6 +44,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _readable(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, final)
@@ -62,6 +74,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    _readable(tmp, 0o777)
     try:
         yield tmp
         old = None

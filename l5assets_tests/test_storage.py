@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,15 @@ def test_atomic_dir_swaps_whole_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in final.iterdir()) == ["y.h5"]
     assert storage.dir_sha256(final) != h1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]
+
+
+def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        f = storage.atomic_write_text(tmp_path / "f.txt", "x")
+        with storage.atomic_dir(tmp_path / "d") as d:
+            (d / "g").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

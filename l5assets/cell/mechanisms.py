@@ -49,6 +49,26 @@ class CompiledMechanisms:
         through CORENEURONLIB, which must be set before NEURON is imported."""
         return {"CORENEURONLIB": str(self.coreneuron_library)}
 
+    @classmethod
+    def from_record(cls, record: Path) -> CompiledMechanisms:
+        """Read back an entry written with `as_metadata` (the compiled_mechanisms asset's
+        record), so that a worker process loads exactly the library the pipeline built."""
+        import json
+
+        rec = json.loads(Path(record).read_text())
+        lib = Path(rec["library"])
+        if not lib.exists():
+            raise MechanismCompileError(
+                f"{record}: library {lib} is gone; re-materialize compiled_mechanisms"
+            )
+        return cls(
+            mod_hash=rec["mod_hash"],
+            directory=Path(rec["directory"]),
+            library=lib,
+            coreneuron=bool(rec["coreneuron"]),
+            mod_files=tuple(rec["mod_files"]),
+        )
+
     def as_metadata(self) -> dict[str, str | bool | list[str]]:
         return {
             "mod_hash": self.mod_hash,

@@ -1,7 +1,7 @@
 """Run one BMTK BioNet + NEURON simulation in its own process.
 
     python -m l5assets.simulation.runner CONFIG [--output-dir DIR]
-        [--share-synapses | --no-share-synapses] [--seed N]
+        [--share-synapses | --no-share-synapses] [--seed N] [--mechanisms RECORD]
 
 CONFIG is the `config.json` written by `l5assets.network.sim_config.write_sim_config`. The
 process compiles/loads the project's mechanism library, registers our cell and synapse models
@@ -210,16 +210,25 @@ def run_simulation(
     output_dir: Path | None = None,
     share_synapses: bool = True,
     seed: int | None = None,
+    mechanisms: Path | None = None,
 ) -> dict[str, Any]:
     """Build and run the simulation of CONFIG in this process; returns the result dict.
 
-    Call once per process: NEURON's state cannot be reset.
+    `mechanisms` is a compiled_mechanisms record (JSON) naming the library to load; without
+    it the project's mechanisms are compiled (cached) and loaded. Call once per process:
+    NEURON's state cannot be reset.
     """
     t_start = time.perf_counter()
     from l5assets.cell import bmtk_hook, synapses
-    from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms
+    from l5assets.cell.mechanisms import (
+        CompiledMechanisms,
+        compile_mechanisms,
+        load_mechanisms,
+    )
 
-    compiled = compile_mechanisms()
+    compiled = (
+        CompiledMechanisms.from_record(mechanisms) if mechanisms else compile_mechanisms()
+    )
     load_mechanisms(compiled)
 
     from bmtk.simulator import bionet
@@ -316,8 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="share one point process per (kind, section, x) (default: on)")
     ap.add_argument("--seed", type=int, default=None,
                     help="partition seed (default: the config's l5assets.seed)")
+    ap.add_argument("--mechanisms", type=Path, default=None,
+                    help="compiled_mechanisms record (JSON) of the library to load "
+                         "(default: compile the project's mechanisms, cached)")
     args = ap.parse_args(argv)
-    result = run_simulation(args.config, args.output_dir, args.share_synapses, args.seed)
+    result = run_simulation(args.config, args.output_dir, args.share_synapses, args.seed,
+                            args.mechanisms)
     print(json.dumps(result, sort_keys=True))
     return 0
 

@@ -1,0 +1,129 @@
+"""Wall time and peak memory of each build stage (asset) for one param set and seed.
+
+    python benchmarks/bench_build.py [--param-set L5_reference] [--seed 123] [--simulate]
+        [--storage-root DIR] [--json]
+
+Each stage runs in a fresh Python process (the real asset function, invoked directly with
+`dg.build_asset_context`), so its peak resident memory is its own: "peak RSS" is the larger of
+that process's and of its own subprocesses (nrnivmodl, the NEURON segments worker, the
+simulation runner). Wall time covers the asset call only (not interpreter start or imports).
+Stages run in graph order into a temporary storage root (or --storage-root); the simulation
+stages are skipped unless --simulate (L5_reference simulates 30 s: ~15 min on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUILD_STAGES = (
+    "compiled_mechanisms",
+    "segments_table",
+    "functional_groups",
+    "exc_raster",
+    "inh_rasters",
+    "network",
+    "simulation_config",
+)
+SIM_STAGES = ("simulation_outputs", "simulation_summary")
+
+
+def _maxrss_mb(who: int) -> float:
+    import resource
+
+    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports kB
+
+
+def run_one(stage: str, param_set: str, seed: int) -> dict:
+    """Materialize one stage in this process; returns its wall time and peak memory."""
+    import resource
+    import warnings
+
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    from l5assets.definitions import defs
+    from l5assets.defs.partitions import register_partitions, run_partition_key
+
+    assets_def = defs.resolve_assets_def(stage)  # resources of the code location bound
+    shared = stage in ("compiled_mechanisms", "segments_table")
+    key = param_set if shared else str(run_partition_key(param_set, seed))
+    rss_before = _maxrss_mb(resource.RUSAGE_SELF)
+    with dg.instance_for_test() as instance:
+        register_partitions(instance, [param_set], [seed])
+        ctx = dg.build_asset_context(partition_key=key, instance=instance)
+        t0 = time.perf_counter()
+        result = assets_def(ctx)
+        wall = time.perf_counter() - t0
+    md = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
+    counts = {k: v for k, v in md.items() if k.startswith("n_") and isinstance(v, int)}
+    return {
+        "stage": stage,
+        "partition_key": key,
+        "wall_s": round(wall, 3),
+        "peak_rss_mb": round(max(_maxrss_mb(resource.RUSAGE_SELF),
+                                 _maxrss_mb(resource.RUSAGE_CHILDREN)), 1),
+        "baseline_rss_mb": round(rss_before, 1),
+        "subprocess_peak_rss_mb": round(_maxrss_mb(resource.RUSAGE_CHILDREN), 1),
+        "content_hash": md.get("content_hash"),
+        "counts": counts,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--param-set", default="L5_reference")
+    ap.add_argument("--seed", type=int, default=123)
+    ap.add_argument("--simulate", action="store_true", help="also run the simulation stages")
+    ap.add_argument("--storage-root", default=None, help="default: a temporary folder")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one stage
+    args = ap.parse_args(argv)
+
+    if args.one:
+        print(json.dumps(run_one(args.one, args.param_set, args.seed)))
+        return 0
+
+    from l5assets.params import load_param_set
+
+    params = load_param_set(args.param_set)  # fail early on bad params
+    stages = BUILD_STAGES + (SIM_STAGES if args.simulate else ())
+    with tempfile.TemporaryDirectory(prefix="l5bench-") as tmp:
+        env = dict(os.environ)
+        env["L5ASSETS_STORAGE_ROOT"] = str(Path(args.storage_root or tmp).resolve())
+        rows = []
+        for stage in stages:
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", stage, "--param-set", params.name,
+                 "--seed", str(args.seed)],
+                capture_output=True, text=True, env=env,
+            )
+            if proc.returncode != 0:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                print(f"stage {stage} failed", file=sys.stderr)
+                return 1
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row["process_wall_s"] = round(time.perf_counter() - t0, 3)
+            rows.append(row)
+            if not args.json:
+                print(f"{stage:22s} {row['wall_s']:9.2f} s   peak RSS {row['peak_rss_mb']:8.1f} MB"
+                      f" (imports alone {row['baseline_rss_mb']:.0f} MB)", flush=True)
+    total = sum(r["wall_s"] for r in rows)
+    if args.json:
+        print(json.dumps({"param_set": params.name, "seed": args.seed, "stages": rows,
+                          "total_wall_s": round(total, 3)}, indent=2))
+    else:
+        print(f"{'total':22s} {total:9.2f} s   max peak RSS "
+              f"{max(r['peak_rss_mb'] for r in rows):.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""The `l5assets` console command.
+
+    l5assets run --param-set NAME --seed N [--seed M ...] [--json]
+    l5assets validate-cell [--cell NAME] [--morphology PATH] [--protocol P ...] [--json]
+    l5assets trace PATH [--json]
+    l5assets diff A B [--json]
+    l5assets status [--param-set NAME ...] [--json]
+
+`run` validates the param set and seeds, registers them as dynamic partitions, records the
+params file's content hash (an observation of `params_file`), then materializes the graph on
+the local Dagster instance with the in-process executor: one run of `cell_job` for the param
+set (compiled mechanisms, segments table), then one run of `seed_job` per seed, one after the
+other (the simulation itself is a subprocess; several seeds in parallel would only compete for
+the same cores). The instance is the one of DAGSTER_HOME, else an embedded SQLite instance in
+`l5assets.paths.dagster_home()` (under data/). Other subcommands import their module lazily, so
+a missing module only breaks that subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+# Metadata left out of `run --json`: the whole manifest (its path is listed under "paths").
+CLI_OMITTED_METADATA = ("manifest_json",)
+
+
+class Unavailable(RuntimeError):
+    """A subcommand's module is not installed / not written yet."""
+
+
+class RunFailed(RuntimeError):
+    """A Dagster run of `l5assets run` failed; `summary` holds what was materialized."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def _import(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise Unavailable(f"{module} is not available ({e})") from e
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Path):
+        return str(v)
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    return str(v)
+
+
+# --------------------------------------------------------------------------------------------
+# instance
+
+
+def local_instance():
+    """The Dagster instance of DAGSTER_HOME, else an embedded SQLite instance in
+    `l5assets.paths.dagster_home()` (under data/). The home folder is created if missing, with
+    an empty dagster.yaml (all defaults) when it has none."""
+    import dagster as dg
+
+    from l5assets import paths
+
+    home = Path(os.environ.get("DAGSTER_HOME") or paths.dagster_home()).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").touch()
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def _metadata_value(v: Any) -> Any:
+    value = getattr(v, "value", v)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bool | int | float | str | dict | list) or value is None:
+        return _jsonable(value)
+    return str(value)
+
+
+def materialization_record(event: Any) -> dict[str, Any]:
+    """One materialization event as plain JSON: asset, partition key, paths, metadata."""
+    mat = event.event_specific_data.materialization
+    pkey = str(mat.partition) if mat.partition is not None else None
+    param_set, _, seed = (pkey or "").partition("|")
+    out: dict[str, Any] = {
+        "asset": mat.asset_key.to_user_string(),
+        "partition_key": pkey,
+        "param_set": param_set or None,
+        "seed": int(seed) if seed else None,
+        "paths": {},
+        "metadata": {},
+    }
+    for key, v in mat.metadata.items():
+        if key in CLI_OMITTED_METADATA:
+            continue
+        value = _metadata_value(v)
+        if key == "dir" or key.startswith(("path_", "input_")):
+            name = key if key == "dir" else key.split("_", 1)[1]
+            out["paths"][("input:" if key.startswith("input_") else "") + name] = value
+        else:
+            out["metadata"][key] = value
+    return out
+
+
+def _root_cause(error: Any) -> str:
+    """The innermost cause of a Dagster step error, as 'Type: message'."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    if error is None:
+        return "unknown error"
+    msg = error.message.strip()
+    return msg if msg.startswith(f"{error.cls_name}") else f"{error.cls_name}: {msg}"
+
+
+def run_partitions(
+    param_set: str,
+    seeds: Sequence[int | str],
+    *,
+    instance: Any = None,
+    defs: Any = None,
+    log_level: str = "INFO",
+) -> dict[str, Any]:
+    """Materialize the whole graph for a param set and seeds; returns the JSON summary.
+
+    Validates the params and seeds first (ParamsError before anything is written or
+    registered). Raises RunFailed (naming the failed step, carrying the partial summary) if a
+    run fails.
+    """
+    from l5assets import paths
+    from l5assets.params import load_param_set, validate_seed
+
+    params = load_param_set(param_set)
+    seed_list = list(dict.fromkeys(validate_seed(s) for s in seeds))
+    if not seed_list:
+        raise ValueError("give at least one --seed")
+
+    if defs is None:
+        from l5assets.definitions import defs
+    from l5assets.defs.partitions import register_partitions, run_partition_key
+
+    instance = instance or local_instance()
+    register_partitions(instance, [params.name], seed_list)
+
+    runs: list[dict[str, Any]] = []
+    assets: dict[str, list[dict[str, Any]]] = {}
+    summary: dict[str, Any] = {
+        "ok": True,
+        "param_set": params.name,
+        "params_hash": params.params_hash,
+        "seeds": seed_list,
+        "dagster_home": os.environ.get("DAGSTER_HOME"),
+        "storage_root": str(paths.storage_root().resolve()),
+        "runs": runs,
+        "assets": assets,
+    }
+
+    def execute(job_name: str, partition_key: str | None) -> None:
+        job = defs.resolve_job_def(job_name)
+        result = job.execute_in_process(
+            instance=instance, partition_key=partition_key, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
+        runs.append({"job": job_name, "partition_key": partition_key, "run_id": result.run_id,
+                     "success": result.success})
+        for ev in result.get_asset_materialization_events():
+            rec = materialization_record(ev)
+            assets.setdefault(rec.pop("asset"), []).append(rec)
+        if not result.success:
+            failed = [
+                f"{ev.step_key}: {_root_cause(ev.event_specific_data.error)}"
+                for ev in result.all_events
+                if ev.is_step_failure
+            ]
+            message = (
+                f"{job_name} failed for partition {partition_key!r} (run {result.run_id}):\n"
+                + "\n".join(failed)
+            )
+            summary.update(ok=False, error=message)
+            raise RunFailed(message, summary)
+
+    execute("observe_sources_job", None)
+    execute("cell_job", params.name)
+    for seed in seed_list:
+        execute("seed_job", str(run_partition_key(params.name, seed)))
+
+    return summary
+
+
+def _format_run(summary: dict[str, Any]) -> str:
+    lines = [
+        f"param set {summary['param_set']} (params hash {summary['params_hash'][:12]}), "
+        f"seeds {summary['seeds']}",
+        f"dagster home: {summary['dagster_home']}",
+        f"storage root: {summary['storage_root']}",
+    ]
+    for asset, recs in summary["assets"].items():
+        for r in recs:
+            lines.append(f"{asset} [{r['partition_key']}]")
+            for name, p in r["paths"].items():
+                if not name.startswith("input:"):
+                    lines.append(f"    {name}: {p}")
+    summaries = summary["assets"].get("simulation_summary", [])
+    for r in summaries:
+        m = r["metadata"]
+        lines.append(
+            f"seed {r['seed']}: cell {m.get('n_cell_spikes')} spikes, "
+            f"{m.get('firing_rate_hz', float('nan')):.2f} Hz, ISI CV {m.get('isi_cv')}, "
+            f"mean soma V {m.get('soma_v_mean_mv')} mV"
+        )
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from l5assets.params import ParamsError
+
+    if args.storage_root:
+        os.environ["L5ASSETS_STORAGE_ROOT"] = str(Path(args.storage_root).resolve())
+    if args.params_dir:
+        os.environ["L5ASSETS_PARAMS_DIR"] = str(Path(args.params_dir).resolve())
+    try:
+        summary = run_partitions(args.param_set, args.seed)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.json:
+            _print_json(e.summary)  # still one object: what was done, "ok": false, "error"
+        return EXIT_FAILED
+    if args.json:
+        _print_json(summary)
+    else:
+        print(_format_run(summary))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# validate-cell, trace, diff, status
+
+
+def cmd_validate_cell(args: argparse.Namespace) -> int:
+    validation = _import("l5assets.cell.validation")
+    result = validation.validate_cell(
+        args.cell, args.morphology, args.protocol or None, workers=args.workers,
+        out_dir=args.out,
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        print(validation.format_validation(result))
+    return EXIT_OK if result.get("passed") else EXIT_FAILED
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    mod = _import("l5assets.lineage.trace")
+    result = mod.trace(args.path)
+    if args.json:
+        _print_json(result)
+    else:
+        print(mod.format_trace(result))
+    return EXIT_OK if result.get("consistent", True) else EXIT_FAILED
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    mod = _import("l5assets.lineage.diff")
+    result = mod.diff(args.a, args.b)
+    if args.json:
+        _print_json(result)
+    else:
+        print(mod.format_diff(result, verbose=args.verbose))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    mod = _import("l5assets.lineage.status")
+    instance = defs = None
+    if not args.no_dagster:
+        from l5assets.definitions import defs
+
+        instance = local_instance()
+    rows = mod.status(
+        instance, defs, param_sets=args.param_set or None,
+        with_dagster_status=not args.no_dagster,
+    )
+    if args.json:
+        _print_json(rows)
+    else:
+        print(mod.format_status(rows, verbose=args.verbose))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="l5assets", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="materialize the whole graph for a param set and seeds",
+        description=(
+            "Validate the param set and seeds, register them as dynamic partitions, observe the "
+            "params file, then materialize with the in-process executor: one `cell_job` run for "
+            "the param set, then one `seed_job` run per seed, in order (no backfill daemon "
+            "needed). The instance is DAGSTER_HOME's, else an embedded SQLite one under data/."
+        ),
+    )
+    run.add_argument("--param-set", required=True, help="name of a JSON file in the params dir")
+    run.add_argument("--seed", required=True, action="append",
+                     help="integer seed; repeat for several (one run per seed)")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--storage-root", help="where outputs go (default: L5ASSETS_STORAGE_ROOT "
+                     "or data/outputs)")
+    run.add_argument("--params-dir", help="param set folder (default: L5ASSETS_PARAMS_DIR or "
+                     "data/params)")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate-cell", help="run the cell validation protocols")
+    val.add_argument("--cell", default="L5PC_bbp", help="biophysics name (default L5PC_bbp)")
+    val.add_argument("--morphology", default=None, help="morphology file (default: the cell's)")
+    val.add_argument("--protocol", action="append", help="protocol to run (repeat; default all)")
+    val.add_argument("--workers", type=int, default=1, help="protocols run in parallel")
+    val.add_argument("--out", default=None, help="folder for traces, plots, validation.json")
+    val.add_argument("--json", action="store_true", help="print the result as JSON")
+    val.set_defaults(func=cmd_validate_cell)
+
+    tr = sub.add_parser("trace", help="walk an output back to its params file and seed")
+    tr.add_argument("path")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_trace)
+
+    df = sub.add_parser("diff", help="what differs between the provenance of two outputs")
+    df.add_argument("a")
+    df.add_argument("b")
+    df.add_argument("--json", action="store_true")
+    df.add_argument("--verbose", action="store_true")
+    df.set_defaults(func=cmd_diff)
+
+    st = sub.add_parser("status", help="which partitions are missing, fresh or stale")
+    st.add_argument("--param-set", action="append", help="restrict to these param sets")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--verbose", action="store_true")
+    st.add_argument("--no-dagster", action="store_true",
+                    help="files and manifests only: do not open the Dagster instance")
+    st.set_defaults(func=cmd_status)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    args = build_parser().parse_args(argv)
+    # Dagster's beta/preview notices about APIs the project chose are noise on a console.
+    warnings.filterwarnings("ignore", message=r".*(beta|preview).*")
+    try:
+        return args.func(args)
+    except Unavailable as e:
+        print(f"error: l5assets {args.command} is unavailable: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except BrokenPipeError:  # e.g. `l5assets diff a b | head`
+        sys.stdout = open(os.devnull, "w")  # silence the flush at exit
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Cell validation assets: one per protocol, partitioned by cell, plus a per-cell summary.
+
+Each protocol asset simulates its protocol in a fresh NEURON subprocess
+(`l5assets.cell.validation.run_protocols`), writes traces, features and a plot into
+`<storage root>/<cell>/shared/<asset>/`, and reports every feature next to its target in the
+materialization metadata. One non-blocking asset check per gating target reads the written
+features back, so a failing target shows as a failed check, not a failed run.
+"""
+
+import base64
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from l5assets import paths
+from l5assets.cell import validation as V
+from l5assets.storage import atomic_dir, dir_sha256, file_sha256, partition_dir
+
+from ..resources import CellModelResource, StorageResource
+
+GROUP = "cell_validation"
+FEATURES_FILE = "features.json"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+MORPHOLOGY_ENV = "L5ASSETS_REFERENCE_MORPHOLOGY"
+# embed the plot in the metadata as a markdown image only below this size
+MAX_INLINE_PNG = 400_000
+
+
+def cell_names() -> list[str]:
+    """Partition keys: the stems of biophys_components/cells/*.json."""
+    return sorted(p.stem for p in paths.cells_dir().glob("*.json"))
+
+
+cell_partitions = dg.StaticPartitionsDefinition(cell_names())
+
+
+class CellValidationConfig(dg.Config):
+    """Run configuration of a validation asset."""
+
+    morphology: str | None = Field(
+        default=None,
+        description=(
+            "Morphology file (.asc/.swc). Default: the cell's packaged morphology; cells without "
+            f"one (L5PC_reference) read the env var {MORPHOLOGY_ENV}."
+        ),
+    )
+
+
+def asset_key(protocol: str) -> str:
+    return f"validation_{protocol}"
+
+
+def check_name(feature: str) -> str:
+    return feature.replace(".", "__")
+
+
+def _out_dir(storage: StorageResource, asset: str, cell: str) -> Path:
+    return partition_dir(storage.root_path(), asset, cell)
+
+
+def _resolve_morphology(cell: str, morphology: str | None) -> Path | None:
+    try:
+        return V.resolve_morphology(cell, morphology or os.environ.get(MORPHOLOGY_ENV) or None)
+    except V.ValidationError as exc:
+        raise dg.Failure(
+            description=(
+                f"cell '{cell}' needs a morphology: set run config `morphology` on the asset or "
+                f"the environment variable {MORPHOLOGY_ENV} ({exc})"
+            )
+        ) from exc
+
+
+def _feature_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| feature | value | target | unit | result |", "|---|---|---|---|---|"]
+    for r in rows:
+        val = "n/a" if r["value"] is None else f"{r['value']:.4g}"
+        verdict = "PASS" if r["passed"] else "FAIL"
+        if not r["gating"]:
+            verdict += " (info)"
+        lines.append(f"| {r['label']} | {val} | {r['target']} | {r['unit']} | {verdict} |")
+    return "\n".join(lines)
+
+
+def _inline_png(path: Path) -> str | None:
+    data = path.read_bytes()
+    if len(data) > MAX_INLINE_PNG:
+        return None
+    return f"![{path.stem}](data:image/png;base64,{base64.b64encode(data).decode()})"
+
+
+def _provenance(cell: str, morph: Path | None) -> dict[str, Any]:
+    from l5assets.cell.mechanisms import mod_hash
+
+    bio = paths.cells_dir() / f"{cell}.json"
+    return {
+        "cell": cell,
+        "biophysics": str(bio),
+        "biophysics_sha256": file_sha256(bio) if bio.exists() else None,
+        "morphology": None if morph is None else str(morph),
+        "morphology_sha256": None if morph is None else file_sha256(morph),
+        "mod_hash": mod_hash(),
+        "code_version": V.CODE_VERSION,
+    }
+
+
+def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
+    proto = V.PROTOCOLS[protocol]
+    key = asset_key(protocol)
+
+    @dg.asset(
+        name=key,
+        partitions_def=cell_partitions,
+        group_name=GROUP,
+        kinds={"neuron", "python"},
+        code_version=V.CODE_VERSION,
+        description=(
+            f"Cell validation, {proto.title}. Simulated in a fresh NEURON subprocess; writes "
+            f"traces (.npy/.json), {FEATURES_FILE} (every feature, its target, pass/fail) and a "
+            "PNG plot."
+        ),
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: CellValidationConfig,
+        storage: StorageResource,
+        cell_model: CellModelResource,
+    ) -> dg.MaterializeResult:
+        cell = context.partition_key
+        morph = _resolve_morphology(cell, config.morphology)
+        traces = V.run_protocols(
+            cell, morph, [protocol],
+            mod_dir=cell_model.mod_path(), cache_root=cell_model.cache_path(),
+        )[protocol]
+        ev = V.evaluate(traces)
+        record = {**_provenance(cell, morph), **ev}
+        out = _out_dir(storage, key, cell)
+        with atomic_dir(out) as tmp:
+            traces.save(tmp)
+            V.plot_protocol(traces, ev, tmp / f"{protocol}.png")
+            (tmp / FEATURES_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        plot = out / f"{protocol}.png"
+        rows = ev["features"]
+        metadata: dict[str, Any] = {
+            "cell": cell,
+            "morphology": dg.MetadataValue.path(str(morph)) if morph else "none",
+            "passed": ev["passed"],
+            "n_targets": sum(r["gating"] for r in rows),
+            "n_passed": sum(r["passed"] for r in rows if r["gating"]),
+            "runtime_s": round(traces.runtime_s, 2),
+            "features": dg.MetadataValue.md(_feature_table(rows)),
+            "plot": dg.MetadataValue.path(str(plot)),
+            "path_features": dg.MetadataValue.path(str(out / FEATURES_FILE)),
+            "dir": dg.MetadataValue.path(str(out)),
+        }
+        for r in rows:
+            if r["gating"]:
+                val = "n/a" if r["value"] is None else f"{r['value']:.4g}"
+                metadata[f"feature/{r['feature']}"] = (
+                    f"{val} {r['unit']} (target {r['target']}) "
+                    f"{'PASS' if r['passed'] else 'FAIL'}"
+                )
+        image = _inline_png(plot)
+        if image:
+            metadata["plot_image"] = dg.MetadataValue.md(image)
+        if protocol == "fi":
+            c = ev["measures"]["fi.curve"]
+            metadata["fi_curve"] = dg.MetadataValue.md(
+                "| I (nA) | rate (Hz) |\n|---|---|\n"
+                + "\n".join(f"| {a:g} | {r:g} |" for a, r in zip(c["amps_nA"], c["rates_Hz"],
+                                                                    strict=True))
+            )
+        return dg.MaterializeResult(
+            metadata=metadata, data_version=dg.DataVersion(dir_sha256(out))
+        )
+
+    return _asset
+
+
+def _make_check(protocol: str, target: V.Target) -> dg.AssetChecksDefinition:
+    key = asset_key(protocol)
+
+    @dg.asset_check(
+        asset=key,
+        name=check_name(target.feature),
+        description=f"{target.label}: target {target.text()} {target.unit} ({target.source})",
+        blocking=False,
+        partitions_def=cell_partitions,
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, storage: StorageResource
+    ) -> dg.AssetCheckResult:
+        return evaluate_check(storage, key, context.partition_key, target)
+
+    return _check
+
+
+def evaluate_check(
+    storage: StorageResource, asset: str, cell: str, target: V.Target
+) -> dg.AssetCheckResult:
+    """Judge one target from the features file an asset wrote for a cell."""
+    path = _out_dir(storage, asset, cell) / FEATURES_FILE
+    if not path.exists():
+        return dg.AssetCheckResult(
+            passed=False, metadata={"error": f"{path} missing: materialize {asset} first"}
+        )
+    rows = {r["feature"]: r for r in json.loads(path.read_text())["features"]}
+    row = rows.get(target.feature) or V.judge(target, None)
+    return dg.AssetCheckResult(
+        passed=bool(row["passed"]),
+        metadata={
+            "value": row["value"] if row["value"] is not None else "n/a",
+            "target": f"{row['target']} {row['unit']}".strip(),
+            "lower": row["lower"],
+            "upper": row["upper"],
+            "source": row["source"],
+            "method": row["method"],
+        },
+    )
+
+
+protocol_assets = [_make_protocol_asset(p) for p in V.PROTOCOL_NAMES]
+with warnings.catch_warnings():
+    # partitioned asset checks are a Dagster "preview" feature (1.13): we rely on them so each
+    # cell's checks are judged on that cell's files
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    protocol_checks = [_make_check(t.protocol, t) for t in V.GATING_TARGETS]
+
+
+@dg.asset(
+    name="validation_summary",
+    partitions_def=cell_partitions,
+    group_name=GROUP,
+    kinds={"python"},
+    code_version=V.CODE_VERSION,
+    deps=[asset_key(p) for p in V.PROTOCOL_NAMES],
+    description=(
+        "Every validation feature of a cell with its target and pass/fail, gathered from the "
+        f"protocol assets: {SUMMARY_FILE} and a text report ({REPORT_FILE})."
+    ),
+)
+def validation_summary(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    cell = context.partition_key
+    features: list[dict[str, Any]] = []
+    measures: dict[str, Any] = {}
+    morphology = None
+    for p in V.PROTOCOL_NAMES:
+        path = _out_dir(storage, asset_key(p), cell) / FEATURES_FILE
+        if not path.exists():
+            raise dg.Failure(description=f"{path} missing: materialize {asset_key(p)} first")
+        rec = json.loads(path.read_text())
+        features.extend(rec["features"])
+        measures[p] = rec["measures"]
+        morphology = rec.get("morphology", morphology)
+    summary = {
+        "cell": cell,
+        "morphology": morphology,
+        "protocols": list(V.PROTOCOL_NAMES),
+        "features": features,
+        "measures": measures,
+        "passed": all(r["passed"] for r in features if r["gating"]),
+    }
+    report = V.format_validation(summary)
+    out = _out_dir(storage, "validation_summary", cell)
+    with atomic_dir(out) as tmp:
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (tmp / REPORT_FILE).write_text(report + "\n")
+    gating = [r for r in features if r["gating"]]
+    return dg.MaterializeResult(
+        metadata={
+            "cell": cell,
+            "passed": summary["passed"],
+            "n_targets": len(gating),
+            "n_passed": sum(r["passed"] for r in gating),
+            "failed": ", ".join(r["feature"] for r in gating if not r["passed"]) or "none",
+            "features": dg.MetadataValue.md(_feature_table(features)),
+            "path_summary": dg.MetadataValue.path(str(out / SUMMARY_FILE)),
+            "path_report": dg.MetadataValue.path(str(out / REPORT_FILE)),
+        },
+        data_version=dg.DataVersion(dir_sha256(out)),
+    )

@@ -1,0 +1,7 @@
+"""Definitions of the params domain."""
+
+import dagster as dg
+
+from .assets import params_file
+
+defs = dg.Definitions(assets=[params_file])

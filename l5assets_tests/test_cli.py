@@ -1,0 +1,153 @@
+"""The `l5assets` console command: argument handling, validation before any write, dispatch
+of the lineage subcommands, and (slow) a whole `run --json` on two seeds."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from l5assets import cli, paths
+
+
+def small_params(stop: float = 0.15) -> dict:
+    raw = json.loads((paths.PROJECT_ROOT / "data" / "params" / "L5_quick.json").read_text())
+    raw["description"] = "test: cli"
+    raw["time"]["stop"] = stop
+    raw["lengths"] = {"basal_dist": 930, "basal_prox": 483, "apic": 1488}
+    return raw
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch):
+    params_dir = tmp_path / "params"
+    params_dir.mkdir()
+    monkeypatch.setenv("L5ASSETS_PARAMS_DIR", str(params_dir))
+    monkeypatch.setenv("L5ASSETS_STORAGE_ROOT", str(tmp_path / "out"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    return tmp_path, params_dir
+
+
+def test_parser_run_takes_several_seeds():
+    args = cli.build_parser().parse_args(
+        ["run", "--param-set", "L5_quick", "--seed", "1", "--seed", "2", "--json"]
+    )
+    assert args.param_set == "L5_quick" and args.seed == ["1", "2"] and args.json
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", "--param-set", "L5_quick"])  # no seed
+
+
+@pytest.mark.parametrize(
+    ("name", "seed", "content", "message"),
+    [
+        ("T_bad", "1", {"dL": -1}, "dL"),
+        ("T_ok", "-3", {}, "seed"),
+        ("T_ok", "x", {}, "seed"),
+        ("T_missing", "1", None, "no file"),
+    ],
+)
+def test_run_validates_before_writing(dirs, capsys, name, seed, content, message):
+    tmp, params_dir = dirs
+    if content is not None:
+        (params_dir / f"{name}.json").write_text(json.dumps({**small_params(), **content}))
+    rc = cli.main(["run", "--param-set", name, "--seed", seed])
+    assert rc == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+    # nothing written: no outputs, no Dagster instance, no registered partitions
+    assert not (tmp / "out").exists()
+    assert not (tmp / "home").exists()
+
+
+def test_unavailable_module_only_breaks_its_subcommand(monkeypatch, capsys):
+    real_import = cli._import
+
+    def fake_import(module: str):
+        if module == "l5assets.lineage.diff":
+            raise cli.Unavailable(f"{module} is not available (test)")
+        return real_import(module)
+
+    monkeypatch.setattr(cli, "_import", fake_import)
+    assert cli.main(["diff", "a", "b"]) == cli.EXIT_UNAVAILABLE
+    assert "l5assets diff is unavailable" in capsys.readouterr().err
+
+
+def test_trace_and_diff_read_real_manifests(tmp_path: Path, capsys, params_quick):
+    from l5assets.lineage.manifest import write_manifest
+
+    outs = []
+    for i, seed in enumerate((1, 2)):
+        d = tmp_path / f"o{i}"
+        d.mkdir()
+        f = d / "x.bin"
+        f.write_bytes(b"data")
+        write_manifest(d, asset="exc_raster", params=params_quick, seed=seed, code_version="1",
+                       outputs=[f], inputs={}, extra={})
+        outs.append(f)
+    assert cli.main(["trace", str(outs[0]), "--json"]) in (cli.EXIT_OK, cli.EXIT_FAILED)
+    traced = json.loads(capsys.readouterr().out)
+    assert traced["seed"] == 1
+    assert cli.main(["diff", str(outs[0]), str(outs[1]), "--json"]) == cli.EXIT_OK
+    d = json.loads(capsys.readouterr().out)
+    assert d["identical"] is False and "seed" in d["changed"]
+
+
+@pytest.mark.slow
+def test_run_json_two_seeds(tmp_path: Path):
+    """`l5assets run` end to end in a subprocess: two seeds, one JSON object on stdout."""
+    params_dir = tmp_path / "params"
+    params_dir.mkdir()
+    (params_dir / "T_cli.json").write_text(json.dumps(small_params()))
+    env = dict(os.environ, L5ASSETS_PARAMS_DIR=str(params_dir),
+               L5ASSETS_STORAGE_ROOT=str(tmp_path / "out"))
+    env.pop("DAGSTER_HOME", None)
+    env["L5ASSETS_CACHE_DIR"] = str(paths.cache_dir())  # reuse the compiled mechanisms
+    env["L5ASSETS_DATA_DIR"] = str(tmp_path / "data")  # embedded instance goes under here
+    proc = subprocess.run(
+        [sys.executable, "-m", "l5assets.cli", "run", "--param-set", "T_cli", "--seed", "3",
+         "--seed", "4", "--json"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["seeds"] == [3, 4]
+    assert Path(out["dagster_home"]) == tmp_path / "data" / "dagster_home"
+    assert [r["job"] for r in out["runs"]] == ["observe_sources_job", "cell_job", "seed_job",
+                                               "seed_job"]
+    assert all(r["success"] for r in out["runs"])
+    for asset in ("network", "exc_raster", "inh_rasters", "simulation_outputs",
+                  "simulation_summary"):
+        recs = out["assets"][asset]
+        assert [r["partition_key"] for r in recs] == ["T_cli|3", "T_cli|4"]
+        for r in recs:
+            assert all(Path(p).exists() for k, p in r["paths"].items())
+            assert r["metadata"]["content_hash"]
+    assert out["assets"]["segments_table"][0]["partition_key"] == "T_cli"
+    # the two seeds differ
+    h = [r["metadata"]["content_hash"] for r in out["assets"]["exc_raster"]]
+    assert h[0] != h[1]
+
+
+def test_failed_run_still_prints_one_json_object(dirs, monkeypatch, capsys):
+    """A run that fails inside the graph (no .mod files to compile) exits 1 and prints one
+    JSON object naming the failure, with the runs done so far."""
+    tmp, params_dir = dirs
+    comps = tmp / "components"
+    (comps / "cells").mkdir(parents=True)
+    (comps / "mechanisms").mkdir()
+    for f in paths.cells_dir().glob("*.json"):
+        (comps / "cells" / f.name).write_text(f.read_text())
+    monkeypatch.setenv("L5ASSETS_COMPONENTS_DIR", str(comps))
+    monkeypatch.setenv("L5ASSETS_CACHE_DIR", str(tmp / "cache"))
+    (params_dir / "T_fail.json").write_text(json.dumps(small_params()))
+    rc = cli.main(["run", "--param-set", "T_fail", "--seed", "1", "--json"])
+    captured = capsys.readouterr()
+    assert rc == cli.EXIT_FAILED
+    out = json.loads(captured.out)
+    assert out["ok"] is False and "no .mod files" in out["error"]
+    assert [(r["job"], r["success"]) for r in out["runs"]] == [
+        ("observe_sources_job", True), ("cell_job", False)
+    ]
+    assert "compiled_mechanisms" not in out["assets"]
+    assert not (tmp / "out" / "T_fail" / "shared" / "compiled_mechanisms").exists()

@@ -1,0 +1,142 @@
+"""The code location loads: every asset, its partitioning, group, kinds, code version, deps,
+the jobs, resources and the workspace file."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from l5assets import paths
+from l5assets.definitions import defs
+from l5assets.defs.partitions import param_set_partitions, run_partitions
+from l5assets.defs.resources import NeuronRuntime, StorageResource
+
+SHARED = {"compiled_mechanisms", "segments_table"}
+SEEDED = {"functional_groups", "exc_raster", "inh_rasters", "network", "simulation_config",
+          "simulation_outputs", "simulation_summary"}
+GROUPS = {
+    "compiled_mechanisms": "cell", "segments_table": "cell", "functional_groups": "inputs",
+    "exc_raster": "inputs", "inh_rasters": "inputs", "network": "network",
+    "simulation_config": "simulation", "simulation_outputs": "simulation",
+    "simulation_summary": "simulation",
+}
+EDGES = {  # child: parents that must be declared
+    "compiled_mechanisms": {"cell_model_files"},
+    "segments_table": {"params_file", "cell_model_files", "compiled_mechanisms"},
+    "functional_groups": {"params_file", "segments_table"},
+    "exc_raster": {"params_file", "functional_groups"},
+    "inh_rasters": {"params_file", "exc_raster"},
+    "network": {"params_file", "functional_groups"},
+    "simulation_config": {"params_file", "network", "exc_raster", "inh_rasters"},
+    "simulation_outputs": {"simulation_config", "compiled_mechanisms", "cell_model_files"},
+    "simulation_summary": {"simulation_outputs", "exc_raster", "inh_rasters"},
+}
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return defs.resolve_asset_graph()
+
+
+def test_definitions_validate_loadable():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_every_domain_is_merged():
+    from l5assets import definitions
+
+    merged = set(defs.resolve_asset_graph().get_all_asset_keys())
+    for domain in definitions.DOMAINS:
+        own = {k for a in (domain.defs.assets or [])
+               for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
+        assert own and own <= merged, domain.__name__
+
+
+def test_every_asset_is_documented_grouped_kinded_and_versioned(graph):
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert SHARED | SEEDED | {"params_file"} <= keys
+    for name in SHARED | SEEDED:
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == GROUPS[name], name
+        assert node.code_version, name
+        assert node.kinds, name
+        assert node.description and len(node.description) > 40, name
+    src = graph.get(dg.AssetKey("params_file"))
+    assert src.is_observable and src.group_name == "params"
+    assert src.partitions_def == param_set_partitions
+
+
+def test_partitioning_and_mappings(graph):
+    for name in SHARED:
+        assert graph.get(dg.AssetKey(name)).partitions_def == param_set_partitions
+    for name in SEEDED:
+        assert graph.get(dg.AssetKey(name)).partitions_def == run_partitions
+    # seed-independent parents feed every seed through the param_set dimension
+    m = graph.get_partition_mapping(dg.AssetKey("functional_groups"), dg.AssetKey("segments_table"))
+    assert isinstance(m, dg.MultiToSingleDimensionPartitionMapping)
+    assert m.partition_dimension_name == "param_set"
+    m = graph.get_partition_mapping(
+        dg.AssetKey("simulation_outputs"), dg.AssetKey("compiled_mechanisms")
+    )
+    assert isinstance(m, dg.MultiToSingleDimensionPartitionMapping)
+
+
+def test_dependencies(graph):
+    for child, parents in EDGES.items():
+        got = {p.to_user_string() for p in graph.get(dg.AssetKey(child)).parent_keys}
+        assert parents <= got, (child, parents - got)
+
+
+def test_jobs_and_executor():
+    cell_job = defs.resolve_job_def("cell_job")
+    seed_job = defs.resolve_job_def("seed_job")
+    assert cell_job.partitions_def == param_set_partitions
+    assert seed_job.partitions_def == run_partitions
+    assert cell_job.executor_def.name == "in_process"
+    seed_keys = {k.to_user_string() for k in seed_job.asset_layer.executable_asset_keys}
+    assert seed_keys == SEEDED
+    observe = defs.resolve_job_def("observe_sources_job")
+    assert observe is not None
+
+
+def test_resources_fields_take_env_vars(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("L5_TEST_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("L5_TEST_THREADS", "3")
+
+    @dg.asset
+    def probe(storage: StorageResource, neuron: NeuronRuntime) -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            metadata={"root": str(storage.root_path()), "threads": neuron.threads}
+        )
+
+    with dg.instance_for_test() as instance:
+        res = dg.materialize(
+            [probe],
+            instance=instance,
+            resources={
+                "storage": StorageResource(root=dg.EnvVar("L5_TEST_ROOT")),
+                "neuron": NeuronRuntime(threads=dg.EnvVar.int("L5_TEST_THREADS")),
+            },
+        )
+        md = res.get_asset_materialization_events()[0].materialization.metadata
+        assert md["root"].value == str(tmp_path / "root")
+        assert md["threads"].value == 3
+    # unset fields fall back to the environment-aware defaults of l5assets.paths
+    monkeypatch.setenv("L5ASSETS_STORAGE_ROOT", str(tmp_path / "other"))
+    assert StorageResource().root_path() == tmp_path / "other"
+    assert StorageResource().params_path() == paths.params_dir()
+
+
+def test_workspace_yaml_loads_the_code_location():
+    text = (paths.PROJECT_ROOT / "workspace.yaml").read_text()
+    assert "module_name: l5assets.definitions" in text
+    # what `dagster dev -w workspace.yaml` does first: load the module and list its assets
+    out = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "list", "-m", "l5assets.definitions"],
+        capture_output=True, text=True, timeout=120, cwd=paths.PROJECT_ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in SHARED | SEEDED:
+        assert name in out.stdout
