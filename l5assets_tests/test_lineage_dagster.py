@@ -55,7 +55,7 @@ def make_defs(resources: dict, segments_cv: str = "1") -> dg.Definitions:
         write_manifest(out, asset="segments_table", params=params, seed=None,
                        code_version=segments_cv, outputs=[seg],
                        inputs={"params_file": storage_res.params_file(name)},
-                       extra={"run_id": context.run_id, "started_at": step_started_at(context),
+                       extra={"run_id": context.run.run_id, "started_at": step_started_at(context),
                               "build_seconds": 0.5})
         return dg.MaterializeResult(data_version=dg.DataVersion(storage.file_sha256(seg)))
 
@@ -74,7 +74,7 @@ def make_defs(resources: dict, segments_cv: str = "1") -> dg.Definitions:
         storage.atomic_write_bytes(fg, groups.tobytes())
         manifest = write_manifest(out, asset="functional_groups", params=params, seed=seed,
                                   code_version="1", outputs=[fg], inputs={"segments": seg},
-                                  extra={"run_id": context.run_id})
+                                  extra={"run_id": context.run.run_id})
         return dg.MaterializeResult(data_version=dg.DataVersion(storage.file_sha256(fg)),
                                     metadata=manifest_metadata(manifest))
 

@@ -523,8 +523,11 @@ def _features_bac(tr: ProtocolTraces) -> dict[str, Any]:
         out[f"{pre}.spikecount"] = float(spike_count(t, tr.v(s.name, "soma"), p.stim_window))
         ca = ca_spike(t, tr.v(s.name, "dend"), p.stim_window[0])
         out[f"{pre}.ca_spike"] = 1.0 if ca["present"] else 0.0
-        out[f"{pre}.caSpike_height"] = ca["peak"]
-        out[f"{pre}.caSpike_width"] = ca["width"]
+        # Hay's Ca2+ spike height and width exist only if there is a Ca2+ spike
+        out[f"{pre}.caSpike_height"] = ca["peak"] if ca["present"] else None
+        out[f"{pre}.caSpike_width"] = ca["width"] if ca["present"] else None
+        out[f"{pre}.dend_peak"] = ca["peak"]
+        out[f"{pre}.dend_width_55"] = ca["width"]
         out[f"{pre}.ca_half_width"] = ca["half_width"]
     f = _efel(t, tr.v("paired", "soma"), p.stim_window,
               ["spike_count_stimint", "peak_time", "peak_voltage", "AHP_depth_abs"],

@@ -94,7 +94,7 @@ def _inline_png(path: Path) -> str | None:
     return f"![{path.stem}](data:image/png;base64,{base64.b64encode(data).decode()})"
 
 
-def _provenance(cell: str, morph: Path | None) -> dict[str, Any]:
+def _provenance(cell: str, morph: Path | None, mod_dir: Path) -> dict[str, Any]:
     from l5assets.cell.mechanisms import mod_hash
 
     bio = paths.cells_dir() / f"{cell}.json"
@@ -104,7 +104,7 @@ def _provenance(cell: str, morph: Path | None) -> dict[str, Any]:
         "biophysics_sha256": file_sha256(bio) if bio.exists() else None,
         "morphology": None if morph is None else str(morph),
         "morphology_sha256": None if morph is None else file_sha256(morph),
-        "mod_hash": mod_hash(),
+        "mod_hash": mod_hash(mod_dir),
         "code_version": V.CODE_VERSION,
     }
 
@@ -138,7 +138,7 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
             mod_dir=cell_model.mod_path(), cache_root=cell_model.cache_path(),
         )[protocol]
         ev = V.evaluate(traces)
-        record = {**_provenance(cell, morph), **ev}
+        record = {**_provenance(cell, morph, cell_model.mod_path()), **ev}
         out = _out_dir(storage, key, cell)
         with atomic_dir(out) as tmp:
             traces.save(tmp)

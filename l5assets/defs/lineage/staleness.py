@@ -117,7 +117,9 @@ def step_started_at(context: dg.AssetExecutionContext) -> float | None:
     to `write_manifest(..., extra={"started_at": ...})` so the manifest records the wall time."""
     try:
         key = context.op_execution_context.get_step_execution_context().step.key
-        records = context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.STEP_START)
+        records = context.instance.all_logs(
+            context.run.run_id, of_type=dg.DagsterEventType.STEP_START
+        )
     except Exception:  # noqa: BLE001 - a missing start time only leaves wall time empty
         return None
     times = [r.timestamp for r in records if r.step_key == key]
