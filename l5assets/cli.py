@@ -19,7 +19,6 @@ a missing module only breaks that subcommand.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -30,6 +29,25 @@ from typing import Any
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 # Metadata left out of `run --json`: the whole manifest (its path is listed under "paths").
 CLI_OMITTED_METADATA = ("manifest_json",)
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Errors about the user's input (a path without manifest, a bad name, an unknown cell):
+    printed as `error: ...` with EXIT_USAGE instead of a traceback. (trace.TraceError and
+    cell.validation.ValidationError derive from FileNotFoundError / RuntimeError; they are
+    listed by import so that a missing optional module still gives EXIT_UNAVAILABLE.)"""
+    from l5assets.params import ParamsError
+
+    errors: list[type[BaseException]] = [ParamsError, FileNotFoundError]
+    for module, name in (("l5assets.lineage.trace", "TraceError"),
+                         ("l5assets.cell.validation", "ValidationError"),
+                         ("l5assets.cell.biophysics", "BiophysicsError"),
+                         ("l5assets.cell.morphology", "MorphologyError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
 
 
 class Unavailable(RuntimeError):
@@ -54,36 +72,27 @@ def _import(module: str):
 
 
 def _print_json(obj: Any) -> None:
-    print(json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False))
+    from l5assets.lineage.manifest import canonical_dumps
 
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, Path):
-        return str(v)
-    if v is None or isinstance(v, bool | int | float | str):
-        return v
-    return str(v)
+    print(canonical_dumps(obj), end="")
 
 
 # --------------------------------------------------------------------------------------------
 # instance
 
 
-def local_instance():
+def local_instance(create: bool = True):
     """The Dagster instance of DAGSTER_HOME, else an embedded SQLite instance in
     `l5assets.paths.dagster_home()` (under data/). The home folder is created if missing, with
-    an empty dagster.yaml (all defaults) when it has none."""
+    an empty dagster.yaml (all defaults) when it has none; with `create=False` (read-only
+    queries) a missing home gives None instead."""
     import dagster as dg
 
     from l5assets import paths
 
     home = Path(os.environ.get("DAGSTER_HOME") or paths.dagster_home()).resolve()
+    if not create and not home.is_dir():
+        return None
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").touch()
@@ -100,7 +109,7 @@ def _metadata_value(v: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, bool | int | float | str | dict | list) or value is None:
-        return _jsonable(value)
+        return value
     return str(value)
 
 
@@ -300,14 +309,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     mod = _import("l5assets.lineage.status")
+    from l5assets.params import validate_param_set_name
+
+    param_sets = [validate_param_set_name(p) for p in args.param_set or []] or None
     instance = defs = None
+    mod_dir = None
     if not args.no_dagster:
         from l5assets.definitions import defs
 
-        instance = local_instance()
+        instance = local_instance(create=False)  # a query: never creates a Dagster home
+        cell_model = defs.resources.get("cell_model")
+        mod_dir = cell_model.mod_path() if cell_model is not None else None
     rows = mod.status(
-        instance, defs, param_sets=args.param_set or None,
-        with_dagster_status=not args.no_dagster,
+        instance, defs, param_sets=param_sets, with_dagster_status=not args.no_dagster,
+        mod_dir=mod_dir,
     )
     if args.json:
         _print_json(rows)
@@ -378,10 +393,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     args = build_parser().parse_args(argv)
+    usage_errors = _usage_errors()
     # Dagster's beta/preview notices about APIs the project chose are noise on a console.
     warnings.filterwarnings("ignore", message=r".*(beta|preview).*")
     try:
         return args.func(args)
+    except usage_errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except Unavailable as e:
         print(f"error: l5assets {args.command} is unavailable: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -6,8 +6,6 @@ Load with `dagster dev -w workspace.yaml` (or `-m l5assets.definitions`). Domain
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from l5assets.defs import cell, cell_validation, inputs, lineage, network, params, simulation
@@ -15,18 +13,14 @@ from l5assets.defs.jobs import cell_job, observe_sources_job, seed_job
 from l5assets.defs.resources import CellModelResource, NeuronRuntime, StorageResource
 
 
-def _env(name: str) -> dg.EnvVar | None:
-    """Bind a resource field to an environment variable only when it is set (else default)."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
-
-
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources of the code location; every path can be moved with an environment variable."""
+    """Resources of the code location. Unset path fields resolve at run time through
+    `l5assets.paths`, which reads L5ASSETS_STORAGE_ROOT / L5ASSETS_PARAMS_DIR /
+    L5ASSETS_CACHE_DIR / L5ASSETS_COMPONENTS_DIR (binding them with `dg.EnvVar` as well would
+    fail when the variable is unset, and add nothing when it is set)."""
     return {
-        "storage": StorageResource(
-            root=_env("L5ASSETS_STORAGE_ROOT"), params_dir=_env("L5ASSETS_PARAMS_DIR")
-        ),
-        "cell_model": CellModelResource(cache_root=_env("L5ASSETS_CACHE_DIR")),
+        "storage": StorageResource(),
+        "cell_model": CellModelResource(),
         "neuron": NeuronRuntime(),
     }
 

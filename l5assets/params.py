@@ -259,6 +259,11 @@ def _normalise(obj: Any) -> Any:
     return _none(obj)
 
 
+# Keys of the reference's `cell` section that are accepted (and hashed) but not used here: the
+# cell is built from `cell.biophysics` + `cell.morphology`, and the segments table is derived.
+REFERENCE_CELL_KEYS = {"prefix", "model_template", "dynamic_params", "model_processing",
+                       "segments_file"}
+
 TOP_KEYS = {
     "cell", "lengths", "syn_density", "n_soma_syns", "divergence", "groups",
     "file_current_clamp", "record_cellvars", "inh_frs", "time", "dL", "dt", "inh_shift",
@@ -274,7 +279,14 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
     _check_keys(raw, TOP_KEYS, "")
 
     cell = _get(raw, "cell", "")
-    _check_keys(cell, {"prefix", "model_template", "morphology", "biophysics"}, "cell")
+    _check_keys(cell, {"biophysics", "morphology", *REFERENCE_CELL_KEYS}, "cell")
+    if "biophysics" not in cell and cell.get("model_template") == "hoc:L5PCtemplate":
+        # a reference params file: its Hay template is not ours, so make the choice explicit
+        raise ParamsError(
+            "params field 'cell.biophysics' is missing: this file names the reference's "
+            "'hoc:L5PCtemplate'; set 'cell.biophysics' to 'L5PC_reference' (with 'cell.morphology'"
+            " = your copy of Hay's cell1.asc) or 'L5PC_bbp' (the packaged default cell)"
+        )
     biophys = cell.get("biophysics", "L5PC_bbp")
     if not isinstance(biophys, str) or not PARTITION_KEY_RE.match(biophys):
         raise ParamsError(f"params field 'cell.biophysics': must be a cell name, got {biophys!r}")

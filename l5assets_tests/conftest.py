@@ -8,6 +8,7 @@ with 3-D segment centres (soma at the origin) and path distances.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -143,3 +144,48 @@ def params_quick() -> ParamSet:
 @pytest.fixture(scope="session")
 def params_rhythmic() -> ParamSet:
     return load_science_params("L5_rhythmic")
+
+
+def small_params(stop: float = 0.15, description: str = "test: small and short") -> dict:
+    """L5_quick's raw JSON with a short stop and a fifth of the dendritic length (fewer
+    inputs): the param set of the Dagster-layer and CLI tests (`from conftest import ...`)."""
+    raw = json.loads((paths.PROJECT_ROOT / "data" / "params" / "L5_quick.json").read_text())
+    raw["description"] = description
+    raw["time"]["stop"] = stop
+    raw["lengths"] = {"basal_dist": 930, "basal_prox": 483, "apic": 1488}
+    return raw
+
+
+def lineage_workspace(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cells: dict[str, str],
+    mods: dict[str, str],
+    param_sets: dict[str, str],
+) -> tuple[Path, Path, Path, dict]:
+    """Stub model components (cells/<name>.json and mechanisms/<name>.mod with the given text,
+    a stub morphology) and param sets (name -> biophysics; copies of L5_quick pointing at the
+    stub morphology), with L5ASSETS_COMPONENTS_DIR / _PARAMS_DIR / _STORAGE_ROOT set: the
+    setting of the lineage tests, which read these files but never run NEURON.
+    Returns (components dir, params dir, storage root, the last raw params dict)."""
+    comp = tmp_path / "components"
+    (comp / "cells").mkdir(parents=True)
+    (comp / "mechanisms").mkdir()
+    for name, text in cells.items():
+        (comp / "cells" / f"{name}.json").write_text(text)
+    for name, text in mods.items():
+        (comp / "mechanisms" / f"{name}.mod").write_text(text)
+    morph = tmp_path / "cell.asc"
+    morph.write_text('("CellBody" (0 0 0 10))\n')
+    pdir = tmp_path / "params"
+    pdir.mkdir()
+    raw = json.loads((paths.PROJECT_ROOT / "data" / "params" / "L5_quick.json").read_text())
+    raw["cell"]["morphology"] = str(morph)
+    for name, biophysics in param_sets.items():
+        raw["cell"]["biophysics"] = biophysics
+        (pdir / f"{name}.json").write_text(json.dumps(raw, indent=2))
+    root = tmp_path / "outputs"
+    monkeypatch.setenv("L5ASSETS_COMPONENTS_DIR", str(comp))
+    monkeypatch.setenv("L5ASSETS_PARAMS_DIR", str(pdir))
+    monkeypatch.setenv("L5ASSETS_STORAGE_ROOT", str(root))
+    return comp, pdir, root, raw

@@ -13,8 +13,8 @@ import dagster as dg
 import h5py
 import pandas as pd
 import pytest
+from conftest import small_params
 
-from l5assets import paths
 from l5assets.defs.cell.assets import SEGMENTS_FILE
 from l5assets.defs.common import MissingUpstreamError
 from l5assets.defs.inputs import exc_raster, functional_groups, inh_rasters
@@ -32,22 +32,13 @@ PS, SEED = "T_direct", 5
 KEY = f"{PS}|{SEED}"
 
 
-def small_params(stop: float = 0.3) -> dict:
-    """L5_quick with a short stop and a fifth of the dendritic length (fewer inputs)."""
-    raw = json.loads((paths.PROJECT_ROOT / "data" / "params" / "L5_quick.json").read_text())
-    raw["description"] = "test: small and short"
-    raw["time"]["stop"] = stop
-    raw["lengths"] = {"basal_dist": 930, "basal_prox": 483, "apic": 1488}
-    return raw
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, toy_segments):
     """Params dir + storage root with the toy segments table in place, and an instance."""
     root = tmp_path_factory.mktemp("direct")
     params_dir = root / "params"
     params_dir.mkdir()
-    (params_dir / f"{PS}.json").write_text(json.dumps(small_params(), indent=1))
+    (params_dir / f"{PS}.json").write_text(json.dumps(small_params(0.3), indent=1))
     storage = StorageResource(root=str(root / "out"), params_dir=str(params_dir))
     seg_dir = storage.partition_dir("segments_table", PS)
     seg_dir.mkdir(parents=True)
@@ -133,12 +124,15 @@ def test_network_and_config_point_at_the_partition_files(env, results):
     with h5py.File(net_dir / "exc_stim_biophysical_edges.h5", "r") as f:
         n_edges = len(f["edges"]["exc_stim_to_biophysical"]["source_node_id"])
     assert n_edges == md(results["functional_groups"], "n_exc_synapses")
-    sim = json.loads(Path(md(results["simulation_config"], "path_simulation_config")).read_text())
-    inputs = {v["input_file"] for v in sim["inputs"].values()}
+    sim_path = Path(md(results["simulation_config"], "path_simulation_config"))
+    sim = json.loads(sim_path.read_text())
+    # paths may be relative to the config's folder (BMTK's ${configdir})
+    inputs = {Path(v["input_file"].replace("${configdir}", str(sim_path.parent))).resolve()
+              for v in sim["inputs"].values()}
     assert inputs == {
-        md(results["exc_raster"], "path_spikes"),
-        md(results["inh_rasters"], "path_pv_spikes"),
-        md(results["inh_rasters"], "path_som_spikes"),
+        Path(md(results["exc_raster"], "path_spikes")).resolve(),
+        Path(md(results["inh_rasters"], "path_pv_spikes")).resolve(),
+        Path(md(results["inh_rasters"], "path_som_spikes")).resolve(),
     }
 
 
@@ -160,7 +154,7 @@ def test_bad_params_fail_before_writing_and_keep_outputs(env, results):
     good = pfile.read_text()
     out_dir = env["storage"].partition_dir("exc_raster", PS, SEED)
     before = {p.name: file_sha256(p) for p in out_dir.iterdir()}
-    bad = small_params()
+    bad = small_params(0.3)
     bad["dL"] = -5
     pfile.write_text(json.dumps(bad))
     try:
@@ -178,3 +172,34 @@ def test_missing_upstream_is_named(env):
         invoke(exc_raster, env, key=f"{PS}|999")
     assert not env["storage"].partition_dir("exc_raster", PS, 999).exists()
 
+
+
+def test_network_records_every_functional_groups_file_it_read(env, results):
+    m = json.loads((env["storage"].partition_dir("network", PS, SEED) / "manifest.json")
+                   .read_text())
+    fg_dir = env["storage"].partition_dir("functional_groups", PS, SEED)
+    assert {Path(r["path"]) for r in m["inputs"].values()} == {
+        (fg_dir / n).resolve() for n in ("synapses.parquet", "groups.parquet",
+                                         "clusters.parquet")}
+
+
+def test_manifest_appears_with_the_outputs_and_a_corrupt_upstream_manifest_fails(env, results):
+    # the manifest, written in the temp folder before the swap, records the final paths
+    out_dir = env["storage"].partition_dir("exc_raster", PS, SEED)
+    m = json.loads((out_dir / "manifest.json").read_text())
+    spikes = out_dir / "exc_stim_spikes.h5"
+    assert [Path(o["path"]) for o in m["outputs"]] == [spikes.resolve()]
+    assert m["outputs"][0]["sha256"] == file_sha256(spikes)
+    # an unreadable upstream manifest fails the asset (the lineage link would be lost) and,
+    # since the manifest is part of the swap, no outputs appear without a manifest
+    seed = 77
+    register_partitions(env["instance"], [], [seed])
+    key = f"{PS}|{seed}"
+    invoke(functional_groups, env, key=key)
+    fg_manifest = env["storage"].partition_dir("functional_groups", PS, seed) / "manifest.json"
+    fg_manifest.write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable l5assets manifest"):
+        invoke(exc_raster, env, key=key)
+    out = env["storage"].partition_dir("exc_raster", PS, seed)
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]

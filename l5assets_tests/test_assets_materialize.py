@@ -3,10 +3,13 @@
 A small param set (a fifth of the dendritic length, 0.15 s) in a temporary params dir and
 storage root; real NEURON (segments table, and the simulation in its subprocess), real BMTK,
 real SONATA / Parquet files, checked with h5py. Then: the same partition again gives identical
-content hashes, and a bad params file fails before writing anything.
+content hashes, a bad params file fails before writing anything, and after edits of the params,
+a biophysics file, a synaptic model or a .mod file (in a temporary copy of biophys_components)
+the Dagster UI's stale status and `l5assets status` agree asset by asset.
 """
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -14,26 +17,20 @@ import dagster as dg
 import h5py
 import pandas as pd
 import pytest
+from conftest import small_params
 
 from l5assets import paths
 from l5assets.definitions import defs
-from l5assets.defs.jobs import CELL_ASSETS, SEED_ASSETS
+from l5assets.defs.jobs import CELL_ASSETS, OBSERVED_SOURCES, SEED_ASSETS
 from l5assets.defs.partitions import register_partitions, run_partition_key
 from l5assets.defs.resources import CellModelResource, NeuronRuntime, StorageResource
+from l5assets.lineage.status import status
 from l5assets.params import load_param_set
 from l5assets.storage import file_sha256
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 PS, SEED = "T_mat", 11
-
-
-def small_params() -> dict:
-    raw = json.loads((paths.PROJECT_ROOT / "data" / "params" / "L5_quick.json").read_text())
-    raw["description"] = "test: whole graph, small and short"
-    raw["time"]["stop"] = 0.15
-    raw["lengths"] = {"basal_dist": 930, "basal_prox": 483, "apic": 1488}
-    return raw
 
 
 def materialize(env, assets, partition_key, raise_on_error=True) -> dg.ExecuteInProcessResult:
@@ -55,21 +52,35 @@ def latest(instance, asset: str, partition: str) -> dict:
     return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
 
+def observe_sources(env) -> None:
+    """Record the current data versions of the source files (what the lineage sensor does)."""
+    res = dg.materialize(list(defs.assets), selection=list(OBSERVED_SOURCES),
+                         instance=env["instance"], resources=env["resources"])
+    assert res.success
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("materialize")
     params_dir = root / "params"
     params_dir.mkdir()
     (params_dir / f"{PS}.json").write_text(json.dumps(small_params(), indent=1))
+    # a copy of the model components, so that a test can edit them
+    components = root / "components"
+    shutil.copytree(paths.components_dir(), components)
     resources = {
         "storage": StorageResource(root=str(root / "out"), params_dir=str(params_dir)),
-        "cell_model": CellModelResource(),
+        "cell_model": CellModelResource(),  # mod_dir: the copy (L5ASSETS_COMPONENTS_DIR)
         "neuron": NeuronRuntime(timeout_s=600),
     }
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("L5ASSETS_COMPONENTS_DIR", str(components))
+        mp.setenv("L5ASSETS_CACHE_DIR", str(paths.cache_dir()))  # reuse compiled mechanisms
         register_partitions(instance, [PS], [SEED])
         env = {"instance": instance, "resources": resources, "params_dir": params_dir,
-               "storage": resources["storage"], "key": str(run_partition_key(PS, SEED))}
+               "storage": resources["storage"], "key": str(run_partition_key(PS, SEED)),
+               "components": components}
+        observe_sources(env)  # as `l5assets run` does first
         materialize(env, CELL_ASSETS, PS)
         materialize(env, SEED_ASSETS, env["key"])
         env["first"] = {a: latest(instance, a, env["key"]) for a in SEED_ASSETS}
@@ -170,3 +181,74 @@ def test_bad_params_fail_before_writing_anything(env):
         assert not res.get_asset_materialization_events()
     after = {p: file_sha256(p) for p in root.rglob("*") if p.is_file()}
     assert after == before  # nothing written, nothing lost
+
+
+def test_summary_records_the_runner_result_it_read(env):
+    m = json.loads((env["storage"].partition_dir("simulation_summary", PS, SEED) /
+                    "manifest.json").read_text())
+    result = env["storage"].partition_dir("simulation_outputs", PS, SEED) / "result.json"
+    assert Path(m["inputs"]["result"]["path"]) == result.resolve()
+    assert m["inputs"]["result"]["sha256"] == file_sha256(result)
+
+
+def ui_and_status(env) -> tuple[dict, dict]:
+    """(Dagster's stale status, `status`'s asset state) per (asset, partition key)."""
+    rows = status(env["instance"], defs, root=env["storage"].root_path(),
+                  params_dir=env["params_dir"])
+    ui, mine = {}, {}
+    for r in rows:
+        for asset, state in r["assets"].items():
+            pk = r["param_set"] if asset in CELL_ASSETS else f"{r['param_set']}|{r['seed']}"
+            mine[(asset, pk)] = state
+            ui[(asset, pk)] = r["dagster"][asset]
+    return ui, mine
+
+
+def test_dagster_ui_and_status_agree_after_each_edit(env):
+    """Edit one thing at a time, observe the sources (as the sensor would), and compare the
+    stale status Dagster shows with `l5assets status`, per asset and partition; a second
+    param set (other biophysics; its seed-independent assets only) stays fresh."""
+    other = "T_other"
+    comps = env["components"]
+    cell = json.loads((comps / "cells" / "L5PC_bbp.json").read_text())
+    cell["name"] = "L5PC_copy"  # same cell, another biophysics file
+    (comps / "cells" / "L5PC_copy.json").write_text(json.dumps(cell, indent=1))
+    raw = small_params()
+    raw["cell"]["biophysics"] = "L5PC_copy"
+    (env["params_dir"] / f"{other}.json").write_text(json.dumps(raw, indent=1))
+    register_partitions(env["instance"], [other])
+    observe_sources(env)
+    materialize(env, CELL_ASSETS, other)
+    cases = [  # file edited, and the assets of T_mat that must be stale (directly)
+        (env["params_dir"] / f"{PS}.json",
+         set(CELL_ASSETS) - {"compiled_mechanisms"} | set(SEED_ASSETS)),
+        (comps / "cells" / "L5PC_bbp.json", {"segments_table", "simulation_outputs"}),
+        (comps / "synaptic_models" / "PN2PN.json", {"network", "simulation_outputs"}),
+        (next((comps / "mechanisms").glob("*.mod")), {"compiled_mechanisms"}),
+    ]
+    ui, mine = ui_and_status(env)
+    assert ui == mine
+    assert set(mine.values()) == {"fresh", "missing"}  # T_other's seed assets: missing
+    for path, expected in cases:
+        original = path.read_bytes()
+        if path.suffix == ".json" and path.parent == env["params_dir"]:
+            edited = json.loads(original)
+            edited["inh_shift"] = edited.get("inh_shift", 0) + 1
+            path.write_text(json.dumps(edited, indent=1))
+        else:
+            path.write_bytes(original + b"\n")  # any byte change is a change
+        try:
+            observe_sources(env)
+            ui, mine = ui_and_status(env)
+            assert ui == mine, path.name
+            stale = {a for (a, pk), st in mine.items() if st == "stale" and pk.startswith(PS)}
+            assert stale == expected, path.name
+            # the other param set: fresh, except what every param set shares
+            shared = {"compiled_mechanisms"} if path.suffix == ".mod" else set()
+            assert {a for (a, pk), st in mine.items()
+                    if st == "stale" and pk.startswith(other)} == shared, path.name
+        finally:
+            path.write_bytes(original)
+    observe_sources(env)
+    ui, mine = ui_and_status(env)
+    assert ui == mine and "stale" not in set(mine.values())

@@ -8,16 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import small_params
 
 from l5assets import cli, paths
-
-
-def small_params(stop: float = 0.15) -> dict:
-    raw = json.loads((paths.PROJECT_ROOT / "data" / "params" / "L5_quick.json").read_text())
-    raw["description"] = "test: cli"
-    raw["time"]["stop"] = stop
-    raw["lengths"] = {"basal_dist": 930, "basal_prox": 483, "apic": 1488}
-    return raw
 
 
 @pytest.fixture
@@ -85,7 +78,7 @@ def test_trace_and_diff_read_real_manifests(tmp_path: Path, capsys, params_quick
         write_manifest(d, asset="exc_raster", params=params_quick, seed=seed, code_version="1",
                        outputs=[f], inputs={}, extra={})
         outs.append(f)
-    assert cli.main(["trace", str(outs[0]), "--json"]) in (cli.EXIT_OK, cli.EXIT_FAILED)
+    assert cli.main(["trace", str(outs[0]), "--json"]) == cli.EXIT_OK
     traced = json.loads(capsys.readouterr().out)
     assert traced["seed"] == 1
     assert cli.main(["diff", str(outs[0]), str(outs[1]), "--json"]) == cli.EXIT_OK
@@ -151,3 +144,31 @@ def test_failed_run_still_prints_one_json_object(dirs, monkeypatch, capsys):
     ]
     assert "compiled_mechanisms" not in out["assets"]
     assert not (tmp / "out" / "T_fail" / "shared" / "compiled_mechanisms").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["trace", "{tmp}"], "no manifest.json describes"),
+        (["diff", "{tmp}", "{tmp}"], "no manifest.json describes"),
+        (["trace", "{tmp}/nothing.h5"], "no manifest.json describes"),
+        (["validate-cell", "--cell", "nope"], "nope"),
+        (["status", "--no-dagster", "--param-set", "bad name"], "bad name"),
+    ],
+)
+def test_bad_input_is_an_error_line_not_a_traceback(dirs, capsys, argv, message):
+    tmp, _ = dirs
+    rc = cli.main([a.replace("{tmp}", str(tmp)) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_USAGE
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_status_is_read_only(dirs, capsys):
+    """`status` opens the Dagster instance only if one exists: it never creates a home."""
+    tmp, params_dir = dirs
+    (params_dir / "T_st.json").write_text(json.dumps(small_params()))
+    assert cli.main(["status", "--json"]) == cli.EXIT_OK
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["param_set"], r["state"]) for r in rows] == [("T_st", "missing")]
+    assert not (tmp / "home").exists()

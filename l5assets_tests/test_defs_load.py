@@ -22,16 +22,17 @@ GROUPS = {
     "simulation_config": "simulation", "simulation_outputs": "simulation",
     "simulation_summary": "simulation",
 }
-EDGES = {  # child: parents that must be declared
-    "compiled_mechanisms": {"cell_model_files"},
+EDGES = {  # child: exactly its parents (a source edge = the asset reads those files itself)
+    "compiled_mechanisms": {"mechanism_files"},  # not the params, not the cell files
     "segments_table": {"params_file", "cell_model_files", "compiled_mechanisms"},
     "functional_groups": {"params_file", "segments_table"},
     "exc_raster": {"params_file", "functional_groups"},
     "inh_rasters": {"params_file", "exc_raster"},
-    "network": {"params_file", "functional_groups"},
+    "network": {"params_file", "synaptic_model_files", "functional_groups"},
     "simulation_config": {"params_file", "network", "exc_raster", "inh_rasters"},
-    "simulation_outputs": {"simulation_config", "compiled_mechanisms", "cell_model_files"},
-    "simulation_summary": {"simulation_outputs", "exc_raster", "inh_rasters"},
+    "simulation_outputs": {"params_file", "simulation_config", "compiled_mechanisms",
+                           "cell_model_files", "synaptic_model_files"},
+    "simulation_summary": {"params_file", "simulation_outputs", "exc_raster", "inh_rasters"},
 }
 
 
@@ -86,7 +87,7 @@ def test_partitioning_and_mappings(graph):
 def test_dependencies(graph):
     for child, parents in EDGES.items():
         got = {p.to_user_string() for p in graph.get(dg.AssetKey(child)).parent_keys}
-        assert parents <= got, (child, parents - got)
+        assert got == parents, (child, got ^ parents)
 
 
 def test_jobs_and_executor():

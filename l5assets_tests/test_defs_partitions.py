@@ -95,11 +95,13 @@ def test_upstream_file_and_content_hash(tmp_path: Path):
     (d / "x.h5").write_bytes(b"abc")
     (d / "y.csv").write_bytes(b"def")
     assert upstream_file(storage, "network", "A", 3, "x.h5") == d / "x.h5"
-    files = {"x": d / "x.h5", "y": d / "y.csv"}
-    h = content_hash(files, d)
-    assert h == files_sha256(list(files.values()), base=d)
+    # outputs named by their final paths are hashed from the temp folder before the swap
+    final = storage.partition_dir("exc_raster", "A", 3)
+    files = {"x": final / "x.h5", "y": final / "y.csv"}
+    h = content_hash(files, final, d)
+    assert h == files_sha256([d / "x.h5", d / "y.csv"], base=d)
     (d / "y.csv").write_bytes(b"deg")
-    assert content_hash(files, d) != h
+    assert content_hash(files, final, d) != h
 
 
 def test_run_logged_streams_fails_and_times_out():

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
+from conftest import lineage_workspace
 
 from l5assets import paths, storage
 from l5assets.lineage.diff import diff, format_diff
@@ -31,7 +32,7 @@ from l5assets.lineage.trace import TraceError, format_trace, trace
 from l5assets.params import load_param_set
 from l5assets.rng import all_stage_seeds, stage_rng
 
-SHARED = ("segments_table",)
+SHARED = ("compiled_mechanisms", "segments_table")
 SEEDED = ("functional_groups", "exc_raster", "simulation_outputs")
 CODE_VERSIONS = {"segments_table": "1", "functional_groups": "1", "exc_raster": "1",
                  "simulation_outputs": "1"}
@@ -40,24 +41,11 @@ CODE_VERSIONS = {"segments_table": "1", "functional_groups": "1", "exc_raster": 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """Temporary components, two param sets (A, B: copies of L5_quick) and a storage root."""
-    comp = tmp_path / "components"
-    (comp / "cells").mkdir(parents=True)
-    (comp / "mechanisms").mkdir()
-    (comp / "cells" / "L5PC_bbp.json").write_text('{"soma": {"g_pas": 3.38e-05}}\n')
-    (comp / "mechanisms" / "Ih.mod").write_text("NEURON { SUFFIX Ih }\n")
-    (comp / "mechanisms" / "L5ExcSyn.mod").write_text("NEURON { POINT_PROCESS L5ExcSyn }\n")
+    comp, pdir, root, raw = lineage_workspace(
+        tmp_path, monkeypatch, cells={"L5PC_bbp": '{"soma": {"g_pas": 3.38e-05}}\n'},
+        mods={"Ih": "NEURON { SUFFIX Ih }\n", "L5ExcSyn": "NEURON { POINT_PROCESS L5ExcSyn }\n"},
+        param_sets={"A": "L5PC_bbp", "B": "L5PC_bbp"})
     morph = tmp_path / "cell.asc"
-    morph.write_text('("CellBody" (0 0 0 10))\n')
-    pdir = tmp_path / "params"
-    pdir.mkdir()
-    raw = json.loads((paths.PROJECT_ROOT / "data" / "params" / "L5_quick.json").read_text())
-    raw["cell"]["morphology"] = str(morph)
-    for name in ("A", "B"):
-        (pdir / f"{name}.json").write_text(json.dumps(raw, indent=2))
-    root = tmp_path / "outputs"
-    monkeypatch.setenv("L5ASSETS_COMPONENTS_DIR", str(comp))
-    monkeypatch.setenv("L5ASSETS_PARAMS_DIR", str(pdir))
-    monkeypatch.setenv("L5ASSETS_STORAGE_ROOT", str(root))
     return SimpleNamespace(comp=comp, pdir=pdir, root=root, raw=raw, morph=morph)
 
 
@@ -79,6 +67,12 @@ def build_chain(root: Path, name: str, seed: int, groups_shift: int = 0) -> dict
     params = load_param_set(name)
     pfile = paths.params_dir() / f"{name}.json"
     out: dict[str, Path] = {}
+
+    d = storage.partition_dir(root, "compiled_mechanisms", name)
+    rec = d / "mechanisms.json"
+    storage.atomic_write_text(rec, json.dumps({"mod_hash": "x"}))
+    write_manifest(d, asset="compiled_mechanisms", params=params, seed=None,
+                   code_version="1", outputs=[rec], inputs={})
 
     d = storage.partition_dir(root, "segments_table", name)
     seg = d / "segments.npy"
@@ -300,7 +294,8 @@ def test_status_edit_one_param_set_makes_only_its_partitions_stale(
         assert r["state"] == "stale"
         assert {x["kind"] for x in r["reasons"]} == {"params"}
         assert all(x["fields"] == ["inh_shift"] for x in r["reasons"])
-        assert set(r["assets"].values()) == {"stale"}
+        # every asset but the compiled mechanisms, which do not read the params (as in the UI)
+        assert {a for a, st in r["assets"].items() if st != "stale"} == {"compiled_mechanisms"}
     text = format_status(list(after.values()))
     assert "params changed: inh_shift" in text
 
@@ -324,6 +319,18 @@ def test_status_flags_mechanisms_biophysics_code_version_and_upstream(
                                                             "B": {"code_version"}}
     (env.comp / "mechanisms" / "Ih.mod").write_text("NEURON { SUFFIX Ih } : new\n")
     assert reasons() == {"A": {"mechanisms"}, "B": {"mechanisms"}}
+    # only the asset that reads the .mod files is stale (the UI flags the same one)
+    rows = status(root=env.root, params_dir=env.pdir, code_versions=CODE_VERSIONS,
+                  shared_assets=SHARED, seed_assets=SEEDED)
+    assert {x["asset"] for r in rows for x in r["reasons"]} == {"compiled_mechanisms"}
+    # the mechanism folder in use now decides, not the one the manifest recorded
+    other = env.comp.parent / "other_mechanisms"
+    other.mkdir()
+    (other / "Ih.mod").write_text("NEURON { SUFFIX Ih }\n")
+    (other / "L5ExcSyn.mod").write_text("NEURON { POINT_PROCESS L5ExcSyn }\n")
+    assert {r["param_set"]: {x["kind"] for x in r["reasons"]} for r in status(
+        root=env.root, params_dir=env.pdir, code_versions=CODE_VERSIONS, shared_assets=SHARED,
+        seed_assets=SEEDED, mod_dir=other)} == {"A": set(), "B": set()}
     (env.comp / "mechanisms" / "Ih.mod").write_text("NEURON { SUFFIX Ih }\n")
     (env.comp / "cells" / "L5PC_bbp.json").write_text('{"soma": {"g_pas": 4e-05}}\n')
     assert reasons() == {"A": {"biophysics"}, "B": {"biophysics"}}

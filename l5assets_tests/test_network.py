@@ -176,11 +176,14 @@ def test_sim_config_valid_for_bionet(built, tmp_path):
     assert conf.v_init == -80.0 and conf.celsius == 34.0
     assert conf.spike_threshold == -10.0
     assert {i["node_set"] for i in conf.inputs.values()} == {EXC_POP, PROX_POP, DIST_POP}
-    assert {Path(i["input_file"]) for i in conf.inputs.values()} == {
+    assert {Path(i["input_file"]).resolve() for i in conf.inputs.values()} == {
         p.resolve() for p in spikes.values()}
     assert Path(conf.output_dir) == (tmp_path / "cfg" / "output").resolve()
     assert [r["sections"] for r in conf.reports.values()] == ["soma"]
     assert len(conf.nodes) == 4 and len(conf.edges) == 3
+    net_files = {p.resolve() for p in files.all_files()}
+    assert {Path(n[k]).resolve() for n in conf.nodes for k in n} | {
+        Path(e[k]).resolve() for e in conf.edges for k in e} == net_files
     # written deterministically
     again = write_sim_config(tmp_path / "cfg2", params, files.network_dir, spikes, seed=7)
     for a, b in zip(cfg.all_files(), again.all_files(), strict=True):
@@ -206,3 +209,85 @@ def test_population_without_nodes(tmp_path):
     assert conf.validate()
     assert {i["node_set"] for i in conf.inputs.values()} == {EXC_POP, DIST_POP}
     assert len(conf.nodes) == 3 and len(conf.edges) == 2
+
+
+# SPEC 5, hard-coded: where each inhibitory sub-population's synapses may go.
+SPEC_INH_TARGETS = {
+    PROX_POP: [("on_soma", "PV2PN.json", "['somatic']", [-2000.0, 2000.0]),
+               ("on_dend", "PV2PN.json", "['dend']", [0.0, 50.0])],
+    DIST_POP: [("dend", "SOM2PN.json", "['dend']", [50.0, 2000.0]),
+               ("apic", "SOM2PN.json", "['apic']", [50.0, 2000.0])],
+}
+
+
+def test_inhibitory_targets_match_spec(built):
+    """PV soma: somatic, any distance; PV proximal: dend 0-50 um; SOM basal: dend 50-2000 um;
+    SOM apical: apic 50-2000 um (SPEC 5), read from the written edge-types files."""
+    _, _, files = built
+    for src, want in SPEC_INH_TARGETS.items():
+        with open(files.edge_types[src], newline="") as f:
+            rows = list(csv.DictReader(f, delimiter=" "))
+        with h5py.File(files.nodes[src]) as f:
+            type_ids = f[f"nodes/{src}/node_type_id"][()]
+        with open(files.node_types[src], newline="") as f:
+            pop_of_type = {int(r["node_type_id"]): r["pop_name"]
+                           for r in csv.DictReader(f, delimiter=" ")}
+        # node order: the first sub-population's cells first
+        names = [pop_of_type[int(t)] for t in type_ids]
+        assert names == sorted(names, key=[w[0] for w in want].index)
+        got = [(r["dynamics_params"], r["target_sections"], json.loads(r["distance_range"]))
+               for r in rows]
+        assert got == [(w[1], w[2], w[3]) for w in want]
+        assert {r["model_template"] for r in rows} == {"L5GabaSyn"}
+
+
+def _storage_tree(root: Path, files, params) -> dict[str, Path]:
+    """<root>/<param_set>/seed-7/{network,exc_raster,inh_rasters} as the storage lays it out."""
+    import shutil
+
+    from l5assets.storage import partition_dir
+
+    net = partition_dir(root, "network", params.name, 7)
+    shutil.copytree(files.network_dir, net)
+    spikes = {
+        EXC_POP: partition_dir(root, "exc_raster", params.name, 7) / f"{EXC_POP}.h5",
+        PROX_POP: partition_dir(root, "inh_rasters", params.name, 7) / f"{PROX_POP}.h5",
+        DIST_POP: partition_dir(root, "inh_rasters", params.name, 7) / f"{DIST_POP}.h5",
+    }
+    for pop, path in spikes.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_sonata_spikes(path, pop, SpikeTrains(np.array([0, 1]), np.array([5.0, 7.5])))
+    return {"network": net, **spikes}
+
+
+def test_sim_config_independent_of_storage_root(built, tmp_path):
+    """Two storage roots give byte-identical config files; a moved tree still resolves."""
+    from bmtk.simulator import bionet
+
+    from l5assets.storage import partition_dir
+
+    params, _, files = built
+    written = {}
+    for root in (tmp_path / "a", tmp_path / "deeper" / "b"):
+        t = _storage_tree(root, files, params)
+        cfg_dir = partition_dir(root, "simulation_config", params.name, 7)
+        spikes = {p: t[p] for p in (EXC_POP, PROX_POP, DIST_POP)}
+        written[root] = write_sim_config(cfg_dir, params, t["network"], spikes, seed=7)
+    (a, b) = written.values()
+    for fa, fb in zip(a.all_files(), b.all_files(), strict=True):
+        assert fa.read_bytes() == fb.read_bytes(), fa.name
+        assert str(tmp_path) not in fa.read_text()
+    assert str(Path(__file__).resolve().parents[1]) not in a.circuit.read_text()
+    # move the whole tree: BMTK still finds every file, in the new place
+    moved = tmp_path / "moved"
+    (tmp_path / "a").rename(moved)
+    cfg = moved / a.config.relative_to(tmp_path / "a")
+    conf = bionet.Config.from_json(str(cfg))
+    assert conf.validate()
+    paths = [Path(i["input_file"]) for i in conf.inputs.values()]
+    paths += [Path(n[k]) for n in conf.nodes for k in n]
+    paths += [Path(e[k]) for e in conf.edges for k in e]
+    assert len(paths) == 3 + 2 * 4 + 2 * 3
+    for p in paths:
+        assert p.is_file(), p
+        assert p.resolve().is_relative_to(moved.resolve()), p

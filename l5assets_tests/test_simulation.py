@@ -8,6 +8,7 @@ sharing on, the same again (determinism), and sharing off (same soma voltage).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,17 @@ def test_outputs_exist_and_are_sensible(runs):
 
     t, v = read_soma_trace(out / "v_report.h5")
     assert v.size == int(round(params.stop * 1000 / params.dt))
+    # SPEC 7 conditions took effect: v_init -80 mV (BMTK's first sample is after one step,
+    # the cell has moved < 0.05 mV from -80 by then; it rests near -70), celsius 34
+    assert t[0] == pytest.approx(params.dt) and t[-1] == pytest.approx(params.stop * 1000)
+    assert abs(v[0] - (-80.0)) < 0.05
+    assert res["celsius"] == 34.0
+    # release streams: default stride for a short run, no connection near it; every input
+    # spike reaches each synapse of its source, so the busiest connection saw the busiest
+    # source's spike count
+    assert res["release_stride"] == 65536
+    busiest = max(int(np.bincount(tr.node_ids).max()) for tr in trains.values() if len(tr))
+    assert res["max_events_per_connection"] == busiest
     assert np.all(np.isfinite(v)) and -100 < v.min() and v.max() < 70
     # this network drives the cell: it fires, and the spike file agrees with the soma trace
     cell_spikes = read_sonata_spikes(out / "spikes.h5").get("biophysical")
@@ -174,8 +186,40 @@ def test_summary(runs):
     assert {p: v["spike_count"] for p, v in s["input_spikes"].items()} == {
         p: len(t) for p, t in trains.items()}
     assert -90 < s["soma_v_mean_mv"] < 0
+    # a 200 ms run: the default 150 ms transient is capped at half the run
+    assert s["soma_v_window_ms"] == [100.0, 200.0]
+    t, v = read_soma_trace(outs["share"] / "v_report.h5")
+    assert s["soma_v_samples"] == 1001  # t = 100.0, 100.1, ..., 200.0
+    assert s["soma_v_mean_mv"] == pytest.approx(v[t >= 100.0 - 1e-9].mean())
     if s["spike_count"] >= 3:
         assert s["isi_cv"] is not None and s["isi_cv"] >= 0
+
+
+def test_runner_refuses_a_run_too_long_for_its_release_streams(runs, tmp_path):
+    """A config whose tstop (1e7 ms) needs a stride at which this network's ~2,000 exc
+    connections do not fit into a Random123 stream: the runner stops before the run.
+
+    The copied config folder sits beside the original, so its relative paths still resolve.
+    """
+    params, groups, net, trains, spike_files, outs, results = runs
+    src = outs["share"].parent / "config"
+    long_dir = src.parent / "config_long"
+    shutil.copytree(src, long_dir)
+    sim_file = long_dir / "simulation_config.json"
+    sim = json.loads(sim_file.read_text())
+    sim["run"]["tstop"] = 1.0e7
+    sim["reports"] = {}
+    sim_file.write_text(json.dumps(sim))
+    p = _runner(long_dir / "config.json", tmp_path / "out_long")
+    try:
+        _, stderr = p.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("the runner started a run its release streams cannot serve")
+    assert p.returncode != 0
+    assert "maximum supported duration" in stderr
+    assert "exc" in stderr or "L5ExcSyn" in stderr
 
 
 def test_isi_cv_pure():
@@ -186,3 +230,54 @@ def test_isi_cv_pure():
     rng = np.random.default_rng(0)
     poisson = np.cumsum(rng.exponential(10.0, 20000))
     assert isi_cv(poisson) == pytest.approx(1.0, abs=0.03)
+
+
+def _report(path: Path, v: np.ndarray, dt: float) -> Path:
+    """A one-element SONATA compartment report as BMTK writes it (soma only)."""
+    with h5py.File(path, "w") as f:
+        g = f.create_group("report/biophysical")
+        g["data"] = v.reshape(-1, 1).astype(np.float32)
+        m = g.create_group("mapping")
+        m["time"] = np.array([0.0, v.size * dt, dt])
+        m["index_pointer"] = np.array([0, 1], dtype=np.uint64)
+        m["element_ids"] = np.array([0], dtype=np.uint32)
+        m["element_pos"] = np.array([0.5])
+        m["node_ids"] = np.array([0], dtype=np.uint32)
+    return path
+
+
+def test_summary_windows(tmp_path):
+    """Excitatory inputs over [start, stop), inhibitory over [0, stop), cell over the whole run;
+    the soma V mean leaves out the relaxation from v_init."""
+    from l5assets.science.spikes import SpikeTrains
+
+    tstart, tstop = 500.0, 1000.0
+    exc = SpikeTrains(np.repeat([0, 1], 50), np.tile(np.arange(500.0, 1000.0, 10.0), 2))
+    inh = SpikeTrains(np.zeros(100, dtype=np.int64), np.arange(0.0, 1000.0, 10.0))
+    files = {
+        EXC_POP: write_sonata_spikes(tmp_path / "exc.h5", EXC_POP, exc),
+        PROX_POP: write_sonata_spikes(tmp_path / "pv.h5", PROX_POP, inh),
+    }
+    cell = write_sonata_spikes(tmp_path / "cell.h5", "biophysical",
+                               SpikeTrains(np.zeros(4, dtype=np.int64),
+                                           np.array([100.0, 300.0, 600.0, 900.0])))
+    dt = 0.1
+    t = np.arange(0.0, tstop, dt)
+    v = np.where(t < 40.0, -80.0 + 15.0 * t / 40.0, -65.0)  # relaxation, then flat
+    rep = _report(tmp_path / "v_report.h5", v, dt)
+    s = summarize(cell, files, tstop, membrane_report=rep, tstart_ms=tstart)
+    # both populations fire 100 Hz per active cell over their own windows
+    assert s["input_spikes"][EXC_POP]["window_ms"] == [500.0, 1000.0]
+    assert s["input_spikes"][PROX_POP]["window_ms"] == [0.0, 1000.0]
+    assert s["input_spikes"][EXC_POP]["mean_rate_per_active_node_hz"] == pytest.approx(100.0)
+    assert s["input_spikes"][PROX_POP]["mean_rate_per_active_node_hz"] == pytest.approx(100.0)
+    # the cell: 4 spikes over the whole 1 s run
+    assert s["firing_rate_hz"] == pytest.approx(4.0) and s["rate_window_ms"] == [0.0, 1000.0]
+    # soma V: the relaxation from -80 mV is left out by default
+    assert s["soma_v_window_ms"] == [150.0, 1000.0]
+    assert s["soma_v_mean_mv"] == pytest.approx(-65.0)
+    assert s["soma_v_min_mv"] == pytest.approx(-65.0)
+    s0 = summarize(cell, files, tstop, membrane_report=rep, tstart_ms=tstart, transient_ms=0.0)
+    assert s0["soma_v_mean_mv"] < -65.2 and s0["soma_v_min_mv"] == -80.0
+    with pytest.raises(ValueError):
+        summarize(cell, files, tstop, tstart_ms=tstop)

@@ -536,3 +536,61 @@ def test_coreneuron_bit_identical_to_neuron_with_sharing():
     v_sh, v_si = np.array(shared["coreneuron"]["v"]), np.array(single["coreneuron"]["v"])
     assert np.max(np.abs(v_sh - v_si)) < 1e-9
     assert np.ptp(v_sh) > 5.0
+
+
+def test_release_stride_sized_from_duration():
+    """Runs up to 65.5 s keep the default stride (unchanged results), longer ones grow it."""
+    f = syn.stride_for_duration
+    assert f(200.0) == f(30_000.0) == f(65_534.0) == syn.DEFAULT_STRIDE == 65536
+    assert f(65_535.0) == 131_072
+    assert f(100_000.0) == 131_072
+    assert f(3_600_000.0) == 2**22  # 3600 s: params' longest stop
+    for t in (0.0, 999.5, 65_535.0, 1e6, 3.6e6):
+        assert f(t) > t + 1  # room for one event per ms, the first at t = 0
+
+
+def test_capacity_error_names_the_maximum_duration():
+    """The reference's 26,209 exc connections fit up to ~524 s; a 3600 s run is refused."""
+    n_exc = 26_209
+    assert syn.max_duration_ms(n_exc) == 2**19 - 2
+    assert syn.stride_for_duration(syn.max_duration_ms(n_exc)) == 2**19
+    ok = syn.SynapsePool(release_seed=1, stride=syn.stride_for_duration(524_000.0))
+    ok.check_capacity({EXC: n_exc, GABA: 2_693})
+    long = syn.SynapsePool(release_seed=1, stride=syn.stride_for_duration(3_600_000.0))
+    with pytest.raises(syn.SynapseError, match=r"maximum supported duration .* 524\.286 s"):
+        long.check_capacity({EXC: n_exc, GABA: 2_693})
+    long.check_capacity({EXC: 4096})  # 4096 x 2**22 = 2**34: exactly fits
+    with pytest.raises(syn.SynapseError):
+        long.check_capacity({EXC: 4097})
+
+
+def test_configure_refuses_connections_that_do_not_fit(h):
+    """configure_connections checks the capacity before writing any sid."""
+    sec = h.Section(name="cap")
+    pool = syn.SynapsePool(release_seed=1, stride=2**33)  # two connections per class at most
+    pn = syn.synapse_model("PN2PN")
+    pairs = [(h.NetCon(None, pool.point_process(pn, sec, 0.5)),
+              syn.ConnectionKey("exc_stim", n, 0, 0.5)) for n in range(3)]
+    with pytest.raises(syn.SynapseError, match="maximum supported duration"):
+        syn.configure_connections(pairs, pool, weight_seed=1)
+    syn.configure_connections(pairs[:2], pool, weight_seed=1)
+
+
+def test_overflowing_connection_is_detected(h):
+    """With stride 4, a 5th event of sid 0 draws sid 1's first number: check_events says so."""
+    soma, _clamp = _clamped_soma(h)
+    pool = syn.SynapsePool(release_seed=5, stride=4)
+    m = _model("PN2PN")
+    a = pool.connect(None, m, soma, 0.5, W=1.0, sid=0)
+    b = pool.connect(None, m, soma, 0.5, W=1.0, sid=1)
+    _run(h, 20.0, [(a, 1.0 + k) for k in range(3)] + [(b, 2.5)], {})
+    assert pool.check_events([a, b]) == 3  # below the stride: fine
+    assert syn.netcon_field(a, "nev", EXC) == 3 and syn.netcon_field(b, "nev", EXC) == 1
+    _run(h, 20.0, [(a, 1.0 + k) for k in range(5)], {})
+    draws = _draws(pool, a.syn(), 0, 5)
+    assert draws[4] == _draws(pool, a.syn(), 1, 1)[0]  # the overlap the check guards against
+    with pytest.raises(syn.SynapseError, match="sid 0 received 5 events"):
+        pool.check_events([a, b])
+    _run(h, 20.0, [(a, 1.0 + k) for k in range(4)], {})
+    with pytest.raises(syn.SynapseError):  # == stride is refused too (documented: < stride)
+        pool.check_events([a, b])

@@ -22,14 +22,30 @@ NetCon weight vector layout (fixed; `EXC_FIELDS` / `GABA_FIELDS`, index = positi
 Release randomness: every point process of a class gets Random123 ids (release_seed, class, 0)
 (`STREAM_CLASS`); connection `sid` draws its k-th number at stream position sid * stride + k.
 The draws therefore depend only on (release_seed, class, sid, k): not on creation order, on
-sharing, or on NEURON vs CoreNEURON. A connection may receive at most `stride` spikes per run
-(65,536 by default: > 30 s at 1 kHz) and sid must be < 2**34 / stride (262,144 by default).
+sharing, or on NEURON vs CoreNEURON. A connection must receive fewer than `stride` spikes per
+run, and (sid + 1) * stride must fit into the 2**34 positions of a stream. The runner sizes the
+stride from the run's duration (`stride_for_duration`: 65,536 up to 65.5 s, then the next power
+of two; the inputs spike at most once per ms), the pool refuses connections that do not fit
+(`SynapsePool.check_capacity`, naming the longest supported duration), and after the run
+`SynapsePool.check_events` verifies that no connection received `stride` events or more
+(otherwise its draws would silently have reused the next connection's numbers).
 
-Excitatory model, one documented difference from the reference: each event's increment is
-scaled by the connection's own fac at event time (the reference rescales the synapse's whole
-running conductance whenever fac changes). This is what makes sharing exact. By default every
-spike transmits and the release draw only gates the depression update (reference behaviour);
-`release_gates_transmission=True` makes failed draws transmit nothing.
+Excitatory model, two documented differences from the reference:
+1. each event's increment is scaled by the connection's own fac at event time (the reference
+   rescales the synapse's whole running conductance whenever fac changes). This is what makes
+   sharing exact.
+2. fac is recomputed at every event, released or not: D1 and D2 recover towards 1 over the time
+   since the connection's previous event and fac = max(D1 * D2, fac_min) is taken then (before
+   this event's depression). The reference updates fac only when a release draw succeeds, so
+   between releases its fac keeps the value of the last release, without the recovery since.
+   The pools themselves evolve identically (recovery is exponential: recovering in one step or
+   in several gives the same D at the next release); only the fac applied at non-released
+   spikes differs, ours being the more recovered (larger or equal) one. The .mod header
+   (L5ExcSyn.mod) describes the same per-event rule; it is left unchanged so that the
+   mechanism library's content hash stays the same.
+By default every spike transmits and the release draw only gates the depression update
+(reference behaviour); `release_gates_transmission=True` makes failed draws transmit nothing
+(then difference 2 has no effect: only released spikes use fac).
 
 How the simulation runner uses this with BMTK BioNet (l5assets.simulation.runner does this):
 
@@ -76,7 +92,7 @@ FIELDS: dict[str, tuple[str, ...]] = {EXC_MECHANISM: EXC_FIELDS, GABA_MECHANISM:
 # Random123 id2 of each mechanism's streams: exc and GABA sids are numbered independently.
 STREAM_CLASS: dict[str, int] = {EXC_MECHANISM: 1, GABA_MECHANISM: 2}
 STREAM_POSITIONS = 2**34  # positions per Random123 id triple in NEURON/CoreNEURON (seq34)
-DEFAULT_STRIDE = 65536
+DEFAULT_STRIDE = 65536  # the smallest stride: fixed up to 65.5 s, so those runs never change
 
 # Mechanism parameters a dynamics file may set (RANGE PARAMETERs of the .mod files).
 MECHANISM_PARAMS: dict[str, tuple[str, ...]] = {
@@ -98,6 +114,35 @@ METADATA_KEYS = ("level_of_detail", "model_name", "description", "units")
 
 class SynapseError(ValueError):
     """A synapse model file or a connection setting is invalid."""
+
+
+def stride_for_duration(tstop_ms: float) -> int:
+    """Stream positions per connection for a run of `tstop_ms`.
+
+    The inputs spike at most once per ms at whole ms in [0, tstop), so a connection receives at
+    most tstop_ms + 1 events: the stride is the smallest power of two above that, and never
+    below DEFAULT_STRIDE (so runs up to 65.5 s keep the positions, hence the results, they
+    always had).
+    """
+    t = float(tstop_ms)
+    if not (math.isfinite(t) and t >= 0):
+        raise SynapseError(f"tstop_ms must be finite and >= 0, got {tstop_ms}")
+    stride = DEFAULT_STRIDE
+    while stride <= t + 1:
+        stride *= 2
+    return stride
+
+
+def max_duration_ms(n_connections: int) -> float:
+    """Longest run (ms) whose `stride_for_duration` keeps `n_connections` streams disjoint.
+
+    0.0 when even DEFAULT_STRIDE does not fit (more than 262,144 connections of one class).
+    """
+    n = max(int(n_connections), 1)
+    stride = 1 << ((STREAM_POSITIONS // n).bit_length() - 1)  # largest power of two that fits
+    if stride < DEFAULT_STRIDE:
+        return 0.0
+    return float(stride - 2)  # stride_for_duration(t) == stride for t <= stride - 2
 
 
 @dataclass(frozen=True)
@@ -195,7 +240,8 @@ class SynapsePool:
     `release_seed`: uint32 (use `rng.stage_seed(seed, "synapse_release")`).
     `share`: one point process per (dynamics model, segment) if True, else one per call.
     `release_gates_transmission`: exc only; False = reference (every spike transmits).
-    `stride`: stream positions per connection = max spikes one connection may receive.
+    `stride`: stream positions per connection (a connection must receive fewer events); use
+    `stride_for_duration(tstop_ms)`.
     """
 
     release_seed: int
@@ -220,6 +266,44 @@ class SynapsePool:
     def max_sid(self) -> int:
         """Largest connection index that keeps streams disjoint."""
         return STREAM_POSITIONS // self.stride - 1
+
+    def check_capacity(self, n_by_mechanism: Mapping[str, int]) -> None:
+        """Raise SynapseError if a class has more connections than disjoint streams.
+
+        `n_by_mechanism`: connections per mechanism (sids are numbered per class).
+        """
+        for mech, n in sorted(n_by_mechanism.items()):
+            if int(n) - 1 > self.max_sid:
+                t_max = max_duration_ms(int(n))
+                raise SynapseError(
+                    f"{n} {mech} connections x {self.stride} release-stream positions each "
+                    f"exceed the {STREAM_POSITIONS} (2**34) positions of a Random123 stream: "
+                    f"at most {self.max_sid + 1} connections fit at this stride; the maximum "
+                    f"supported duration for {n} connections is {t_max / 1000.0:.3f} s "
+                    f"({t_max:.0f} ms)"
+                )
+
+    def check_events(self, netcons: Iterable[Any]) -> int:
+        """Verify that no connection received `stride` or more events; return the maximum.
+
+        Reads `nev` from each NetCon's weight vector (after a run). A connection past its
+        stride would have drawn from the next connection's positions: raise SynapseError.
+        """
+        worst, worst_sid, worst_mech = 0, -1, ""
+        for nc in netcons:
+            mech = mechanism_of(nc.syn())
+            if mech not in FIELDS:
+                continue
+            nev = int(netcon_field(nc, "nev", mech))
+            if nev > worst:
+                worst, worst_sid, worst_mech = nev, int(netcon_field(nc, "sid", mech)), mech
+        if worst >= self.stride:
+            raise SynapseError(
+                f"{worst_mech} connection sid {worst_sid} received {worst} events, not fewer "
+                f"than the stride {self.stride}: its release draws overlapped the next "
+                f"connection's stream (give a larger stride)"
+            )
+        return worst
 
     @property
     def point_processes(self) -> list[Any]:
@@ -448,6 +532,10 @@ def _configure_rows(
                                        r["sec_id"], r["sec_x"]))
         for r in rows
     ]
+    n_by_mech: dict[str, int] = {}
+    for mech, _ in keys:
+        n_by_mech[mech] = n_by_mech.get(mech, 0) + 1
+    pool.check_capacity(n_by_mech)
     sids = assign_sids(keys)
     exc_rows = [i for i, r in enumerate(rows) if r["mechanism"] == EXC_MECHANISM]
     if exc_rows:

@@ -20,7 +20,7 @@ from typing import Any
 
 import dagster as dg
 
-from l5assets.lineage.manifest import write_manifest
+from l5assets.lineage.manifest import MANIFEST_NAME, write_manifest
 from l5assets.params import ParamSet
 from l5assets.storage import files_sha256
 
@@ -104,9 +104,19 @@ def upstream_file(
     return path
 
 
-def content_hash(files: Mapping[str, Path], base: Path) -> str:
-    """Digest of an asset's output files (names relative to its folder, and bytes)."""
-    return files_sha256([Path(p) for p in files.values()], base=base)
+def staged(path: Path, out_dir: Path, tmp_dir: Path) -> Path:
+    """Where an output's final path under `out_dir` is while it is still in the temp folder."""
+    try:
+        return Path(tmp_dir) / Path(path).relative_to(out_dir)
+    except ValueError:  # outside the asset folder (e.g. the compiled library in the cache)
+        return Path(path)
+
+
+def content_hash(files: Mapping[str, Path], out_dir: Path, tmp_dir: Path) -> str:
+    """Digest of an asset's output files (names relative to its folder, and bytes), read from
+    the temp folder before the swap."""
+    return files_sha256([staged(Path(p), out_dir, tmp_dir) for p in files.values()],
+                        base=tmp_dir)
 
 
 def _metadata_value(v: Any) -> Any:
@@ -129,40 +139,50 @@ def asset_result(
     params: ParamSet,
     seed: int | None,
     out_dir: Path,
+    tmp_dir: Path,
     files: Mapping[str, Path],
     counts: Mapping[str, int | float] | None = None,
     inputs: Mapping[str, Path] | None = None,
     extra: Mapping[str, Any] | None = None,
     digest: str | None = None,
     params_file: Path | None = None,
+    mod_dir: Path | None = None,
     manifest_extra: Mapping[str, Any] | None = None,
 ) -> dg.MaterializeResult:
-    """Metadata common to every asset (paths, counts, hashes) plus a content-hash DataVersion.
+    """Write the lineage manifest into the temp folder and build the MaterializeResult:
+    metadata common to every asset (paths, counts, hashes) plus a content-hash DataVersion.
 
-    `files` maps a short name to each output file (already in place); `digest` overrides the
-    content hash (e.g. the .mod hash of the compiled mechanisms); `manifest_extra` goes to the
-    lineage manifest only (e.g. "engine", "wall_time_s").
+    Call it inside `with storage.atomic_dir(out_dir) as tmp_dir:`, after the outputs are
+    written into `tmp_dir`: the manifest then appears together with the outputs in one swap
+    (a crash leaves the previous outputs and manifest, never outputs without a manifest).
+    `files` maps a short name to each output file by its FINAL path (under `out_dir`, or
+    elsewhere, e.g. the compiled library in the cache); `digest` overrides the content hash
+    (e.g. the .mod hash of the compiled mechanisms); `mod_dir` is the NMODL folder in use (the
+    `cell_model` resource's); `manifest_extra` goes to the lineage manifest only (e.g.
+    "engine", "wall_time_s").
     """
-    digest = digest or content_hash(files, out_dir)
+    digest = digest or content_hash(files, out_dir, tmp_dir)
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or ""
-    manifest = write_manifest(
+    staged_manifest = write_manifest(
         out_dir,
         asset=asset,
         params=params,
         seed=seed,
         code_version=code_version,
         outputs=[Path(p) for p in files.values()],
-        inputs=inputs or {},
+        inputs=dict(inputs or {}),
         extra={
             "content_hash": digest,
             "partition_key": str(context.partition_key),
             "run_id": _run_id(context),
             "started_at": step_started_at(context),
             **({"params_file": params_file} if params_file is not None else {}),
+            **({"mod_dir": mod_dir} if mod_dir is not None else {}),
             "counts": dict(counts or {}),
             **dict(extra or {}),
             **dict(manifest_extra or {}),
         },
+        staging_dir=tmp_dir,
     )
     metadata: dict[str, Any] = {
         "param_set": params.name,
@@ -174,8 +194,7 @@ def asset_result(
         metadata["seed"] = seed
     for name, p in files.items():
         metadata[f"path_{name}"] = dg.MetadataValue.path(str(p))
-    metadata["path_manifest"] = dg.MetadataValue.path(str(manifest))
-    metadata.update(manifest_metadata(manifest))
+    metadata.update(manifest_metadata(staged_manifest, out_dir / MANIFEST_NAME))
     for name, p in (inputs or {}).items():
         metadata[f"input_{name}"] = dg.MetadataValue.path(str(p))
     for k, v in (counts or {}).items():

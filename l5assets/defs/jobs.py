@@ -1,21 +1,19 @@
 """Jobs of the code location: one per partitions definition (a run has one partition key;
 each job's partitioning is inferred from its assets).
 
-`l5assets run` executes `cell_job` for the param set, then `seed_job` once per seed.
+`l5assets run` executes `cell_job` for the param set, then `seed_job` once per seed; the
+stale-partition schedule and its follow-up sensor launch the same two jobs.
 """
 
 import dagster as dg
 
-CELL_ASSETS = ("compiled_mechanisms", "segments_table")
-SEED_ASSETS = (
-    "functional_groups",
-    "exc_raster",
-    "inh_rasters",
-    "network",
-    "simulation_config",
-    "simulation_outputs",
-    "simulation_summary",
-)
+from l5assets.lineage.status import DEFAULT_SEED_ASSETS, DEFAULT_SHARED_ASSETS
+
+from .lineage.staleness import SOURCE_ASSETS
+
+# One source for the asset lists: `l5assets status` uses the same ones without Dagster.
+CELL_ASSETS = DEFAULT_SHARED_ASSETS
+SEED_ASSETS = DEFAULT_SEED_ASSETS
 
 cell_job = dg.define_asset_job(
     "cell_job",
@@ -29,11 +27,11 @@ seed_job = dg.define_asset_job(
     description="Everything of one (param_set, seed) partition: inputs, network, simulation.",
 )
 
-# The observable sources: params files and the cell-model files (lineage domain).
-OBSERVED_SOURCES = ("params_file", "cell_model_files")
+# The observable sources: params files and the model-component files (lineage domain).
+OBSERVED_SOURCES = SOURCE_ASSETS
 
 observe_sources_job = dg.define_asset_job(
     "observe_sources_job",
     selection=dg.AssetSelection.assets(*OBSERVED_SOURCES),
-    description="Record the content hashes of the params files and the cell-model files.",
+    description="Record the content hashes of the params files and the model-component files.",
 )

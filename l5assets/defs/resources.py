@@ -43,11 +43,12 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class CellModelResource(dg.ConfigurableResource):
-    """The cell model's code: the NMODL folder and the compiled-mechanism cache."""
+    """The cell model's code: the NMODL folder and the compiled-mechanism cache.
+
+    (Only the NEURON build is compiled: the runner drives BMTK BioNet, which runs NEURON.)"""
 
     mod_dir: str | None = None
     cache_root: str | None = None
-    coreneuron: bool = False
 
     def mod_path(self) -> Path:
         return Path(self.mod_dir) if self.mod_dir else paths.mechanisms_dir()
@@ -59,7 +60,7 @@ class CellModelResource(dg.ConfigurableResource):
 class NeuronRuntime(dg.ConfigurableResource):
     """How the simulation subprocess runs NEURON."""
 
-    engine: str = "neuron"  # "neuron" or "coreneuron"
+    engine: str = "neuron"  # the runner (BMTK BioNet) supports "neuron" only
     threads: int = 1
     share_synapses: bool = True
     timeout_s: float = 3600.0

@@ -39,18 +39,18 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
 _REDUNDANT = {"params_resolved"}
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted-name -> leaf value; lists of records are keyed by their relpath/name/index."""
     out: dict[str, Any] = {}
     if isinstance(obj, Mapping):
         if not obj and prefix:
             out[prefix] = {}
         for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(obj, list) and obj and all(isinstance(x, Mapping) for x in obj):
         for i, v in enumerate(obj):
             key = v.get("relpath") or v.get("name") or str(i)
-            out.update(_flatten(v, f"{prefix}[{key}]"))
+            out.update(flatten(v, f"{prefix}[{key}]"))
     else:
         out[prefix] = obj
     return out
@@ -81,7 +81,7 @@ def diff(a: str | Path, b: str | Path) -> dict[str, Any]:
     """
     ma, da = _load(a)
     mb, db = _load(b)
-    fa, fb = _flatten(strip_volatile(da)), _flatten(strip_volatile(db))
+    fa, fb = flatten(strip_volatile(da)), flatten(strip_volatile(db))
     changed: dict[str, dict[str, dict[str, Any]]] = {}
     for field in sorted(set(fa) | set(fb)):
         va, vb = fa.get(field), fb.get(field)

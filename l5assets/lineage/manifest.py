@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from l5assets import paths, storage
-from l5assets.params import ParamSet, params_hash
+from l5assets.params import ParamSet, param_set_path, params_hash
 from l5assets.rng import all_stage_seeds
 
 MANIFEST_NAME = "manifest.json"
@@ -154,18 +154,27 @@ def file_record(path: Path, rel_to: Path | None = None) -> dict[str, Any]:
 
 def mechanism_hashes(mod_dir: Path | None = None) -> dict[str, Any]:
     """sha256 of every .mod file plus the combined hash used as the compile-cache key."""
+    from l5assets.cell.mechanisms import mod_hash
+
     d = Path(mod_dir or paths.mechanisms_dir())
     files = sorted(d.glob("*.mod"))
-    combined = None
-    if files:
-        h = hashlib.sha256()  # same recipe as l5assets.cell.mechanisms.mod_hash
-        for f in files:
-            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-        combined = h.hexdigest()
     return {
         "dir": str(d.resolve()),
         "files": {f.name: storage.file_sha256(f) for f in files},
-        "sha256": combined,
+        # the compile-cache key (same recipe as the compiled library); None without .mod files
+        "sha256": mod_hash(d) if files else None,
+    }
+
+
+def synaptic_model_hashes(models_dir: Path | None = None) -> dict[str, Any]:
+    """sha256 of every synapse dynamics JSON (read by the network builder and the runner),
+    plus one digest over them (names and bytes)."""
+    d = Path(models_dir or paths.synaptic_models_dir())
+    files = sorted(d.glob("*.json"))
+    return {
+        "dir": str(d.resolve()),
+        "files": {f.name: storage.file_sha256(f) for f in files},
+        "sha256": storage.files_sha256(files, base=d) if files else None,
     }
 
 
@@ -183,26 +192,33 @@ def resolve_morphology(params: ParamSet) -> Path | None:
         return None
 
 
+def cell_file_records(params: ParamSet) -> dict[str, dict[str, Any]]:
+    """File records (path, sha256) of the biophysics JSON and the morphology a param set uses.
+
+    The one place these are hashed: manifests, `status` and the Dagster source
+    `cell_model_files` all use it.
+    """
+    biophys = paths.cells_dir() / f"{params.biophysics}.json"
+    morph = resolve_morphology(params)
+    return {
+        "biophysics": {"name": params.biophysics, **file_record(biophys)},
+        "morphology": file_record(morph) if morph is not None else {"path": None, "sha256": None},
+    }
+
+
 def component_hashes(params: ParamSet | None, mod_dir: Path | None = None) -> dict[str, Any]:
-    """Hashes of the cell components: mechanisms, biophysics file, morphology."""
-    comps: dict[str, Any] = {"mechanisms": mechanism_hashes(mod_dir)}
+    """Hashes of the model components: mechanisms, synaptic models, biophysics, morphology."""
+    comps: dict[str, Any] = {
+        "mechanisms": mechanism_hashes(mod_dir),
+        "synaptic_models": synaptic_model_hashes(),
+    }
     if params is not None:
-        biophys = paths.cells_dir() / f"{params.biophysics}.json"
-        comps["biophysics"] = {"name": params.biophysics, **file_record(biophys)}
-        morph = resolve_morphology(params)
-        comps["morphology"] = (
-            file_record(morph) if morph is not None else {"path": None, "sha256": None}
-        )
+        comps.update(cell_file_records(params))
     return comps
 
 
 # --------------------------------------------------------------------------------------------
 # params
-
-
-def params_file_path(params: ParamSet) -> Path:
-    """Where a named param set's file lives (data/params/<name>.json)."""
-    return paths.params_dir() / f"{params.name}.json"
 
 
 def params_file_content_hash(path: Path) -> str | None:
@@ -222,7 +238,7 @@ def params_file_content_hash(path: Path) -> str | None:
 def _params_section(params: ParamSet, params_file: Path | None) -> dict[str, Any]:
     resolved = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)
                 if f.name not in ("raw", "name")}
-    pfile = Path(params_file) if params_file else params_file_path(params)
+    pfile = Path(params_file) if params_file else param_set_path(params.name)
     file_rec: dict[str, Any] = file_record(pfile)
     if file_rec.get("kind") == "file":
         # False if the file was edited between loading the params and writing this manifest
@@ -241,11 +257,13 @@ def _params_section(params: ParamSet, params_file: Path | None) -> dict[str, Any
 # manifests on disk
 
 
-def find_manifest(path: Path) -> Path | None:
+def find_manifest(path: Path, *, strict: bool = False) -> Path | None:
     """The manifest describing `path` (a manifest, an output folder, or a file inside one).
 
     Looks in the folder itself and up to three parents, and accepts a manifest only if it
     lists `path` (or a folder containing it) among its outputs, or `path` is its own folder.
+    An unreadable manifest on the way is skipped, or, with `strict`, raises ValueError (a
+    writer recording its inputs must not silently lose the link to an upstream).
     """
     p = Path(path).resolve()
     if p.name == MANIFEST_NAME and p.is_file():
@@ -260,7 +278,10 @@ def find_manifest(path: Path) -> Path | None:
             return m
         try:
             data = read_manifest(m)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            if strict:
+                raise ValueError(f"{m} is not a readable l5assets manifest ({e}): "
+                                 "re-materialize the asset that wrote it") from e
             continue
         for out in data.get("outputs", []):
             op = resolve_recorded_path(out, m.parent)
@@ -300,9 +321,13 @@ def resolve_recorded_path(rec: Mapping[str, Any], manifest_dir: Path) -> Path | 
 def _input_record(name: str, path: Path, out_dir: Path) -> dict[str, Any]:
     rec = file_record(path, rel_to=out_dir)
     rec["name"] = name
-    up = find_manifest(Path(path))
+    up = find_manifest(Path(path), strict=True)
     if up is not None and up.resolve() != (out_dir / MANIFEST_NAME).resolve():
-        upstream = read_manifest(up)
+        try:
+            upstream = read_manifest(up)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{up} (manifest of input {name!r}) is not a readable l5assets "
+                             f"manifest ({e}): re-materialize the asset that wrote it") from e
         rec["manifest"] = {
             "path": str(up),
             "relpath": os.path.relpath(up, out_dir.resolve()),
@@ -344,8 +369,14 @@ def write_manifest(
     outputs: list[Path],
     inputs: dict[str, Path],
     extra: dict[str, Any] | None = None,
+    staging_dir: Path | None = None,
 ) -> Path:
     """Write `out_dir/manifest.json` atomically and return its path.
+
+    staging_dir: the temp folder (`storage.atomic_dir`) that will become `out_dir`: the
+    manifest is then written into it, the outputs under `out_dir` are hashed from it, and the
+    final paths are recorded, so that outputs and manifest appear together in one swap.
+    The path returned is then the staged manifest.
 
     asset: asset key (e.g. "exc_raster"); params: the ParamSet used (None for assets not
     partitioned by param set); seed: the partition seed (None if not seed-partitioned);
@@ -357,13 +388,14 @@ def write_manifest(
     from the params), "wall_time_s" or "started_at" (epoch s / ISO / datetime: the wall time is
     then computed), "run_id", "partition_key", "params_file" (path, if the params were not
     loaded from data/params/<name>.json), "mod_dir" (the NMODL folder, if not the default),
-    "reads_components" (list of "mechanisms"/"biophysics"/"morphology" this asset's output
-    depends on, for staleness). Keys ending in "_seconds" / "_time_s" are timings. Time,
-    host, run id and timings go under "run" (see VOLATILE_KEYS); every other key is stored
-    under "extra".
+    "reads_components" (list of "mechanisms"/"biophysics"/"morphology"/"synaptic_models" this
+    asset's output depends on, for staleness). Keys ending in "_seconds" / "_time_s" are
+    timings. Time, host, run id and timings go under "run" (see VOLATILE_KEYS); every other
+    key is stored under "extra".
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    write_dir = Path(staging_dir) if staging_dir is not None else out_dir
+    write_dir.mkdir(parents=True, exist_ok=True)
     extra = dict(extra or {})
     engine = dict(extra.pop("engine", None) or {})
     params_file = extra.pop("params_file", None)
@@ -391,7 +423,7 @@ def write_manifest(
         code_versions.update(rec.pop("_code_versions", {}) or {})
     code_versions[asset] = code_version
 
-    output_recs = [file_record(Path(p), rel_to=out_dir) for p in outputs]
+    output_recs = [_output_record(Path(p), out_dir, staging_dir) for p in outputs]
     outputs_sha = hashlib.sha256(
         canonical_dumps([(r["relpath"], r["sha256"]) for r in output_recs]).encode()
     ).hexdigest()
@@ -419,9 +451,23 @@ def write_manifest(
         "extra": extra,
         "run": run,
     }
-    path = out_dir / MANIFEST_NAME
+    path = write_dir / MANIFEST_NAME
     storage.atomic_write_text(path, canonical_dumps(manifest))
     return path
+
+
+def _output_record(final: Path, out_dir: Path, staging_dir: Path | None) -> dict[str, Any]:
+    """File record of an output at its final path, hashed where it is now (the staging
+    folder for files under `out_dir` that are not swapped into place yet)."""
+    if staging_dir is None:
+        return file_record(final, rel_to=out_dir)
+    try:
+        rel = final.resolve().relative_to(out_dir.resolve())
+    except ValueError:  # outside the asset folder (e.g. the compiled library in the cache)
+        return file_record(final, rel_to=out_dir)
+    rec = file_record(Path(staging_dir) / rel, rel_to=staging_dir)
+    rec["path"] = str(final.resolve())
+    return rec
 
 
 def manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -438,6 +484,7 @@ def manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "mechanisms_sha256": (comps.get("mechanisms") or {}).get("sha256"),
         "biophysics_sha256": (comps.get("biophysics") or {}).get("sha256"),
         "morphology_sha256": (comps.get("morphology") or {}).get("sha256"),
+        "synaptic_models_sha256": (comps.get("synaptic_models") or {}).get("sha256"),
         "outputs_sha256": manifest.get("outputs_sha256"),
         "manifest_digest": manifest_digest(manifest),
     }

@@ -7,9 +7,12 @@ when what its manifest recorded no longer matches what would be used now --
   mechanisms  a .mod file changed (named)
   biophysics  the cell's biophysics JSON changed
   morphology  the morphology file changed
+  synaptic_models a synapse dynamics JSON (biophys_components/synaptic_models) changed
   code_version an asset's code_version differs from the current definitions
   upstream    an upstream output it read has been re-materialized with other content since
-Cell-component changes count only for the assets that read them (COMPONENT_READERS).
+Params and model-component changes count only for the assets that read them directly
+(PARAMS_READERS, COMPONENT_READERS: the same edges as the Dagster deps on the observable
+sources, so `status` and the UI flag the same assets; `status` rows are then transitive).
 A Dagster instance, when given, adds the partitions it knows (dynamic partitions), notes
 materializations whose files are gone, and (with the definitions) Dagster's own stale status.
 """
@@ -22,69 +25,76 @@ from pathlib import Path
 from typing import Any
 
 from l5assets import paths, storage
+from l5assets.lineage.diff import flatten
 from l5assets.lineage.manifest import (
     MANIFEST_NAME,
+    cell_file_records,
     file_record,
     mechanism_hashes,
     params_file_content_hash,
     read_manifest,
-    resolve_morphology,
     resolve_recorded_path,
+    synaptic_model_hashes,
 )
 
-# Fallback asset lists (SPEC / brief contract) when no Dagster definitions are given.
+# The asset graph's default asset lists (also the Dagster jobs' selections, l5assets.defs.jobs)
+# used when no Dagster definitions are given.
 DEFAULT_SHARED_ASSETS = ("compiled_mechanisms", "segments_table")
 DEFAULT_SEED_ASSETS = (
     "functional_groups",
-    "network",
     "exc_raster",
     "inh_rasters",
+    "network",
     "simulation_config",
     "simulation_outputs",
     "simulation_summary",
 )
+# Names of the two partition dimensions (l5assets.defs.partitions uses these).
 PARAM_SET_DIM = "param_set"
 SEED_DIM = "seed"
-CELL_COMPONENTS = ("mechanisms", "biophysics", "morphology")
-# Which cell components each asset's output depends on. Every manifest records all of them
-# (provenance), but only these make an asset stale; an asset may declare its own list in the
-# manifest's extra["reads_components"]. Unknown assets count as reading everything.
+CELL_COMPONENTS = ("mechanisms", "biophysics", "morphology", "synaptic_models")
+# Which model components each asset's output depends on directly. Every manifest records all
+# of them (provenance), but only these make an asset stale -- the same edges as the Dagster
+# deps on the observable sources `mechanism_files`, `cell_model_files` and
+# `synaptic_model_files`, so that `status` and the UI flag the same assets. (Assets that read
+# a component only through an upstream output, e.g. the segments table through the compiled
+# library, become stale when that upstream is re-made with other content.) An asset may
+# declare its own list in the manifest's extra["reads_components"]; unknown assets count as
+# reading everything.
 COMPONENT_READERS: dict[str, tuple[str, ...]] = {
     "compiled_mechanisms": ("mechanisms",),
-    "segments_table": CELL_COMPONENTS,  # NEURON builds the cell to list its segments
+    "segments_table": ("biophysics", "morphology"),  # NEURON builds the cell
     "functional_groups": (),
     "exc_raster": (),
     "inh_rasters": (),
-    "network": (),
+    "network": ("synaptic_models",),  # BMTK edge types read the synapse dynamics files
     "simulation_config": (),
-    "simulation_outputs": CELL_COMPONENTS,
+    "simulation_outputs": ("biophysics", "morphology", "synaptic_models"),  # the runner
     "simulation_summary": (),
 }
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: obj}
+# Whether an asset's output depends on the param set's values: the same edges as the Dagster
+# deps on `params_file` (PARAMS_DEP). The compiled mechanisms only validate the params, so a
+# params edit leaves them fresh. Unknown assets count as reading the params.
+PARAMS_READERS: dict[str, bool] = {
+    a: a != "compiled_mechanisms" for a in (*DEFAULT_SHARED_ASSETS, *DEFAULT_SEED_ASSETS)
+}
 
 
 def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
     """Dotted names of the params fields that differ between two params dicts."""
-    fa, fb = _flatten(old or {}), _flatten(new or {})
+    fa, fb = flatten(old or {}), flatten(new or {})
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
 
 
 class _Current:
     """What would be used now for one param set (computed once per param set)."""
 
-    def __init__(self, name: str, params_dir: Path):
+    def __init__(self, name: str, params_dir: Path, mod_dir: Path | None = None):
         from l5assets.params import ParamsError, _normalise, load_param_set
 
         self.name = name
         self.file = params_dir / f"{name}.json"
+        self.mod_dir = Path(mod_dir) if mod_dir else paths.mechanisms_dir()
         self.exists = self.file.is_file()
         self.file_sha256 = storage.file_sha256(self.file) if self.exists else None
         self.hash = params_file_content_hash(self.file) if self.exists else None
@@ -97,24 +107,24 @@ class _Current:
                 self.params = load_param_set(self.file)
             except (ParamsError, json.JSONDecodeError, OSError) as e:
                 self.error = str(e)
-        self._mech: dict[str, dict[str, Any]] = {}
+        self._mech: dict[str, Any] | None = None
         self._comp: dict[str, Any] | None = None
 
-    def mechanisms(self, mod_dir: str | None) -> dict[str, Any]:
-        key = mod_dir or str(paths.mechanisms_dir())
-        if key not in self._mech:
-            self._mech[key] = mechanism_hashes(Path(key))
-        return self._mech[key]
+    def mechanisms(self) -> dict[str, Any]:
+        """Hashes of the .mod files in the mechanism folder in use now (not the recorded one:
+        a moved or re-configured folder is a change)."""
+        if self._mech is None:
+            self._mech = mechanism_hashes(self.mod_dir)
+        return self._mech
 
     def cell_files(self) -> dict[str, Any]:
-        """sha256 of the biophysics and morphology files the current params point to."""
+        """sha256 of the biophysics, morphology and synaptic model files used now."""
         if self._comp is None:
-            self._comp = {"biophysics": None, "morphology": None}
+            self._comp = {"biophysics": None, "morphology": None,
+                          "synaptic_models": synaptic_model_hashes()["sha256"]}
             if self.params is not None:
-                bio = paths.cells_dir() / f"{self.params.biophysics}.json"
-                self._comp["biophysics"] = file_record(bio).get("sha256")
-                morph = resolve_morphology(self.params)
-                self._comp["morphology"] = file_record(morph).get("sha256") if morph else None
+                recs = cell_file_records(self.params)
+                self._comp.update({k: v.get("sha256") for k, v in recs.items()})
         return self._comp
 
 
@@ -149,7 +159,7 @@ def _reasons_for(
         reasons.append({"asset": asset, "kind": kind, "detail": detail, **more})
 
     params = m.get("params") or {}
-    if params:
+    if params and PARAMS_READERS.get(asset, True):
         if not current.exists:
             add("params", f"params file {current.file} is gone")
         elif current.hash != params.get("hash"):
@@ -161,14 +171,14 @@ def _reasons_for(
     reads = _reads(asset, m)
     mech = comps.get("mechanisms") or {}
     if mech and "mechanisms" in reads:
-        now = current.mechanisms(mech.get("dir"))
+        now = current.mechanisms()
         if now.get("sha256") != mech.get("sha256"):
             old_f, new_f = mech.get("files") or {}, now.get("files") or {}
             files = sorted(k for k in set(old_f) | set(new_f) if old_f.get(k) != new_f.get(k))
             add("mechanisms", "mechanisms changed: " + ", ".join(files), files=files)
     if current.params is not None:
         cell_now = current.cell_files()
-        for part in ("biophysics", "morphology"):
+        for part in ("biophysics", "morphology", "synaptic_models"):
             rec = comps.get(part) if part in reads else None
             if rec is not None and rec.get("sha256") != cell_now[part]:
                 add(part, f"{part} file changed ({rec.get('path')})")
@@ -267,6 +277,19 @@ def _dagster_stale(instance: Any, defs: Any, keys: list[tuple[str, str]]) -> dic
     return out
 
 
+def _asset_state(
+    root: Path, asset: str, name: str, seed: int | None, current: _Current,
+    code_versions: Mapping[str, str | None], reasons: list[dict[str, Any]],
+) -> str:
+    """"missing" | "fresh" | "stale" of one asset partition; its stale reasons are appended."""
+    mp = storage.partition_dir(root, asset, name, seed) / MANIFEST_NAME
+    if not mp.is_file():
+        return "missing"
+    found, _ = _reasons_for(asset, mp, current, code_versions)
+    reasons += found
+    return "stale" if found else "fresh"
+
+
 def status(
     instance: Any = None,
     defs: Any = None,
@@ -278,6 +301,7 @@ def status(
     with_dagster_status: bool = True,
     shared_assets: Iterable[str] | None = None,
     seed_assets: Iterable[str] | None = None,
+    mod_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """One row per param set x seed: state "missing" | "fresh" | "stale", with reasons.
 
@@ -287,7 +311,9 @@ def status(
     their partitioning and current code_versions (else DEFAULT_SHARED_ASSETS /
     DEFAULT_SEED_ASSETS and `code_versions`); with an instance, also Dagster's own per-asset
     stale status ("dagster" field). root / params_dir default to l5assets.paths. param_sets
-    restricts the listing. shared_assets / seed_assets override the asset lists.
+    restricts the listing (names are validated: ParamsError). shared_assets / seed_assets
+    override the asset lists. mod_dir: the NMODL folder in use now (the `cell_model`
+    resource's; default l5assets.paths.mechanisms_dir()).
 
     Row keys: param_set, seed (None if no seed exists for that param set), state, reasons
     (list of {asset, kind, detail, ...}), missing (assets without a manifest), assets
@@ -323,7 +349,9 @@ def status(
         names |= set(instance.get_dynamic_partitions(PARAM_SET_DIM))
         inst_seeds = {int(s) for s in instance.get_dynamic_partitions(SEED_DIM) if s.isdigit()}
     if param_sets is not None:
-        names &= set(param_sets)
+        from l5assets.params import validate_param_set_name
+
+        names &= {validate_param_set_name(p) for p in param_sets}
 
     materialized = (
         _instance_materialized(instance, shared + seeded) if instance is not None else {}
@@ -331,17 +359,12 @@ def status(
     rows: list[dict[str, Any]] = []
     pairs: list[tuple[str, str]] = []
     for name in sorted(names):
-        current = _Current(name, params_dir)
+        current = _Current(name, params_dir, mod_dir)
         shared_state: dict[str, Any] = {}
         shared_reasons: list[dict[str, Any]] = []
         for asset in shared:
-            mp = storage.partition_dir(root, asset, name) / MANIFEST_NAME
-            if mp.is_file():
-                reasons, _ = _reasons_for(asset, mp, current, cvs)
-                shared_state[asset] = "stale" if reasons else "fresh"
-                shared_reasons += reasons
-            else:
-                shared_state[asset] = "missing"
+            shared_state[asset] = _asset_state(root, asset, name, None, current, cvs,
+                                               shared_reasons)
             pairs.append((asset, name))
         seeds = sorted(seeds_of.get(name, set()) | inst_seeds) or [None]
         for seed in seeds:
@@ -351,13 +374,7 @@ def status(
             if current.error:
                 notes.append(f"params file invalid: {current.error}")
             for asset in seeded if seed is not None else []:
-                mp = storage.partition_dir(root, asset, name, seed) / MANIFEST_NAME
-                if mp.is_file():
-                    r, _ = _reasons_for(asset, mp, current, cvs)
-                    assets[asset] = "stale" if r else "fresh"
-                    reasons += r
-                else:
-                    assets[asset] = "missing"
+                assets[asset] = _asset_state(root, asset, name, seed, current, cvs, reasons)
                 pairs.append((asset, f"{name}|{seed}"))
             for asset, state in assets.items():
                 pk = name if asset in shared else f"{name}|{seed}"
@@ -396,11 +413,6 @@ def status(
                     for a in row["assets"]
                 }
     return rows
-
-
-def stale_partitions(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, int | None]]:
-    """(param_set, seed) of the rows that are stale."""
-    return [(r["param_set"], r["seed"]) for r in rows if r["state"] == "stale"]
 
 
 def format_status(rows: Iterable[Mapping[str, Any]], verbose: bool = False) -> str:

@@ -7,23 +7,32 @@ deterministically and without copying anything:
 - `node_sets.json`,
 - `config.json`: the top-level file naming the two above (what the runner is given).
 
-Paths inside the config folder are written relative to it (`${configdir}`), so the folder can
-be built in a temporary directory and renamed into place. Files of other assets (network,
-spike rasters, components) are absolute paths to their final locations.
+Every path is written relative to the config folder (BMTK's `${configdir}`, resolved per file
+to the folder of the JSON file that contains it), so the files embed no storage root: the
+same run gives byte-identical configs under any root, and a storage tree can be moved. In the
+storage layout `<root>/<param_set>/seed-<n>/{network,exc_raster,inh_rasters,
+simulation_config}` the network is `${configdir}/../network` and the spike files
+`${configdir}/../exc_raster/...`; the config folder may be written in a temporary folder beside
+its final place and renamed (the relative paths are the same from both). Only a user's current
+clamp file (outside the storage tree) is written as an absolute path.
 
-No `mechanisms_dir` is given: the runner loads the compiled mechanism library itself
-(`l5assets.cell.mechanisms`), so BMTK never compiles or loads .mod files.
+Components: by default no `components` section is written (it would embed the checkout path):
+the runner (`l5assets.simulation.runner`) supplies the project's `biophysical_neuron_models_dir`
+and `synaptic_models_dir` (`l5assets.paths`, which honours L5ASSETS_COMPONENTS_DIR). An explicit
+`components_dir` is written as an absolute path. No `mechanisms_dir` is given either: the
+runner loads the compiled mechanism library itself (`l5assets.cell.mechanisms`), so BMTK never
+compiles or loads .mod files.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l5assets import paths
 from l5assets.network.build import CELL_POP, INPUT_POPULATIONS, network_files
 from l5assets.params import ParamSet
 
@@ -78,38 +87,56 @@ def report_specs(params: ParamSet) -> dict[str, dict[str, Any]]:
     return reports
 
 
-def circuit_config(network_dir: Path, components_dir: Path | None = None) -> dict[str, Any]:
-    """The circuit section: node/edge files of the network and the component folders."""
-    comp = Path(components_dir or paths.components_dir()).resolve()
-    files = network_files(Path(network_dir).resolve())
+def config_relative(path: Path, config_dir: Path) -> str:
+    """`path` as a BMTK path relative to the config folder: `${configdir}/<relative path>`."""
+    rel = os.path.relpath(Path(path).resolve(), Path(config_dir).resolve())
+    return "${configdir}/" + Path(rel).as_posix()
+
+
+def circuit_config(
+    network_dir: Path, config_dir: Path, components_dir: Path | None = None
+) -> dict[str, Any]:
+    """The circuit section: node/edge files of the network (relative to `config_dir`) and,
+    only if `components_dir` is given, the component folders (absolute)."""
+    files = network_files(Path(network_dir))
+    net = "$NETWORK_DIR"
+
+    def rel(p: Path) -> str:
+        return f"{net}/{p.name}"
+
     nodes = [
-        {"nodes_file": str(files.nodes[p]), "node_types_file": str(files.node_types[p])}
+        {"nodes_file": rel(files.nodes[p]), "node_types_file": rel(files.node_types[p])}
         for p in (CELL_POP, *INPUT_POPULATIONS)
         if p in files.nodes
     ]
     edges = [
-        {"edges_file": str(files.edges[s]), "edge_types_file": str(files.edge_types[s])}
+        {"edges_file": rel(files.edges[s]), "edge_types_file": rel(files.edge_types[s])}
         for s in INPUT_POPULATIONS
         if s in files.edges
     ]
-    return {
-        "manifest": {"$COMPONENTS_DIR": str(comp)},
-        "components": {
+    manifest = {net: config_relative(Path(network_dir), config_dir)}
+    out: dict[str, Any] = {"manifest": manifest}
+    if components_dir is not None:
+        comp = Path(components_dir).resolve()
+        manifest["$COMPONENTS_DIR"] = str(comp)
+        out["components"] = {
             "biophysical_neuron_models_dir": "$COMPONENTS_DIR/cells",
             "synaptic_models_dir": "$COMPONENTS_DIR/synaptic_models",
-        },
-        "networks": {"nodes": nodes, "edges": edges, "gap_juncs": []},
-    }
+        }
+    out["networks"] = {"nodes": nodes, "edges": edges, "gap_juncs": []}
+    return out
 
 
 def simulation_config(
     params: ParamSet,
     spike_inputs: Mapping[str, Path],
     seed: int,
+    config_dir: Path,
     current_clamp_file: Path | None = None,
     populations: tuple[str, ...] = INPUT_POPULATIONS,
 ) -> dict[str, Any]:
-    """The simulation section (run, conditions, inputs, output, reports).
+    """The simulation section (run, conditions, inputs, output, reports); spike files are
+    written relative to `config_dir`.
 
     BMTK ignores the extra `l5assets` section; the runner reads the partition seed and the
     synapse options from it, so the config folder alone defines the run. `populations`: the
@@ -123,7 +150,7 @@ def simulation_config(
         inputs[f"{pop}_spikes"] = {
             "input_type": "spikes",
             "module": "sonata",
-            "input_file": str(Path(spike_inputs[pop]).resolve()),
+            "input_file": config_relative(Path(spike_inputs[pop]), config_dir),
             "node_set": pop,
         }
     clamp = current_clamp_file or params.current_clamp_file
@@ -186,7 +213,9 @@ def write_sim_config(
     """Write config.json, circuit_config.json, simulation_config.json, node_sets.json.
 
     `spike_inputs` maps each input population (exc_stim, prox_inh_stim, dist_inh_stim) to its
-    SONATA spike file.
+    SONATA spike file. The network and spike files are referenced relative to `config_dir`
+    (see the module doc): keep their relative location when moving the files. Without
+    `components_dir` the runner supplies the project's component folders.
     """
     d = Path(config_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -196,11 +225,11 @@ def write_sim_config(
         simulation=d / "simulation_config.json",
         node_sets=d / "node_sets.json",
     )
-    _dump(files.circuit, circuit_config(network_dir, components_dir))
+    _dump(files.circuit, circuit_config(network_dir, d, components_dir))
     present = network_files(Path(network_dir)).nodes
     pops = tuple(p for p in INPUT_POPULATIONS if p in present)
     _dump(files.simulation,
-          simulation_config(params, spike_inputs, seed, current_clamp_file, populations=pops))
+          simulation_config(params, spike_inputs, seed, d, current_clamp_file, populations=pops))
     _dump(files.node_sets, node_sets())
     _dump(files.config, {
         "network": "circuit_config.json",

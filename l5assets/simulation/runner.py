@@ -26,7 +26,11 @@ made the NetCons (`configure_bmtk_connections`). Randomness, all from the partit
 (SPEC 7 "Ours: seeded from the partition seed"):
 - excitatory weights W: stage "synapse_weights", one draw per excitatory connection in the
   synapse module's stable `sid` order; inhibitory W 0.06 on the soma, 0.1 on dendrites;
-- release draws: Random123 streams keyed by stage_seed("synapse_release") and `sid`;
+- release draws: Random123 streams keyed by stage_seed("synapse_release") and `sid`, with
+  `stride` positions per connection sized from tstop (`synapses.stride_for_duration`); runs
+  too long for the number of connections are refused before the run, and after it the
+  runner checks that no connection received `stride` events or more (`result.json`:
+  `release_stride`, `max_events_per_connection`);
 - inhibitory synapse placement: BMTK draws it per cell from `cell.prng`
   (numpy RandomState seeded with the cell's gid in BMTK, i.e. the same for every seed); we
   replace that generator with one spawned from the "inh_connectivity" stage of the seed
@@ -65,10 +69,24 @@ def placement_random_state(seed: int) -> np.random.RandomState:
 
 
 def _load_config(config: Path, output_dir: Path | None) -> Any:
-    """bionet.Config from CONFIG, with the output folder optionally moved."""
+    """bionet.Config from CONFIG, with the output folder optionally moved.
+
+    A config without component folders (what `write_sim_config` writes by default, so that it
+    embeds no checkout path) gets the project's: `paths.cells_dir()` and
+    `paths.synaptic_models_dir()`.
+    """
     from bmtk.simulator import bionet
 
+    from l5assets import paths
+
     conf = bionet.Config.from_json(str(Path(config).resolve()))
+    comps = dict(conf.get("components", {}))
+    if "biophysical_neuron_models_dir" not in comps or "synaptic_models_dir" not in comps:
+        comps.setdefault("biophysical_neuron_models_dir", str(paths.cells_dir()))
+        comps.setdefault("synaptic_models_dir", str(paths.synaptic_models_dir()))
+        d = dict(conf)
+        d["components"] = comps
+        conf = bionet.Config(d)
     if output_dir is not None:
         out_dir = Path(output_dir).resolve()
         d = dict(conf)
@@ -232,6 +250,7 @@ def run_simulation(
     load_mechanisms(compiled)
 
     from bmtk.simulator import bionet
+    from neuron import h
 
     conf = _load_config(Path(config), output_dir)
     extra = dict(conf.get("l5assets", {}))
@@ -246,10 +265,13 @@ def run_simulation(
     conf.create_output_dir()
     conf.load_nrn_modules()
     bmtk_hook.register()
+    # positions per connection in the release streams, sized for this run's duration
+    stride = synapses.stride_for_duration(float(conf.tstop))
     pool = synapses.SynapsePool(
         release_seed=stage_seed(seed, "synapse_release"),
         share=share_synapses,
         release_gates_transmission=gates,
+        stride=stride,
     )
     synapses.register_bmtk_synapse_models(pool)
 
@@ -271,6 +293,8 @@ def run_simulation(
 
     sim.run()
     t_run = time.perf_counter()
+    # no connection may have drawn past its stride (it would have reused another's numbers)
+    max_events = pool.check_events(conns["netcon"])
 
     out_dir = Path(conf.output_dir)
     table.to_parquet(out_dir / SYNAPSES_FILE, index=False)
@@ -285,6 +309,9 @@ def run_simulation(
             for k, v in table["source_population"].value_counts().sort_index().items()
         },
         "n_point_processes": len(pool.point_processes),
+        "release_stride": int(stride),
+        "max_events_per_connection": int(max_events),
+        "celsius": float(h.celsius),
         "input_spikes": dict(sorted(getattr(net, "input_spike_counts", {}).items())),
         "spike_count": spikes,
         "tstop_ms": float(conf.tstop),

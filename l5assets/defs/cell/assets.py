@@ -22,7 +22,7 @@ SEGMENTS_FILE = "segments.parquet"
     group_name="cell",
     kinds={"neuron", "nmodl"},
     code_version="1",
-    deps=["cell_model_files"],
+    deps=["mechanism_files"],  # the .mod files only: params / cell-file edits leave it fresh
     description=(
         "The project's NMODL (.mod files) compiled by nrnivmodl into a cache keyed by the content "
         "hash of the .mod files; the partition folder holds `mechanisms.json`, a record of the "
@@ -36,26 +36,26 @@ def compiled_mechanisms(
 
     param_set = context.partition_key
     params = storage.load_params(param_set)  # validate before writing anything
-    compiled = compile_mechanisms(
-        cell_model.mod_path(), cell_model.cache_path(), coreneuron=cell_model.coreneuron
-    )
+    compiled = compile_mechanisms(cell_model.mod_path(), cell_model.cache_path())
     record = compiled.as_metadata()
     out = storage.partition_dir("compiled_mechanisms", param_set)
     with atomic_dir(out) as tmp:
         (tmp / MECHANISMS_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return asset_result(
-        context,
-        asset="compiled_mechanisms",
-        params=params,
-        seed=None,
-        out_dir=out,
-        files={"record": out / MECHANISMS_RECORD, "library": compiled.library},
-        counts={"mod_files": len(compiled.mod_files)},
-        extra={"mod_hash": compiled.mod_hash, "coreneuron": compiled.coreneuron,
-               "mod_files": ", ".join(compiled.mod_files)},
-        digest=compiled.mod_hash,
-        params_file=storage.params_file(param_set),
-    )
+        return asset_result(
+            context,
+            asset="compiled_mechanisms",
+            params=params,
+            seed=None,
+            out_dir=out,
+            tmp_dir=tmp,
+            files={"record": out / MECHANISMS_RECORD, "library": compiled.library},
+            counts={"mod_files": len(compiled.mod_files)},
+            extra={"mod_hash": compiled.mod_hash, "coreneuron": compiled.coreneuron,
+                   "mod_files": ", ".join(compiled.mod_files)},
+            digest=compiled.mod_hash,
+            params_file=storage.params_file(param_set),
+            mod_dir=cell_model.mod_path(),
+        )
 
 
 @dg.asset(
@@ -72,7 +72,10 @@ def compiled_mechanisms(
     ),
 )
 def segments_table(
-    context: dg.AssetExecutionContext, storage: StorageResource, neuron: NeuronRuntime
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    neuron: NeuronRuntime,
+    cell_model: CellModelResource,
 ) -> dg.MaterializeResult:
     param_set = context.partition_key
     params = storage.load_params(param_set)
@@ -86,29 +89,27 @@ def segments_table(
         ]
         run_logged(context, cmd, timeout_s=neuron.timeout_s, env=neuron.subprocess_env())
         table = pd.read_parquet(tmp / SEGMENTS_FILE)
-    by_type = table["type"].value_counts().to_dict()
-    return asset_result(
-        context,
-        asset="segments_table",
-        params=params,
-        seed=None,
-        out_dir=out,
-        files={"segments": out / SEGMENTS_FILE},
-        counts={"segments": len(table), **{f"{k}_segments": int(v) for k, v in by_type.items()}},
-        inputs={"compiled_mechanisms": mech, "params_file": storage.params_file(param_set)},
-        params_file=storage.params_file(param_set),
-        extra={
-            "biophysics": params.biophysics,
-            "max_distance_um": float(table["distance"].max()),
-        },
-    )
+        by_type = table["type"].value_counts().to_dict()
+        return asset_result(
+            context,
+            asset="segments_table",
+            params=params,
+            seed=None,
+            out_dir=out,
+            tmp_dir=tmp,
+            files={"segments": out / SEGMENTS_FILE},
+            counts={"segments": len(table),
+                    **{f"{k}_segments": int(v) for k, v in by_type.items()}},
+            inputs={"compiled_mechanisms": mech, "params_file": storage.params_file(param_set)},
+            params_file=storage.params_file(param_set),
+            mod_dir=cell_model.mod_path(),
+            extra={
+                "biophysics": params.biophysics,
+                "max_distance_um": float(table["distance"].max()),
+            },
+        )
 
 
 def mechanisms_record(storage: StorageResource, param_set: str) -> Path:
     """The compiled_mechanisms record file of a param set (for downstream assets)."""
     return upstream_file(storage, "compiled_mechanisms", param_set, None, MECHANISMS_RECORD)
-
-
-def segments_file(storage: StorageResource, param_set: str) -> Path:
-    """The segments_table Parquet of a param set (for downstream assets)."""
-    return upstream_file(storage, "segments_table", param_set, None, SEGMENTS_FILE)

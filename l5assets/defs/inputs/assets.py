@@ -12,7 +12,7 @@ from l5assets.rng import stage_rng
 from l5assets.storage import atomic_dir
 
 from ..common import asset_result, upstream_file
-from ..partitions import by_param_set, partition_of, run_partitions
+from ..partitions import PARAMS_DEP, by_param_set, partition_of, run_partitions
 from ..resources import StorageResource
 
 SYNAPSES_FILE = "synapses.parquet"
@@ -21,8 +21,6 @@ CLUSTERS_FILE = "clusters.parquet"
 EXC_SPIKES = f"{EXC_POP}_spikes.h5"
 PROX_SPIKES = f"{PROX_POP}_spikes.h5"
 DIST_SPIKES = f"{DIST_POP}_spikes.h5"
-
-PARAMS_DEP = dg.AssetDep("params_file", partition_mapping=by_param_set)
 
 
 @dg.asset(
@@ -54,32 +52,34 @@ def functional_groups(
         fg.synapses.to_parquet(tmp / SYNAPSES_FILE, index=False)
         fg.groups.to_parquet(tmp / GROUPS_FILE, index=False)
         fg.clusters.to_parquet(tmp / CLUSTERS_FILE, index=False)
-    syn, groups = fg.synapses, fg.groups
-    return asset_result(
-        context,
-        asset="functional_groups",
-        params=params,
-        seed=seed,
-        out_dir=out,
-        files={"synapses": out / SYNAPSES_FILE, "groups": out / GROUPS_FILE,
-               "clusters": out / CLUSTERS_FILE},
-        counts={
-            "exc_synapses": len(syn),
-            "exc_cells": int(groups["n_cells"].sum()),
-            "groups": len(groups),
-            "clusters": len(fg.clusters),
-            "basal_groups": int((groups["region"] == "basal").sum()),
-            "apic_groups": int((groups["region"] == "apic").sum()),
-            "basal_synapses": int((syn["region"] == "basal").sum()),
-            "apic_synapses": int((syn["region"] == "apic").sum()),
-        },
-        inputs={"segments_table": seg_path},
-        params_file=storage.params_file(param_set),
-    )
+        syn, groups = fg.synapses, fg.groups
+        return asset_result(
+            context,
+            asset="functional_groups",
+            params=params,
+            seed=seed,
+            out_dir=out,
+            tmp_dir=tmp,
+            files={"synapses": out / SYNAPSES_FILE, "groups": out / GROUPS_FILE,
+                   "clusters": out / CLUSTERS_FILE},
+            counts={
+                "exc_synapses": len(syn),
+                "exc_cells": int(groups["n_cells"].sum()),
+                "groups": len(groups),
+                "clusters": len(fg.clusters),
+                "basal_groups": int((groups["region"] == "basal").sum()),
+                "apic_groups": int((groups["region"] == "apic").sum()),
+                "basal_synapses": int((syn["region"] == "basal").sum()),
+                "apic_synapses": int((syn["region"] == "apic").sum()),
+            },
+            inputs={"segments_table": seg_path},
+            params_file=storage.params_file(param_set),
+        )
 
 
 def load_functional_groups(storage: StorageResource, param_set: str, seed: int):
-    """The FunctionalGroups of a partition, read back from its Parquet files."""
+    """The FunctionalGroups of a partition, read back from its Parquet files, and the paths
+    read, by name (to record as inputs)."""
     from l5assets.science.functional_groups import FunctionalGroups
 
     syn = upstream_file(storage, "functional_groups", param_set, seed, SYNAPSES_FILE)
@@ -88,7 +88,8 @@ def load_functional_groups(storage: StorageResource, param_set: str, seed: int):
     fg = FunctionalGroups(
         synapses=pd.read_parquet(syn), groups=pd.read_parquet(grp), clusters=pd.read_parquet(cl)
     )
-    return fg, syn, grp
+    return fg, {"functional_groups_synapses": syn, "functional_groups_groups": grp,
+                "functional_groups_clusters": cl}
 
 
 def _rate_hz(n_spikes: int, n_cells: int, duration_s: float) -> float:
@@ -120,21 +121,22 @@ def exc_raster(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     out = storage.partition_dir("exc_raster", param_set, seed)
     with atomic_dir(out) as tmp:
         write_sonata_spikes(tmp / EXC_SPIKES, EXC_POP, trains)
-    n_cells = int(groups["n_cells"].sum())
-    return asset_result(
-        context,
-        asset="exc_raster",
-        params=params,
-        seed=seed,
-        out_dir=out,
-        files={"spikes": out / EXC_SPIKES},
-        counts={"exc_cells": n_cells, "exc_spikes": len(trains),
-                "active_cells": int(np.unique(trains.node_ids).size)},
-        inputs={"functional_groups": grp},
-        extra={"population": EXC_POP,
-               "mean_rate_hz": _rate_hz(len(trains), n_cells, params.stop - params.start)},
-        params_file=storage.params_file(param_set),
-    )
+        n_cells = int(groups["n_cells"].sum())
+        return asset_result(
+            context,
+            asset="exc_raster",
+            params=params,
+            seed=seed,
+            out_dir=out,
+            tmp_dir=tmp,
+            files={"spikes": out / EXC_SPIKES},
+            counts={"exc_cells": n_cells, "exc_spikes": len(trains),
+                    "active_cells": int(np.unique(trains.node_ids).size)},
+            inputs={"functional_groups": grp},
+            extra={"population": EXC_POP,
+                   "mean_rate_hz": _rate_hz(len(trains), n_cells, params.stop - params.start)},
+            params_file=storage.params_file(param_set),
+        )
 
 
 @dg.asset(
@@ -171,21 +173,22 @@ def inh_rasters(
     with atomic_dir(out) as tmp:
         write_sonata_spikes(tmp / PROX_SPIKES, PROX_POP, prox)
         write_sonata_spikes(tmp / DIST_SPIKES, DIST_POP, dist)
-    duration = params.stop
-    return asset_result(
-        context,
-        asset="inh_rasters",
-        params=params,
-        seed=seed,
-        out_dir=out,
-        files={"pv_spikes": out / PROX_SPIKES, "som_spikes": out / DIST_SPIKES},
-        counts={"pv_cells": c.pv_total, "som_cells": c.som_total,
-                "pv_spikes": len(prox), "som_spikes": len(dist)},
-        inputs={"exc_raster": exc_path},
-        extra={"pv_mean_rate_hz": _rate_hz(len(prox), c.pv_total, duration),
-               "som_mean_rate_hz": _rate_hz(len(dist), c.som_total, duration)},
-        params_file=storage.params_file(param_set),
-    )
+        duration = params.stop
+        return asset_result(
+            context,
+            asset="inh_rasters",
+            params=params,
+            seed=seed,
+            out_dir=out,
+            tmp_dir=tmp,
+            files={"pv_spikes": out / PROX_SPIKES, "som_spikes": out / DIST_SPIKES},
+            counts={"pv_cells": c.pv_total, "som_cells": c.som_total,
+                    "pv_spikes": len(prox), "som_spikes": len(dist)},
+            inputs={"exc_raster": exc_path},
+            extra={"pv_mean_rate_hz": _rate_hz(len(prox), c.pv_total, duration),
+                   "som_mean_rate_hz": _rate_hz(len(dist), c.som_total, duration)},
+            params_file=storage.params_file(param_set),
+        )
 
 
 def raster_files(storage: StorageResource, param_set: str, seed: int) -> dict[str, Path]:

@@ -1,10 +1,12 @@
 """Sensor: register new params files as `param_set` partitions and report file changes.
 
 Every tick it lists the params dir: a new, valid params file becomes a `param_set` dynamic
-partition; for registered param sets whose params file or cell-model files changed since the
-last tick it records an observation of `params_file` / `cell_model_files` with the new data
-version, so the UI marks the affected partitions stale without a manual "Observe".
-The cursor holds the last reported versions (JSON {param_set: [params, cell_model]}).
+partition and is observed in the same tick; for registered param sets whose params file or
+model-component files (.mod, biophysics, morphology, synaptic models) changed since the last
+tick it records an observation of the source asset (`params_file`, `mechanism_files`,
+`cell_model_files`, `synaptic_model_files`) with the new data version, so the UI marks the
+affected partitions stale without a manual "Observe".
+The cursor holds the last reported versions (JSON {param_set: [one per SOURCE_ASSETS]}).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from l5assets.params import ParamsError, list_param_sets, load_param_set
 
 from ..partitions import PARAM_SET_DIM
 from ..resources import CellModelResource, StorageResource
-from .staleness import CELL_FILES_ASSET, PARAMS_ASSET, current_versions
+from .staleness import SOURCE_ASSETS, current_versions
 
 SENSOR_NAME = "params_files_sensor"
 
@@ -35,8 +37,8 @@ def _observation(asset: str, partition: str, version: str) -> dg.AssetObservatio
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Registers every new valid params file as a param_set partition and records a new data "
-        "version of params_file / cell_model_files when a params, .mod, biophysics or "
-        "morphology file changes."
+        "version of params_file / mechanism_files / cell_model_files / synaptic_model_files "
+        "when a params, .mod, biophysics, morphology or synaptic model file changes."
     ),
 )
 def params_files_sensor(
@@ -60,15 +62,16 @@ def params_files_sensor(
         previous = json.loads(context.cursor) if context.cursor else {}
     except json.JSONDecodeError:
         previous = {}
-    # Only registered partitions are observed; new ones are observed on the next tick.
-    versions = current_versions(storage, cell_model, sorted(known))
+    # New param sets are observed in the same tick as they are registered (the daemon stores
+    # the observations, then adds the partitions: an observation is keyed by partition name
+    # and needs no registered partition), so they are never shown without a data version.
+    versions = current_versions(storage, cell_model, sorted(known | set(new)))
     events: list[dg.AssetObservation] = []
-    for name, (params_v, cell_v) in versions.items():
-        old = previous.get(name) or [None, None]
-        if params_v != old[0]:
-            events.append(_observation(PARAMS_ASSET, name, params_v))
-        if cell_v is not None and cell_v != old[1]:
-            events.append(_observation(CELL_FILES_ASSET, name, cell_v))
+    for name, now in versions.items():
+        old = previous.get(name) or []
+        for i, (asset, version) in enumerate(zip(SOURCE_ASSETS, now, strict=True)):
+            if version is not None and (i >= len(old) or version != old[i]):
+                events.append(_observation(asset, name, version))
     if new:
         context.log.info(f"registering param sets {new}")
     return dg.SensorResult(

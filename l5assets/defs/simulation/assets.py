@@ -2,7 +2,6 @@
 
 import json
 import time
-from pathlib import Path
 
 import dagster as dg
 
@@ -11,15 +10,20 @@ from l5assets.storage import atomic_dir, atomic_write_text
 from ..cell.assets import mechanisms_record
 from ..common import asset_result, run_logged, upstream_file
 from ..inputs.assets import raster_files
-from ..partitions import by_param_set, partition_of, run_partitions
-from ..resources import NeuronRuntime, StorageResource
+from ..partitions import (
+    CELL_FILES_DEP,
+    PARAMS_DEP,
+    SYNAPTIC_MODELS_DEP,
+    by_param_set,
+    partition_of,
+    run_partitions,
+)
+from ..resources import CellModelResource, NeuronRuntime, StorageResource
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 # Outputs of the runner that hold wall times / log lines: kept, but not content-hashed.
 VOLATILE_OUTPUTS = ("result.json", "log.txt")
-
-PARAMS_DEP = dg.AssetDep("params_file", partition_mapping=by_param_set)
 
 
 @dg.asset(
@@ -27,7 +31,7 @@ PARAMS_DEP = dg.AssetDep("params_file", partition_mapping=by_param_set)
     partitions_def=run_partitions,
     group_name="simulation",
     kinds={"bmtk", "json"},
-    code_version="1",
+    code_version="2",
     deps=[PARAMS_DEP, "network", "exc_raster", "inh_rasters"],
     description=(
         "BMTK BioNet configuration of the run: `config.json` (give it to the runner), "
@@ -50,19 +54,20 @@ def simulation_config(
     with atomic_dir(out) as tmp:
         written = write_sim_config(tmp, params, network_dir, spikes, seed=seed)
         names = [p.relative_to(tmp) for p in written.all_files()]
-    files = {n.stem: out / n for n in names}
-    return asset_result(
-        context,
-        asset="simulation_config",
-        params=params,
-        seed=seed,
-        out_dir=out,
-        files=files,
-        counts={"input_populations": len(spikes)},
-        inputs={"network": network_dir, **{f"spikes_{k}": v for k, v in spikes.items()}},
-        extra={"tstop_ms": params.stop * 1000.0, "dt_ms": params.dt},
-        params_file=storage.params_file(param_set),
-    )
+        files = {n.stem: out / n for n in names}
+        return asset_result(
+            context,
+            asset="simulation_config",
+            params=params,
+            seed=seed,
+            out_dir=out,
+            tmp_dir=tmp,
+            files=files,
+            counts={"input_populations": len(spikes)},
+            inputs={"network": network_dir, **{f"spikes_{k}": v for k, v in spikes.items()}},
+            extra={"tstop_ms": params.stop * 1000.0, "dt_ms": params.dt},
+            params_file=storage.params_file(param_set),
+        )
 
 
 @dg.asset(
@@ -72,10 +77,13 @@ def simulation_config(
     kinds={"neuron", "hdf5", "parquet"},
     code_version="1",
     deps=[
+        PARAMS_DEP,  # stop, dt, record_vars, ... are read by the runner
         "simulation_config",
         dg.AssetDep("compiled_mechanisms", partition_mapping=by_param_set),
-        # the runner builds the cell from the biophysics + morphology files itself
-        dg.AssetDep("cell_model_files", partition_mapping=by_param_set),
+        # the runner builds the cell from the biophysics + morphology files and the synapses
+        # from the synaptic model files itself
+        CELL_FILES_DEP,
+        SYNAPTIC_MODELS_DEP,
     ],
     description=(
         "The NEURON run, in a separate process (`python -m l5assets.simulation.runner CONFIG`): "
@@ -84,7 +92,10 @@ def simulation_config(
     ),
 )
 def simulation_outputs(
-    context: dg.AssetExecutionContext, storage: StorageResource, neuron: NeuronRuntime
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    neuron: NeuronRuntime,
+    cell_model: CellModelResource,
 ) -> dg.MaterializeResult:
     param_set, seed = partition_of(context.partition_key)
     params = storage.load_params(param_set)
@@ -114,38 +125,40 @@ def simulation_outputs(
             p.relative_to(tmp) for p in tmp.rglob("*")
             if p.is_file() and not p.name.startswith(".") and p.name not in VOLATILE_OUTPUTS
         )
-    wall = time.perf_counter() - t0
-    files = {str(n.with_suffix("")).replace("/", "_"): out / n for n in names}
-    by_pop = result.get("n_synapses_by_population", {})
-    return asset_result(
-        context,
-        asset="simulation_outputs",
-        params=params,
-        seed=seed,
-        out_dir=out,
-        files=files,
-        counts={
-            "cell_spikes": int(result["spike_count"]),
-            "synapses": int(result["n_synapses"]),
-            "point_processes": int(result["n_point_processes"]),
-            **{f"synapses_{k}": int(v) for k, v in by_pop.items()},
-        },
-        inputs={"simulation_config": config, "compiled_mechanisms": mechanisms},
-        extra={
-            "path_result": out / "result.json",
-            "tstop_ms": float(result["tstop_ms"]),
-            "mechanisms_hash": result.get("mechanisms_hash", ""),
-            "share_synapses": neuron.share_synapses,
-            "wall_seconds": round(wall, 2),
-            "run_seconds": float(result.get("wall_seconds", {}).get("run", 0.0)),
-        },
-        manifest_extra={
-            "engine": {"engine": neuron.engine, "threads": neuron.threads,
-                       "share_synapses": neuron.share_synapses},
-            "wall_time_s": round(wall, 3),
-        },
-        params_file=storage.params_file(param_set),
-    )
+        wall = time.perf_counter() - t0
+        files = {str(n.with_suffix("")).replace("/", "_"): out / n for n in names}
+        by_pop = result.get("n_synapses_by_population", {})
+        return asset_result(
+            context,
+            asset="simulation_outputs",
+            params=params,
+            seed=seed,
+            out_dir=out,
+            tmp_dir=tmp,
+            files=files,
+            counts={
+                "cell_spikes": int(result["spike_count"]),
+                "synapses": int(result["n_synapses"]),
+                "point_processes": int(result["n_point_processes"]),
+                **{f"synapses_{k}": int(v) for k, v in by_pop.items()},
+            },
+            inputs={"simulation_config": config, "compiled_mechanisms": mechanisms},
+            extra={
+                "path_result": out / "result.json",
+                "tstop_ms": float(result["tstop_ms"]),
+                "mechanisms_hash": result.get("mechanisms_hash", ""),
+                "share_synapses": neuron.share_synapses,
+                "wall_seconds": round(wall, 2),
+                "run_seconds": float(result.get("wall_seconds", {}).get("run", 0.0)),
+            },
+            manifest_extra={
+                "engine": {"engine": neuron.engine, "threads": neuron.threads,
+                           "share_synapses": neuron.share_synapses},
+                "wall_time_s": round(wall, 3),
+            },
+            params_file=storage.params_file(param_set),
+            mod_dir=cell_model.mod_path(),
+        )
 
 
 @dg.asset(
@@ -153,8 +166,8 @@ def simulation_outputs(
     partitions_def=run_partitions,
     group_name="simulation",
     kinds={"json", "numpy"},
-    code_version="1",
-    deps=["simulation_outputs", "exc_raster", "inh_rasters"],
+    code_version="2",
+    deps=[PARAMS_DEP, "simulation_outputs", "exc_raster", "inh_rasters"],  # reads stop
     description=(
         "Summary of the run: the cell's firing rate and ISI CV, input spikes per population, "
         "mean soma V (`summary.json`)."
@@ -176,12 +189,10 @@ def simulation_summary(
     inputs = raster_files(storage, param_set, seed)
     summary = summarize(
         spikes_out, inputs, tstop_ms=params.stop * 1000.0, membrane_report=v_report,
-        tstart_ms=0.0,
+        tstart_ms=params.start * 1000.0,
     )
     summary = {"param_set": param_set, "seed": seed, **summary}
     out = storage.partition_dir("simulation_summary", param_set, seed)
-    with atomic_dir(out) as tmp:
-        atomic_write_text(tmp / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     extra = {
         "firing_rate_hz": float(summary["firing_rate_hz"]),
         "isi_cv": summary["isi_cv"],  # None below 3 spikes
@@ -191,21 +202,22 @@ def simulation_summary(
     for pop, rec in summary["input_spikes"].items():
         counts[f"{pop}_spikes"] = int(rec["spike_count"])
         extra[f"{pop}_rate_hz"] = float(rec["mean_rate_per_active_node_hz"])
-    return asset_result(
-        context,
-        asset="simulation_summary",
-        params=params,
-        seed=seed,
-        out_dir=out,
-        files={"summary": out / SUMMARY_FILE},
-        counts=counts,
-        inputs={"output_spikes": spikes_out, **({"v_report": v_report} if v_report else {}),
-                **{f"spikes_{k}": v for k, v in inputs.items()}},
-        extra=extra,
-        params_file=storage.params_file(param_set),
-    )
-
-
-def summary_file(storage: StorageResource, param_set: str, seed: int) -> Path:
-    """The summary.json of a partition."""
-    return upstream_file(storage, "simulation_summary", param_set, seed, SUMMARY_FILE)
+    with atomic_dir(out) as tmp:
+        atomic_write_text(tmp / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return asset_result(
+            context,
+            asset="simulation_summary",
+            params=params,
+            seed=seed,
+            out_dir=out,
+            tmp_dir=tmp,
+            files={"summary": out / SUMMARY_FILE},
+            counts=counts,
+            # result.json (wall times) is no hashed output of simulation_outputs: it is
+            # recorded with its own hash, linked upstream through the spike file
+            inputs={"result": result_file, "output_spikes": spikes_out,
+                    **({"v_report": v_report} if v_report else {}),
+                    **{f"spikes_{k}": v for k, v in inputs.items()}},
+            extra=extra,
+            params_file=storage.params_file(param_set),
+        )
