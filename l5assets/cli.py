@@ -236,12 +236,15 @@ def _format_run(summary: dict[str, Any]) -> str:
                 if not name.startswith("input:"):
                     lines.append(f"    {name}: {p}")
     summaries = summary["assets"].get("simulation_summary", [])
+    def num(v: Any, fmt: str) -> str:
+        return "n/a" if v is None else format(v, fmt)  # ISI CV is None below 3 spikes
+
     for r in summaries:
         m = r["metadata"]
         lines.append(
             f"seed {r['seed']}: cell {m.get('n_cell_spikes')} spikes, "
-            f"{m.get('firing_rate_hz', float('nan')):.2f} Hz, ISI CV {m.get('isi_cv')}, "
-            f"mean soma V {m.get('soma_v_mean_mv')} mV"
+            f"{num(m.get('firing_rate_hz'), '.2f')} Hz, ISI CV {num(m.get('isi_cv'), '.3f')}, "
+            f"mean soma V {num(m.get('soma_v_mean_mv'), '.2f')} mV"
         )
     return "\n".join(lines)
 
