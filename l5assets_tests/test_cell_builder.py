@@ -140,7 +140,8 @@ def test_reference_biophysics_on_user_morphology(ref_cell, h):
     assert c.biophysics.name == "L5PC_reference"
     assert [a.diam for a in c.axon] == [1.0, 1.0]
     assert c.axon[0].parentseg().x == 0.5  # Hay: stub hangs off the soma centre
-    origin = c.soma[0](0.0)  # Hay measures distances from soma(0)
+    origin = c.apic[0](0.0)  # Hay's template measures apical distributions from apic[0](0)
+    assert c.distance_origin.sec == c.apic[0] and c.distance_origin.x == 0.0
     apic = _segs(c.apic)
     ds = np.array([h.distance(origin, s) for s in apic])
     assert c.longest_apical_path == pytest.approx(max(h.distance(origin, sec(1)) for sec in c.apic))
@@ -197,6 +198,7 @@ def _valid() -> dict:
             "regions.apic.mechanisms.Ca_HVA.gCa_HVAbar.end",
         ),
         (lambda d: d.update(celsius=float("nan")), "celsius"),
+        (lambda d: d.update(distance_origin_section="dend"), "distance_origin_section"),
         (lambda d: d.update(colour="red"), "<top>"),
     ],
 )

@@ -13,6 +13,8 @@ Schema (every field is checked; errors name the field)::
       "celsius": 34.0,                          # temperature the parameters were fitted at
       "v_init": -65.0,                          # suggested initial potential (mV)
       "distance_origin_x": 0.5,                 # soma[0] location distances are measured from
+      "distance_origin_section": "soma",        # optional: "apic" = from apic[0](0), as Hay's
+                                                # template does for its apical distributions
       "axon_stub": {"n_sections": 2, "length": 30.0, "diam": 1.0 | [d0, d1], "attach_x": 0.5},
       "regions": {                              # applied in the order all, soma, dend, apic, axon
         "<all|soma|dend|apic|axon>": {
@@ -51,6 +53,9 @@ import numpy as np
 from l5assets import paths
 
 REGIONS: tuple[str, ...] = ("all", "soma", "dend", "apic", "axon")
+# Where distribution distances start: soma[0](distance_origin_x), or apic[0](0) (Hay's
+# template resets the origin to the first apical section before distributing apical channels).
+ORIGIN_SECTIONS: tuple[str, ...] = ("soma", "apic")
 ION_NAMES: dict[str, str] = {"ena": "na", "ek": "k", "eca": "ca", "ecl": "cl"}
 RULES = ("uniform", "exponential", "zone")
 DistanceMode = Literal["absolute", "normalised"]
@@ -130,6 +135,7 @@ class Biophysics:
     celsius: float
     v_init: float
     distance_origin_x: float
+    distance_origin_section: str
     axon_stub: AxonStub
     regions: dict[str, RegionSpec]
     default_morphology: dict[str, str] | None
@@ -278,6 +284,7 @@ def parse_biophysics(data: Mapping[str, Any], path: Path | None = None) -> Bioph
         "celsius",
         "v_init",
         "distance_origin_x",
+        "distance_origin_section",
         "axon_stub",
         "regions",
     }
@@ -288,6 +295,10 @@ def parse_biophysics(data: Mapping[str, Any], path: Path | None = None) -> Bioph
     origin = _number(name, "distance_origin_x", data["distance_origin_x"])
     if not 0.0 <= origin <= 1.0:
         raise _err(name, "distance_origin_x", f"must be in [0, 1], got {origin}")
+    origin_section = data.get("distance_origin_section", "soma")
+    if origin_section not in ORIGIN_SECTIONS:
+        raise _err(name, "distance_origin_section",
+                   f"must be one of {list(ORIGIN_SECTIONS)}, got {origin_section!r}")
     dm = data.get("default_morphology")
     if dm is not None:
         dmm = _mapping(name, "default_morphology", dm)
@@ -312,6 +323,7 @@ def parse_biophysics(data: Mapping[str, Any], path: Path | None = None) -> Bioph
         celsius=_number(name, "celsius", data["celsius"]),
         v_init=_number(name, "v_init", data["v_init"]),
         distance_origin_x=origin,
+        distance_origin_section=origin_section,
         axon_stub=_axon_stub(name, data["axon_stub"]),
         regions={r: regions[r] for r in REGIONS if r in regions},  # canonical application order
         default_morphology=dm,

@@ -66,6 +66,9 @@ class L5Cell:
 
     @property
     def distance_origin(self) -> Any:
+        """The segment that distribution distances are measured from."""
+        if self.biophysics.distance_origin_section == "apic" and self.apic:
+            return self.apic[0](0.0)
         return self.soma[0](self.biophysics.distance_origin_x)
 
     def sections_of(self, region: str) -> list:
