@@ -1,0 +1,76 @@
+"""One PNG per protocol (matplotlib Agg): traces with the features next to their targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l5assets.cell.validation.features import DEND_THRESHOLD
+from l5assets.cell.validation.protocols import PROTOCOLS
+from l5assets.cell.validation.report import _fmt
+from l5assets.cell.validation.traces import ProtocolTraces
+
+
+def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) -> Path:
+    """One PNG per protocol: traces with the features next to their targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from l5assets.storage import atomic_path
+
+    t = tr.t
+    rows = evaluation["features"]
+    m = evaluation["measures"]
+    if tr.protocol == "fi":
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        c = m["fi.curve"]
+        axes[0].plot(c["amps_nA"], c["rates_Hz"], "o-")
+        axes[0].set(xlabel="step (nA)", ylabel="rate (Hz)", title="F-I curve (1 s steps)")
+        for a in (0.5, 1.0, 1.5):
+            name = f"{a:.1f}nA"
+            if name in tr.sweeps:
+                axes[1].plot(t, tr.v(name, "soma"), lw=0.6, label=name)
+        axes[1].set(xlabel="t (ms)", ylabel="V soma (mV)")
+        axes[1].legend(fontsize=7)
+    elif tr.protocol == "steps":
+        fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
+        for ax, s in zip(axes, tr.sweeps, strict=True):
+            ax.plot(t, tr.v(s, "soma"), lw=0.5)
+            ax.set(ylabel="V (mV)", title=f"{s}: {_fmt(m.get(f'steps.{s}.mean_frequency'))} Hz")
+        axes[-1].set_xlabel("t (ms)")
+    elif tr.protocol == "bap":
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        win = (t >= 285) & (t <= 340)
+        for site in tr.sites:
+            d = tr.site_info.get(site, {}).get("distance")
+            ax.plot(t[win], tr.v("bap", site)[win], label=f"{site} ({_fmt(d)} um)")
+        ax.set(xlabel="t (ms)", ylabel="V (mV)", title="bAP after a 1.9 nA x 5 ms pulse")
+        ax.legend(fontsize=8)
+    else:
+        n = len(tr.sweeps)
+        fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.8), sharey=True)
+        win = (t >= 285) & (t <= 420)
+        for ax, s in zip(np.atleast_1d(axes), tr.sweeps, strict=True):
+            for site in tr.sites:
+                ax.plot(t[win], tr.v(s, site)[win], lw=0.8, label=site)
+            ax.axhline(DEND_THRESHOLD, color="grey", lw=0.5, ls=":")
+            ax.set(title=s, xlabel="t (ms)")
+        np.atleast_1d(axes)[0].set_ylabel("V (mV)")
+        np.atleast_1d(axes)[0].legend(fontsize=7)
+    text = "\n".join(
+        f"{'✓' if r['passed'] else '✗'} {r['label']}: {_fmt(r['value'])} (target {r['target']})"
+        for r in rows if r["gating"]
+    )
+    fig.suptitle(f"{tr.protocol}: " + PROTOCOLS[tr.protocol].title, fontsize=10)
+    fig.text(0.01, 0.005, text, fontsize=7, va="bottom", family="monospace")
+    n_lines = text.count("\n") + 1
+    fig.tight_layout(rect=(0, min(0.45, 0.03 * n_lines + 0.02), 1, 0.95))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -1,0 +1,175 @@
+"""Running protocols in fresh NEURON subprocesses (`python -m l5assets.cell.validation
+--worker JSON`, see worker.py) and the whole validation of a cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from l5assets.cell.validation.plots import plot_protocol
+from l5assets.cell.validation.protocols import (
+    CODE_VERSION,
+    CVODE_ATOL,
+    DEFAULT_CELL,
+    DT,
+    PROTOCOL_NAMES,
+    PROTOCOLS,
+    ValidationError,
+)
+from l5assets.cell.validation.report import _jsonable, evaluate
+from l5assets.cell.validation.traces import ProtocolTraces
+
+
+def resolve_morphology(cell: str, morphology: str | Path | None) -> Path | None:
+    """The morphology to use: the given path, else the cell's default; for cells without a
+    redistributable default (L5PC_reference) the env var L5ASSETS_REFERENCE_MORPHOLOGY."""
+    if morphology is not None:
+        p = Path(morphology).expanduser()
+        if not p.exists():
+            raise ValidationError(f"morphology file not found: {p}")
+        return p.resolve()
+    try:
+        from l5assets.cell.morphology import default_morphology
+
+        return Path(default_morphology(cell))
+    except Exception as exc:  # noqa: BLE001 - any failure means: no default for this cell
+        env = os.environ.get("L5ASSETS_REFERENCE_MORPHOLOGY")
+        if env:
+            return resolve_morphology(cell, env)
+        raise ValidationError(
+            f"cell '{cell}' has no default morphology ({exc}); pass --morphology PATH or set "
+            "L5ASSETS_REFERENCE_MORPHOLOGY"
+        ) from exc
+
+
+def _cell_names() -> list[str]:
+    from l5assets import paths
+
+    return sorted(p.stem for p in paths.cells_dir().glob("*.json"))
+
+
+# Cost weights (simulated ms) to balance protocols over several worker processes.
+def _cost(name: str) -> float:
+    p = PROTOCOLS[name]
+    return p.lead_in + len(p.sweeps) * (p.tstop - p.lead_in)
+
+
+def run_protocols(cell: str, morphology: str | Path | None, protocols: Iterable[str],
+                  *, workers: int = 1, timeout_s: float = 3600.0,
+                  mod_dir: Path | None = None, cache_root: Path | None = None,
+                  cvode: bool = True, savestate: bool = True,
+                  atol: float | None = None, dt: float = DT,
+                  ) -> dict[str, ProtocolTraces]:
+    """Simulate protocols in fresh NEURON subprocesses (the cell is built once per process).
+
+    With `workers` > 1 the protocols are spread over that many processes running at once.
+    `cvode` (default) integrates with NEURON's variable step (as BluePyOpt and Hay did) and
+    resamples onto a 0.025 ms grid; `cvode=False` uses fixed steps of 0.025 ms. `savestate`
+    simulates each protocol's stimulus-free lead-in once and restores it for every sweep.
+    """
+    names = list(dict.fromkeys(protocols))
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown:
+        raise ValidationError(f"unknown protocol(s) {unknown}; known: {list(PROTOCOLS)}")
+    known_cells = _cell_names()
+    if known_cells and cell not in known_cells:
+        raise ValidationError(f"unknown cell '{cell}'; known: {known_cells}")
+    morph = resolve_morphology(cell, morphology)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # greedy longest-first partition of the protocols over the workers
+    groups: list[list[str]] = [[] for _ in range(max(1, min(workers, len(names))))]
+    loads = [0.0] * len(groups)
+    for n in sorted(names, key=_cost, reverse=True):
+        k = loads.index(min(loads))
+        groups[k].append(n)
+        loads[k] += _cost(n)
+    results: dict[str, ProtocolTraces] = {}
+    with tempfile.TemporaryDirectory(prefix="l5val-") as tmp:
+        running: list[tuple[list[str], subprocess.Popen[bytes], Path]] = []
+        try:
+            for k, group in enumerate(groups):
+                out = Path(tmp) / f"worker{k}"
+                out.mkdir()
+                req = {"cell": cell, "morphology": None if morph is None else str(morph),
+                       "protocols": group, "out": str(out), "cvode": cvode,
+                       "no_savestate": not savestate, "dt": dt,
+                       "atol": CVODE_ATOL if atol is None else atol,
+                       "mod_dir": None if mod_dir is None else str(mod_dir),
+                       "cache_root": None if cache_root is None else str(cache_root)}
+                cmd = [sys.executable, "-m", "l5assets.cell.validation", "--worker",
+                       json.dumps(req)]
+                with open(out / "worker.log", "wb") as log:
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running.append((group, proc, out))
+            t0 = time.monotonic()
+            for group, proc, out in running:
+                try:
+                    rc = proc.wait(timeout=max(1.0, timeout_s - (time.monotonic() - t0)))
+                except subprocess.TimeoutExpired as exc:
+                    raise ValidationError(f"protocols {group} timed out after {timeout_s} s") \
+                        from exc
+                if rc != 0:
+                    tail = (out / "worker.log").read_text(errors="replace")[-4000:]
+                    raise ValidationError(f"protocols {group} failed (exit {rc}):\n{tail}")
+                runtimes = json.loads((out / "runtime.json").read_text())
+                for name in group:
+                    tr = ProtocolTraces.load(out, name)
+                    tr.runtime_s = float(runtimes[name])
+                    results[name] = tr
+        finally:
+            for _, proc, _ in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    return {n: results[n] for n in names}
+
+
+def validate_cell(cell: str = DEFAULT_CELL, morphology: str | Path | None = None,
+                  protocols: Sequence[str] | None = None, *, workers: int = 1,
+                  out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the validation protocols on a cell and judge every feature against its target.
+
+    `protocols` defaults to all of PROTOCOL_NAMES. With `out_dir`, traces (.npy + .json), one
+    PNG plot per protocol and `validation.json` are written there. Returns a JSON-able dict:
+    cell, morphology, protocols, features (one row per target: value, target, mean, sd,
+    lower, upper, passed, gating, ...), measures per protocol, passed (all gating rows),
+    runtime_s, plots (paths, if out_dir).
+    """
+    names = list(protocols) if protocols else list(PROTOCOL_NAMES)
+    t0 = time.monotonic()
+    morph = resolve_morphology(cell, morphology)
+    traces = run_protocols(cell, morph, names, workers=workers)
+    result: dict[str, Any] = {
+        "cell": cell, "morphology": None if morph is None else str(morph),
+        "protocols": names, "features": [], "measures": {}, "sites": {},
+        "runtime_s": {}, "code_version": CODE_VERSION,
+    }
+    plots: dict[str, str] = {}
+    for name in names:
+        ev = evaluate(traces[name])
+        result["features"].extend(ev["features"])
+        result["measures"][name] = ev["measures"]
+        result["sites"][name] = ev["sites"]
+        result["runtime_s"][name] = round(traces[name].runtime_s, 2)
+        if out_dir is not None:
+            folder = Path(out_dir)
+            traces[name].save(folder)
+            plots[name] = str(plot_protocol(traces[name], ev, folder / f"{name}.png"))
+    result["passed"] = all(r["passed"] for r in result["features"] if r["gating"])
+    result["wall_time_s"] = round(time.monotonic() - t0, 2)
+    if out_dir is not None:
+        from l5assets.storage import atomic_write_text
+
+        result["plots"] = plots
+        atomic_write_text(Path(out_dir) / "validation.json",
+                          json.dumps(_jsonable(result), indent=2, sort_keys=True) + "\n")
+    return _jsonable(result)
