@@ -245,6 +245,9 @@ def _format_run(summary: dict[str, Any]) -> str:
             f"seed {r['seed']}: cell {m.get('n_cell_spikes')} spikes, "
             f"{num(m.get('firing_rate_hz'), '.2f')} Hz, ISI CV {num(m.get('isi_cv'), '.3f')}, "
             f"mean soma V {num(m.get('soma_v_mean_mv'), '.2f')} mV"
+            + (f", dendritic Ca2+ spikes {m['dend_ca_spikes']} "
+               f"({num(m.get('dend_ca_spike_rate_hz'), '.2f')} Hz at "
+               f"{num(m.get('dend_ca_site_um'), '.0f')} um)" if "dend_ca_spikes" in m else "")
         )
     return "\n".join(lines)
 
@@ -281,13 +284,34 @@ def cmd_validate_cell(args: argparse.Namespace) -> int:
     validation = _import("l5assets.cell.validation")
     result = validation.validate_cell(
         args.cell, args.morphology, args.protocol or None, workers=args.workers,
-        out_dir=args.out,
+        out_dir=args.out, dL=args.dL,
     )
     if args.json:
         _print_json(result)
     else:
         print(validation.format_validation(result))
     return EXIT_OK if result.get("passed") else EXIT_FAILED
+
+
+def cmd_fit_cell(args: argparse.Namespace) -> int:
+    fit = _import("l5assets.cell.fit")
+    from l5assets import paths
+
+    ckpt = Path(args.checkpoint)
+    if args.generations is None and args.minutes is None and not args.export:
+        raise ValueError("give --generations N and/or --minutes M (or --export)")
+    if args.generations is not None or args.minutes is not None:
+        res = fit.run_fit(ckpt, generations=args.generations, minutes=args.minutes,
+                          offspring=args.offspring, seed=args.seed, workers=args.workers,
+                          log=lambda m: print(m, flush=True))
+        print(f"checkpoint {ckpt}: generation {res['generation']}, best total score "
+              f"{res['best']['total']:.2f}")
+    if args.export:
+        cell = paths.cells_dir() / f"{fit.FIT_CELL}.json"
+        record = paths.fits_dir() / f"{fit.FIT_CELL}.fit.json"
+        rec = fit.export_fit(ckpt, cell, record, seed=args.seed)
+        print(f"wrote {cell} and {record} (total score {rec['total_score']:.2f})")
+    return EXIT_OK
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -362,13 +386,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate-cell", help="run the cell validation protocols")
-    val.add_argument("--cell", default="L5PC_bbp", help="biophysics name (default L5PC_bbp)")
+    val.add_argument("--cell", default="L5PC_hay_C060114A7",
+                     help="biophysics name (default L5PC_hay_C060114A7)")
     val.add_argument("--morphology", default=None, help="morphology file (default: the cell's)")
     val.add_argument("--protocol", action="append", help="protocol to run (repeat; default all)")
-    val.add_argument("--workers", type=int, default=1, help="protocols run in parallel")
+    val.add_argument("--workers", type=int, default=None,
+                     help="NEURON processes run in parallel (default: one per core)")
+    val.add_argument("--dL", type=float, default=20.0,
+                     help="segment length rule (um): 20 = Hay's nseg 1 + 2*int(L/40) (default); "
+                     "5 = the study's")
     val.add_argument("--out", default=None, help="folder for traces, plots, validation.json")
     val.add_argument("--json", action="store_true", help="print the result as JSON")
     val.set_defaults(func=cmd_validate_cell)
+
+    fc = sub.add_parser(
+        "fit-cell",
+        help="fit the default cell to Hay 2011's targets (resumable)",
+        description="BluePyOpt IBEA fit of L5PC_hay_C060114A7 from Hay's biophys3 values. "
+        "Continues from --checkpoint if it exists; stops after --generations more generations "
+        "or once --minutes have passed (checked after each generation).",
+    )
+    fc.add_argument("--checkpoint", default="data/fit/L5PC_hay_C060114A7.pkl")
+    fc.add_argument("--generations", type=int, default=None)
+    fc.add_argument("--minutes", type=float, default=None)
+    fc.add_argument("--offspring", type=int, default=16)
+    fc.add_argument("--seed", type=int, default=1)
+    fc.add_argument("--workers", type=int, default=None, help="default: one per core")
+    fc.add_argument("--export", action="store_true",
+                    help="write the best individual as the biophysics file + fit record")
+    fc.set_defaults(func=cmd_fit_cell)
 
     tr = sub.add_parser("trace", help="walk an output back to its params file and seed")
     tr.add_argument("path")

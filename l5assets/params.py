@@ -88,6 +88,7 @@ class ParamSet:
     dt: float
     inh_shift: int
     exc_release_gates_transmission: bool
+    som_model: str = "SOM2PN"
 
     @property
     def params_hash(self) -> str:
@@ -155,6 +156,18 @@ def derived_counts(p: ParamSet) -> DerivedCounts:
 
 # --------------------------------------------------------------------------------------------
 # canonical form and hashing
+
+
+SOM_MODELS = ("SOM2PN", "SOM2PN_file_gbar")
+
+
+def _som_model(v: Any) -> str:
+    """The SOM+ synapse file: SOM2PN (gbar 1 uS, the reference as it runs) or SOM2PN_file_gbar
+    (0.006 uS, the reference's SOM2PN.json taken at its word)."""
+    if v not in SOM_MODELS:
+        raise ParamsError(f"params field 'synapses.som_model': must be one of "
+                          f"{list(SOM_MODELS)}, got {v!r}")
+    return str(v)
 
 
 def canonical_json(obj: Any) -> str:
@@ -285,9 +298,9 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
         raise ParamsError(
             "params field 'cell.biophysics' is missing: this file names the reference's "
             "'hoc:L5PCtemplate'; set 'cell.biophysics' to 'L5PC_reference' (with 'cell.morphology'"
-            " = your copy of Hay's cell1.asc) or 'L5PC_bbp' (the packaged default cell)"
+            " = your copy of Hay's cell1.asc) or 'L5PC_hay_C060114A7' (the packaged default cell)"
         )
-    biophys = cell.get("biophysics", "L5PC_bbp")
+    biophys = cell.get("biophysics", paths.DEFAULT_CELL)
     if not isinstance(biophys, str) or not PARTITION_KEY_RE.match(biophys):
         raise ParamsError(f"params field 'cell.biophysics': must be a cell name, got {biophys!r}")
     available = sorted(p.stem for p in paths.cells_dir().glob("*.json"))
@@ -373,7 +386,8 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
         raise ParamsError("params field 'time.stop': must exceed time.start by >= 0.01 s")
 
     syn = raw.get("synapses") or {}
-    _check_keys(syn, {"exc_release_gates_transmission"}, "synapses")
+    _check_keys(syn, {"exc_release_gates_transmission", "som_model"}, "synapses")
+    som_model = _som_model(syn.get("som_model", "SOM2PN"))
     gates = syn.get("exc_release_gates_transmission", False)
     if not isinstance(gates, bool):
         raise ParamsError(
@@ -416,6 +430,7 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
         dt=_num(_get(raw, "dt", ""), "dt", 0, 1, lo_open=True),
         inh_shift=_int(_get(raw, "inh_shift", ""), "inh_shift", 0, int(stop * 1000) - 1),
         exc_release_gates_transmission=gates,
+        som_model=som_model,
     )
 
 

@@ -12,6 +12,10 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+# The default cell: Hay's biophys3 channel set fitted on the packaged morphology C060114A7.
+DEFAULT_CELL = "L5PC_hay_C060114A7"
+
+
 def components_dir() -> Path:
     """The `biophys_components/` folder (mechanisms, cells, synaptic models)."""
     return Path(os.environ.get("L5ASSETS_COMPONENTS_DIR", PROJECT_ROOT / "biophys_components"))
@@ -25,6 +29,11 @@ def mechanisms_dir() -> Path:
 def cells_dir() -> Path:
     """Biophysics JSON files, one per named cell."""
     return components_dir() / "cells"
+
+
+def fits_dir() -> Path:
+    """Fit records of fitted biophysics files (`<cell>.fit.json`)."""
+    return components_dir() / "fits"
 
 
 def synaptic_models_dir() -> Path:

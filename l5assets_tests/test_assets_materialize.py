@@ -210,7 +210,8 @@ def test_dagster_ui_and_status_agree_after_each_edit(env):
     param set (other biophysics; its seed-independent assets only) stays fresh."""
     other = "T_other"
     comps = env["components"]
-    cell = json.loads((comps / "cells" / "L5PC_bbp.json").read_text())
+    own_cell = small_params()["cell"]["biophysics"]  # the default cell
+    cell = json.loads((comps / "cells" / f"{own_cell}.json").read_text())
     cell["name"] = "L5PC_copy"  # same cell, another biophysics file
     (comps / "cells" / "L5PC_copy.json").write_text(json.dumps(cell, indent=1))
     raw = small_params()
@@ -222,7 +223,7 @@ def test_dagster_ui_and_status_agree_after_each_edit(env):
     cases = [  # file edited, and the assets of T_mat that must be stale (directly)
         (env["params_dir"] / f"{PS}.json",
          set(CELL_ASSETS) - {"compiled_mechanisms"} | set(SEED_ASSETS)),
-        (comps / "cells" / "L5PC_bbp.json", {"segments_table", "simulation_outputs"}),
+        (comps / "cells" / f"{own_cell}.json", {"segments_table", "simulation_outputs"}),
         (comps / "synaptic_models" / "PN2PN.json", {"network", "simulation_outputs"}),
         (next((comps / "mechanisms").glob("*.mod")), {"compiled_mechanisms"}),
     ]

@@ -137,7 +137,18 @@ def test_reference_cell_keys_are_accepted_but_hay_template_needs_a_choice(
     raw = copy.deepcopy(reference_raw)
     raw["cell"].update({"model_template": "hoc:L5PCtemplate", "segments_file": "L5Segments.csv",
                         "dynamic_params": "L5PC.json", "model_processing": "None"})
-    assert P.validate_params(raw).biophysics == "L5PC_bbp"  # explicit biophysics wins
+    assert P.validate_params(raw).biophysics == "L5PC_hay_C060114A7"  # explicit one wins
     del raw["cell"]["biophysics"]
     with pytest.raises(P.ParamsError, match="'cell.biophysics' is missing.*L5PC_reference"):
+        P.validate_params(raw)
+
+
+def test_som_model_choice(reference_raw: dict) -> None:
+    """SOM+ synapses: the reference as it runs (SOM2PN, gbar 1 uS) unless asked otherwise."""
+    raw = copy.deepcopy(reference_raw)
+    assert P.validate_params(raw).som_model == "SOM2PN"
+    raw.setdefault("synapses", {})["som_model"] = "SOM2PN_file_gbar"
+    assert P.validate_params(raw).som_model == "SOM2PN_file_gbar"
+    raw["synapses"]["som_model"] = "SOM2PN_typo"
+    with pytest.raises(P.ParamsError, match="'synapses.som_model'.*SOM2PN_file_gbar"):
         P.validate_params(raw)

@@ -117,7 +117,10 @@ def test_dynamics_files_match_spec():
         0.2, 1.7, 0.29, 43.0]
     assert [pn.param(k) for k in ("P", "d1", "tauD1", "d2", "tauD2", "f", "fac_min")] == [
         0.6, 0.95, 35.0, 0.8, 250.0, 1.0, 0.2]
-    assert (pv.param("gbar"), som.param("gbar")) == (1.0, 0.006)
+    # SPEC 7: the reference runs BOTH PV+ and SOM+ synapses at gbar 1 uS (its SOM2PN file's
+    # 0.006 never reaches the synapse); 0.006 is kept as a non-default file
+    assert (pv.param("gbar"), som.param("gbar")) == (1.0, 1.0)
+    assert syn.synapse_model("SOM2PN_file_gbar").param("gbar") == 0.006
     assert (pv.param("d1"), pv.param("tauD1"), pv.param("d2"), pv.param("tauD2")) == (
         0.7, 40.0, 0.7, 500.0)
     assert (som.param("d1"), som.param("tauD1"), som.param("d2")) == (0.8, 200.0, 1.0)
@@ -287,6 +290,50 @@ def test_gaba_release_probability_gates_pulse(h):
     # pulse ends are not on the time grid: agreement to the fixed-step error
     np.testing.assert_allclose(r["g"], expected, rtol=0, atol=2e-3 * expected.max())
     assert syn.netcon_field(nc, "nrel", GABA) == sum(released)
+
+
+# SPEC 7, as numbers: one released event's effective peak conductance per synapse class.
+# GABA_A: transmitter on for Cdur, r' = Alpha (1 - r) - Beta r, so the peak is
+# r_inf (1 - exp(-(Alpha + Beta) Cdur)) with r_inf = Alpha / (Alpha + Beta); g_eff = W gbar r.
+_SPEC_ALPHA, _SPEC_BETA, _SPEC_CDUR = 1.52, 0.14, 0.7254
+_SPEC_R_PEAK = _SPEC_ALPHA / (_SPEC_ALPHA + _SPEC_BETA) * (
+    1 - math.exp(-(_SPEC_ALPHA + _SPEC_BETA) * _SPEC_CDUR))
+SPEC_PEAK_NS = {  # (file, location weight key) -> peak conductance of one event, nS
+    ("PV2PN", "W_soma"): 0.06 * 1.0 * _SPEC_R_PEAK * 1e3,  # 38.5 nS
+    ("PV2PN", "W_dend"): 0.1 * 1.0 * _SPEC_R_PEAK * 1e3,  # 64.1 nS
+    ("SOM2PN", "W_soma"): 0.06 * 1.0 * _SPEC_R_PEAK * 1e3,
+    ("SOM2PN", "W_dend"): 0.1 * 1.0 * _SPEC_R_PEAK * 1e3,  # 64.1 nS, not 0.385 (gbar 0.006)
+}
+
+
+@pytest.mark.parametrize("key", sorted(SPEC_PEAK_NS))
+def test_gaba_single_event_peak_conductance_matches_spec(h, key):
+    """The shipped synapse file, one released event: peak g (nS) equals SPEC 7's number.
+
+    Would have caught SOM+ running at 0.006 uS (167x weaker than the reference)."""
+    name, wkey = key
+    soma, _clamp = _clamped_soma(h)
+    shipped = syn.synapse_model(name)
+    m = _model(name, P=1.0)  # release forced: this test is about the size of one event
+    pool = syn.SynapsePool(release_seed=3)
+    nc = pool.connect(None, m, soma, 0.5, W=shipped.param(wkey), sid=0)
+    pp = nc.syn()
+    t, r = _run(h, 30.0, [(nc, 5.0)], {"g": pp._ref_g}, dt=0.001)
+    assert r["g"].max() * 1e3 == pytest.approx(SPEC_PEAK_NS[key], rel=2e-3)
+
+
+def test_exc_single_event_peak_conductance_matches_spec(h):
+    """PN2PN: AMPA peaks at W nS (mean W 0.45 nS); NMDA at W nS times the Mg block."""
+    soma, _clamp = _clamped_soma(h)
+    m = syn.synapse_model("PN2PN")
+    assert (m.param("W_mean"), m.param("W_sd"), m.param("W_max")) == (0.45, 0.345, 5.0)
+    pool = syn.SynapsePool(release_seed=3)
+    nc = pool.connect(None, m, soma, 0.5, W=0.45, sid=0)
+    pp = nc.syn()
+    t, r = _run(h, 200.0, [(nc, 5.0)], {"ga": pp._ref_g_AMPA, "gn": pp._ref_g_NMDA}, dt=0.005)
+    mg = 1 / (1 + math.exp(-0.08 * -60.0) * 1.0 / 3.57)
+    assert r["ga"].max() * 1e3 == pytest.approx(0.45, rel=1e-3)
+    assert r["gn"].max() * 1e3 == pytest.approx(0.45 * mg, rel=1e-3)
 
 
 # ---- sharing ---------------------------------------------------------------------------

@@ -28,20 +28,107 @@ def _row(ev: dict, feature: str) -> dict:
 
 def test_targets_table_matches_spec() -> None:
     t = V.TARGETS_BY_FEATURE
-    assert (t["bap.dend660.amplitude"].mean, t["bap.dend660.amplitude"].sd) == (45.0, 10.0)
-    assert (t["bap.dend800.amplitude"].mean, t["bap.dend800.amplitude"].sd) == (36.0, 9.33)
+    assert (t["bap.dend1.amplitude"].mean, t["bap.dend1.amplitude"].sd) == (45.0, 10.0)
+    assert (t["bap.dend2.amplitude"].mean, t["bap.dend2.amplitude"].sd) == (36.0, 9.33)
     freqs = [(t[f"steps.step{i}.mean_frequency"].mean, t[f"steps.step{i}.mean_frequency"].sd)
              for i in (1, 2, 3)]
     assert freqs == [(6.0, 1.2), (8.5, 1.0), (17.5, 0.8)]
-    assert t["bap.dend660.amplitude"].bounds() == (25.0, 65.0)
+    assert t["bap.dend1.amplitude"].bounds() == (25.0, 65.0)
     steps = V.PROTOCOLS["steps"]
     assert steps.holding == -0.126
     assert [s.pulses[0].amp for s in steps.sweeps] == [0.458, 0.562, 0.95]
     assert all((p.delay, p.duration) == (700.0, 2000.0) for s in steps.sweeps for p in s.pulses)
     assert V.PROTOCOLS["fi"].sweeps[0].value == 0.1 and V.PROTOCOLS["fi"].sweeps[-1].value == 1.5
+    # Hay 2011 (SPEC 8b): steps, BAC and bAP targets
+    hay = V.PROTOCOLS["hay_steps"]
+    assert hay.holding == 0.0 and [s.pulses[0].amp for s in hay.sweeps] == [0.619, 0.793, 1.507]
+    assert all((p.delay, p.duration) == (700.0, 2000.0) for s in hay.sweeps for p in s.pulses)
+    hf = [(t[f"hay_steps.step{i}.mean_frequency"].mean, t[f"hay_steps.step{i}.mean_frequency"].sd)
+          for i in (1, 2, 3)]
+    assert hf == [(9.0, 0.88), (14.5, 0.56), (22.5, 2.2222)]
+    assert [t[f"hay_steps.step{i}.AP_width"].mean for i in (1, 2, 3)] == [1.3077, 1.3833, 1.8647]
+    assert (t["bac.paired.BAC_ISI"].mean, t["bac.paired.BAC_ISI"].sd) == (9.901, 0.8517)
+    assert (t["bac.paired.caSpike_height"].mean, t["bac.paired.caSpike_width"].mean) == (
+        6.73, 37.43)
+    assert t["bac.paired.BAC_ahpdepth"].mean == -65.0
+    assert t["ca_train.critical_frequency"].bounds() == (60.0, 120.0)
+    # the reference pipeline's own F-I protocol
+    ref = V.PROTOCOLS["ref_fi"]
+    assert (ref.tstop, ref.fixed_dt, ref.stim_window) == (3000.0, 0.1, (1000.0, 3000.0))
+    assert [s.pulses[0].amp for s in ref.sweeps] == [0.4, 0.8, 1.2, 2.0, 3.0]
+    assert all((p.delay, p.duration) == (500.0, 2500.0) for s in ref.sweeps for p in s.pulses)
     # every gating target's check name is a valid Dagster name and unique
     names = [t.feature.replace(".", "__") for t in V.GATING_TARGETS]
     assert len(set(names)) == len(names)
+
+
+def test_target_families_and_informational_rows() -> None:
+    bpo = {t.feature: t for t in V.targets_for(None, "bluepyopt")}
+    hay = {t.feature: t for t in V.targets_for(None, "hay2011")}
+    # BluePyOpt's steps gate the BluePyOpt family only; Hay's steps the Hay family only
+    assert bpo["steps.step1.mean_frequency"].gating and "steps.step1.mean_frequency" not in hay
+    assert hay["hay_steps.step2.mean_frequency"].gating and "hay_steps.step2.mean_frequency" \
+        not in bpo
+    # Hay's BAC features gate Hay-family cells, are reported for the others
+    for f in ("bac.paired.BAC_ISI", "bac.paired.caSpike_height", "bac.paired.caSpike_width",
+              "bac.paired.BAC_ahpdepth"):
+        assert hay[f].gating and not bpo[f].gating
+    for f in ("bap.dend1.amplitude", "bac.paired.ca_spike", "ca_train.critical_frequency",
+              "ca_train.single.ca_spike", "fi.rheobase"):
+        assert hay[f].gating and bpo[f].gating
+    # a cell's biophysics file can make a target informational, with its reason
+    r = V.targets_for("ca_train", "hay2011", {"ca_train.critical_frequency": "why"})
+    row = next(t for t in r if t.feature == "ca_train.critical_frequency")
+    assert not row.gating and row.note == "why"
+    from l5assets.cell.biophysics import load_biophysics
+
+    assert load_biophysics(V.DEFAULT_CELL).validation.targets == "hay2011"
+    assert load_biophysics(V.DEFAULT_CELL).validation.sites == "main_bifurcation"
+    assert load_biophysics("L5PC_hay2011").validation.sites == "absolute"
+    assert load_biophysics("L5PC_bbp").validation.targets == "bluepyopt"
+    assert V.FAMILY_PROTOCOLS["hay2011"] == ("fi", "hay_steps", "bap", "bac", "ca_train",
+                                             "ref_fi")
+
+
+def test_plan_units_balances_sweeps_over_workers() -> None:
+    names = list(V.FAMILY_PROTOCOLS["hay2011"])
+    groups = V.plan_units(names, 2)
+    assert len(groups) == 2
+    # every sweep of every protocol is planned exactly once
+    planned = sorted((n, i) for g in groups for n, idx in g for i in idx)
+    assert planned == sorted((n, i) for n in names for i in range(len(V.PROTOCOLS[n].sweeps)))
+    from l5assets.cell.validation.runner import _cost
+
+    loads = [sum(_cost(n, len(idx)) for n, idx in g) for g in groups]
+    assert max(loads) / min(loads) < 1.3
+    assert V.plan_units(names, 1) == [[(n, list(range(len(V.PROTOCOLS[n].sweeps))))
+                                       for n in sorted(names, key=_cost, reverse=True)]]
+
+
+def test_reference_fi_and_ca_events_on_synthetic_traces() -> None:
+    from l5assets.cell.validation.features import _features_ref_fi, threshold_crossings
+
+    t = np.arange(0, 3000.0 + 1e-9, 0.1)
+    # spikes every 50 ms from 520 ms: 40 of them in [1000, 3000)
+    v = np.full(t.size, -70.0)
+    for s in np.arange(520.0, 3000.0, 50.0):
+        v[(t >= s) & (t < s + 1.0)] = 20.0
+    assert threshold_crossings(t, v, -10.0).size == len(np.arange(520.0, 3000.0, 50.0))
+    names = [s.name for s in V.PROTOCOLS["ref_fi"].sweeps]
+    tr = V.ProtocolTraces("ref_fi", 0.1, names, ["soma"],
+                          np.stack([v[None, :]] * len(names)))
+    f = _features_ref_fi(tr)
+    assert f["ref_fi.curve"]["rates_Hz"] == [20.0] * 5 and f["ref_fi.0.4nA.rate"] == 20.0
+    # continuous dendritic trace: two 30 ms plateaus and a 3 ms bAP -> two Ca2+ spikes
+    td = np.arange(0, 1000.0, 0.1)
+    vd = np.full(td.size, -65.0)
+    vd[(td > 200) & (td < 230)] = -10.0
+    vd[(td > 500) & (td < 503)] = 0.0
+    vd[(td > 700) & (td < 735)] = -5.0
+    ev = V.ca_spike_events(td, vd, after=100.0)
+    assert ev["count"] == 2 and ev["base_mv"] == -65.0
+    assert ev["times_ms"][0] == pytest.approx(200.1) and ev["half_widths_ms"][1] == \
+        pytest.approx(34.9, abs=0.11)
 
 
 def test_judge_and_missing_values() -> None:
@@ -65,23 +152,44 @@ def test_ca_spike_criterion_on_synthetic_traces() -> None:
     assert ca["present"] and abs(ca["half_width"] - 30.0) < 0.1 and abs(ca["width"] - 30) < 0.1
 
 
+def test_main_bifurcation_and_site_shift() -> None:
+    """The main apical bifurcation (SPEC 8b: ~375 um on C060114A7, ~627 um on cell1) and the
+    trunk-site shift that follows from it, on the real morphologies."""
+    from neuron import h
+
+    from l5assets.cell.builder import build_cell
+    from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms
+
+    load_mechanisms(compile_mechanisms())
+    cell = build_cell(V.DEFAULT_CELL, None, dL=20.0)
+    bif = V.main_bifurcation(cell)
+    assert bif == pytest.approx(374.7, abs=1.0)
+    assert V.site_shift(cell) == pytest.approx(bif - 626.8)
+    ref = build_cell("L5PC_bbp", None, dL=20.0)  # absolute sites: no shift
+    assert V.site_shift(ref) == 0.0
+    cell1 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "cell1.asc"
+    if cell1.exists():  # Hay's own morphology, where the shipped site offsets come from
+        hay = build_cell("L5PC_hay2011", cell1, dL=20.0)
+        assert V.main_bifurcation(hay) == pytest.approx(626.8, abs=1.0)
+    del h
+
+
 def test_bap_on_default_cell(bap_bac: dict[str, V.ProtocolTraces]) -> None:
     tr = bap_bac["bap"]
-    # recording sites lie on the apical trunk at the requested path distances (+- one segment)
-    for site, d in (("dend660", 660.0), ("dend800", 800.0)):
+    # recording sites lie on the apical trunk at Hay's cell1 distances moved by the shift
+    shift = 374.7 - 626.8
+    for site, d in (("dend1", 660.0 + shift), ("dend2", 800.0 + shift)):
         info = tr.site_info[site]
         assert abs(info["distance"] - d) < 5.0, info
         assert ".apic[" in info["section"]
-    ev = V.evaluate(tr)
+    ev = V.evaluate(tr, "hay2011")
     assert _row(ev, "bap.soma.Spikecount")["value"] == 1.0
-    a660 = _row(ev, "bap.dend660.amplitude")
-    a800 = _row(ev, "bap.dend800.amplitude")
+    a1 = _row(ev, "bap.dend1.amplitude")
+    a2 = _row(ev, "bap.dend2.amplitude")
     # eFEL's amplitude agrees with a plain peak-minus-base measurement
-    assert a660["value"] == pytest.approx(ev["measures"]["bap.dend660.peak_minus_base"], abs=0.5)
-    # the published targets (mean +- 2 SD) hold on the default cell
-    assert a660["passed"], a660
-    assert a800["passed"], a800
-    assert 20.0 < a800["value"] < 80.0
+    assert a1["value"] == pytest.approx(ev["measures"]["bap.dend1.peak_minus_base"], abs=0.5)
+    # the bAP attenuates along the trunk
+    assert 10.0 < a2["value"] < a1["value"] < 100.0
 
 
 def test_bac_protocol_runs_and_is_judged(bap_bac: dict[str, V.ProtocolTraces]) -> None:
@@ -125,7 +233,7 @@ def test_format_and_plot(bap_bac: dict[str, V.ProtocolTraces], tmp_path: Path) -
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = V.format_validation({"cell": "L5PC_bbp", "features": ev["features"],
                                 "passed": ev["passed"], "measures": {}})
-    assert "bAP amplitude at 660 um" in text and "45 ± 10" in text
+    assert "bAP amplitude at trunk site 1 (660 um on cell1)" in text and "45 ± 10" in text
 
 
 def test_unknown_cell_and_missing_morphology() -> None:
@@ -146,7 +254,7 @@ def test_asset_direct_invocation_and_checks(tmp_path: Path) -> None:
                     cell_model=CellModelResource())
     assert isinstance(res, dg.MaterializeResult)
     md = res.metadata
-    assert "bAP amplitude at 660 um" in md["features"].value
+    assert "bAP amplitude at trunk site 1" in md["features"].value
     assert Path(md["plot"].value).exists()
     out = tmp_path / "L5PC_bbp" / "shared" / "validation_bap"
     rec = json.loads((out / A.FEATURES_FILE).read_text())
@@ -160,6 +268,16 @@ def test_asset_direct_invocation_and_checks(tmp_path: Path) -> None:
     missing = A.evaluate_check(storage, "validation_bac", "L5PC_bbp",
                                V.TARGETS_BY_FEATURE["bac.paired.ca_spike"])
     assert missing.passed is False
+    # a protocol outside the cell's family is recorded as not applicable, without a run
+    hay_steps = next(a for a in A.protocol_assets
+                     if a.key.to_user_string() == "validation_hay_steps")
+    res2 = hay_steps(context=dg.build_asset_context(partition_key="L5PC_bbp"),
+                     config=A.CellValidationConfig(), storage=storage,
+                     cell_model=CellModelResource())
+    assert res2.metadata["applies"] is False
+    na = A.evaluate_check(storage, "validation_hay_steps", "L5PC_bbp",
+                          V.TARGETS_BY_FEATURE["hay_steps.step1.mean_frequency"])
+    assert na.passed is True and "not a target" in na.metadata["applies"].text
     # same inputs -> byte-identical outputs
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     bap_asset(context=dg.build_asset_context(partition_key="L5PC_bbp"),
@@ -203,16 +321,15 @@ def test_materialize_with_checks(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_full_validation_default_cell(tmp_path: Path) -> None:
-    res = V.validate_cell(V.DEFAULT_CELL, out_dir=tmp_path, workers=2)
+    res = V.validate_cell(V.DEFAULT_CELL, out_dir=tmp_path)
     feats = {r["feature"]: r for r in res["features"]}
-    assert set(feats) == {t.feature for t in V.TARGETS}
-    for p in V.PROTOCOL_NAMES:
+    assert set(feats) == {t.feature for t in V.targets_for(None, "hay2011")}
+    for p in V.FAMILY_PROTOCOLS["hay2011"]:
         assert (tmp_path / f"{p}.png").exists()
-    # the SPEC section 8 numeric targets hold on the default cell
-    for f in ("bap.dend660.amplitude", "bap.dend800.amplitude", "steps.step1.mean_frequency",
-              "steps.step2.mean_frequency", "steps.step3.mean_frequency", "fi.monotonic",
-              "fi.rheobase"):
-        assert feats[f]["passed"], feats[f]
+    # every gating target of Hay 2011 holds on the default cell
+    failed = [f for f, r in feats.items() if r["gating"] and not r["passed"]]
+    assert not failed, failed
+    assert res["passed"]
     curve = res["measures"]["fi"]["fi.curve"]
     assert curve["amps_nA"][0] == 0.1 and len(curve["rates_Hz"]) == 15
     json.dumps(res)  # JSON-able for `l5assets validate-cell --json`
@@ -232,13 +349,14 @@ def test_dagster_group_materializes_with_checks_and_summary(tmp_path: Path) -> N
     )
     assert result.success
     evals = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert len(evals) == len(V.GATING_TARGETS)
+    assert len(evals) == len(A.protocol_checks)
     summary = json.loads(
         (tmp_path / V.DEFAULT_CELL / "shared" / "validation_summary" / A.SUMMARY_FILE).read_text()
     )
     rows = {r["feature"]: r for r in summary["features"]}
+    gating = [t for t in V.targets_for(None, "hay2011") if t.gating]
     # the checks agree with the summary, target by target
-    for t in V.GATING_TARGETS:
+    for t in gating:
         assert evals[A.check_name(t.feature)] == rows[t.feature]["passed"]
     md = result.asset_materializations_for_node("validation_summary")[0].metadata
-    assert md["n_targets"].value == len(V.GATING_TARGETS)
+    assert md["n_targets"].value == len(gating)

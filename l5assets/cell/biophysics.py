@@ -16,6 +16,12 @@ Schema (every field is checked; errors name the field)::
       "distance_origin_section": "soma",        # optional: "apic" = from apic[0](0), as Hay's
                                                 # template does for its apical distributions
       "axon_stub": {"n_sections": 2, "length": 30.0, "diam": 1.0 | [d0, d1], "attach_x": 0.5},
+      "validation": {                           # optional: how `validate-cell` judges the cell
+        "targets": "hay2011" | "bluepyopt",     # target family (protocols + gating targets)
+        "sites": "absolute" | "main_bifurcation",  # trunk sites as on Hay's cell1, or shifted
+                                                # by this morphology's main bifurcation
+        "informational": {"<feature>": "why"}   # targets reported but not gating, for this cell
+      },
       "regions": {                              # applied in the order all, soma, dend, apic, axon
         "<all|soma|dend|apic|axon>": {
           "cm": 1.0, "Ra": 100.0,               # optional (uF/cm2, ohm cm)
@@ -52,12 +58,15 @@ import numpy as np
 
 from l5assets import paths
 
+DEFAULT_CELL = paths.DEFAULT_CELL
 REGIONS: tuple[str, ...] = ("all", "soma", "dend", "apic", "axon")
 # Where distribution distances start: soma[0](distance_origin_x), or apic[0](0) (Hay's
 # template resets the origin to the first apical section before distributing apical channels).
 ORIGIN_SECTIONS: tuple[str, ...] = ("soma", "apic")
 ION_NAMES: dict[str, str] = {"ena": "na", "ek": "k", "eca": "ca", "ecl": "cl"}
 RULES = ("uniform", "exponential", "zone")
+TARGET_FAMILIES = ("bluepyopt", "hay2011")
+SITE_RULES = ("absolute", "main_bifurcation")
 DistanceMode = Literal["absolute", "normalised"]
 
 
@@ -126,6 +135,15 @@ class AxonStub:
 
 
 @dataclass(frozen=True)
+class ValidationSpec:
+    """How the cell is validated: target family, trunk-site rule, per-cell informational rows."""
+
+    targets: str = "bluepyopt"
+    sites: str = "absolute"
+    informational: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Biophysics:
     """A validated biophysics file."""
 
@@ -141,6 +159,7 @@ class Biophysics:
     default_morphology: dict[str, str] | None
     path: Path | None
     raw: dict[str, Any]
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
 
     def mechanism_names(self) -> list[str]:
         """Every mechanism SUFFIX the file inserts, sorted."""
@@ -269,6 +288,23 @@ def _axon_stub(name: str, v: Any) -> AxonStub:
     return AxonStub(n_sections=n, length=length, diams=diams, attach_x=ax)
 
 
+def _validation(name: str, v: Any) -> ValidationSpec:
+    d = _mapping(name, "validation", v)
+    _check_keys(name, "validation", d, {"targets", "sites", "informational"})
+    targets = d.get("targets", "bluepyopt")
+    if targets not in TARGET_FAMILIES:
+        raise _err(name, "validation.targets", f"must be one of {list(TARGET_FAMILIES)}, "
+                   f"got {targets!r}")
+    sites = d.get("sites", "absolute")
+    if sites not in SITE_RULES:
+        raise _err(name, "validation.sites", f"must be one of {list(SITE_RULES)}, got {sites!r}")
+    info = _mapping(name, "validation.informational", d.get("informational", {}))
+    for k, why in info.items():
+        if not isinstance(why, str):
+            raise _err(name, f"validation.informational.{k}", "must be a string (the reason)")
+    return ValidationSpec(targets=targets, sites=sites, informational=dict(info))
+
+
 def parse_biophysics(data: Mapping[str, Any], path: Path | None = None) -> Biophysics:
     """Validate a biophysics mapping (e.g. BMTK's already-loaded `dynamics_params`)."""
     if not isinstance(data, Mapping):
@@ -287,6 +323,7 @@ def parse_biophysics(data: Mapping[str, Any], path: Path | None = None) -> Bioph
         "distance_origin_section",
         "axon_stub",
         "regions",
+        "validation",
     }
     _check_keys(name, "<top>", data, allowed)
     for key in ("celsius", "v_init", "distance_origin_x", "axon_stub", "regions"):
@@ -329,6 +366,7 @@ def parse_biophysics(data: Mapping[str, Any], path: Path | None = None) -> Bioph
         default_morphology=dm,
         path=path,
         raw=json.loads(json.dumps(data)),
+        validation=_validation(name, data.get("validation", {})),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from l5assets.cell.biophysics import (
+    DEFAULT_CELL,
     ION_NAMES,
     Biophysics,
     BiophysicsError,
@@ -196,7 +197,7 @@ def _apply_distribution(
 
 
 def build_cell(
-    biophysics: str | Path | Biophysics = "L5PC_bbp",
+    biophysics: str | Path | Biophysics = DEFAULT_CELL,
     morphology: str | Path | None = None,
     dL: float = 5.0,
     set_celsius: bool = True,

@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from l5assets.cell.biophysics import Biophysics, load_biophysics
+from l5assets.cell.biophysics import DEFAULT_CELL, Biophysics, load_biophysics
 
 MORPHOLOGY_SUFFIXES = (".asc", ".swc")
 SECTION_TYPES = ("soma", "axon", "dend", "apic")
@@ -30,7 +30,7 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def default_morphology(biophysics: str | Path | Biophysics = "L5PC_bbp") -> Path:
+def default_morphology(biophysics: str | Path | Biophysics = DEFAULT_CELL) -> Path:
     """The morphology a biophysics file names as its default, inside an installed package."""
     bio = load_biophysics(biophysics)
     dm = bio.default_morphology

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from l5assets.cell.biophysics import DEFAULT_CELL
 from l5assets.cell.builder import L5Cell, build_cell
 
 COLUMNS: tuple[str, ...] = (
@@ -99,7 +100,7 @@ def segments_table(cell: L5Cell) -> pd.DataFrame:
 
 
 def build_segments_table(
-    biophysics: str | Path = "L5PC_bbp", morphology: str | Path | None = None, dL: float = 5.0
+    biophysics: str | Path = DEFAULT_CELL, morphology: str | Path | None = None, dL: float = 5.0
 ) -> pd.DataFrame:
     """Build the cell and return its segments table (a pure function of cell model and dL)."""
     return segments_table(build_cell(biophysics, morphology, dL))

@@ -70,12 +70,19 @@ class InhTarget:
 
 # Order matters: it is the order of the nsyns draws from the "inh_connectivity" stream and of
 # the edge types in the file (the reference's order).
-INH_TARGETS = (
-    InhTarget(PROX_POP, "on_soma", PV_MODEL, ("somatic",), (-2000.0, 2000.0)),
-    InhTarget(PROX_POP, "on_dend", PV_MODEL, ("dend",), (0.0, 50.0)),
-    InhTarget(DIST_POP, "dend", SOM_MODEL, ("dend",), (50.0, 2000.0)),
-    InhTarget(DIST_POP, "apic", SOM_MODEL, ("apic",), (50.0, 2000.0)),
-)
+def inh_targets(som_model: str = SOM_MODEL) -> tuple[InhTarget, ...]:
+    """The four inhibitory targets; `som_model` is the SOM+ synapse file (params field
+    synapses.som_model, default SOM2PN.json)."""
+    som = som_model if som_model.endswith(".json") else f"{som_model}.json"
+    return (
+        InhTarget(PROX_POP, "on_soma", PV_MODEL, ("somatic",), (-2000.0, 2000.0)),
+        InhTarget(PROX_POP, "on_dend", PV_MODEL, ("dend",), (0.0, 50.0)),
+        InhTarget(DIST_POP, "dend", som, ("dend",), (50.0, 2000.0)),
+        InhTarget(DIST_POP, "apic", som, ("apic",), (50.0, 2000.0)),
+    )
+
+
+INH_TARGETS = inh_targets()
 
 
 @dataclass(frozen=True)
@@ -268,13 +275,14 @@ def build_network(
     # --- inhibitory inputs: nsyns per connection, BMTK places them at simulation time
     nsyns = draw_inh_nsyns(params, seed)
     inh_builders = {PROX_POP: NetworkBuilder(PROX_POP), DIST_POP: NetworkBuilder(DIST_POP)}
-    for t in INH_TARGETS:
+    targets = inh_targets(params.som_model)
+    for t in targets:
         k = nsyns[f"{t.population}/{t.pop_name}"]
         if len(k):
             inh_builders[t.population].add_nodes(
                 N=len(k), pop_name=t.pop_name, potential="inh", model_type="virtual"
             )
-    for t in INH_TARGETS:
+    for t in targets:
         k = nsyns[f"{t.population}/{t.pop_name}"]
         if not len(k):
             continue

@@ -11,6 +11,8 @@ per-synapse parameters, runs, and writes into the output folder:
 - `spikes.h5`: the cell's spikes (SONATA, written by BMTK),
 - `<var>_report.h5`: membrane report(s) (SONATA compartment reports, written by BMTK),
 - `synapses.parquet`: one row per synapse (the reference's Connections.csv, plus locations),
+- `dend_v.h5`: V at the cell's Ca2+ recording site on the apical trunk (the validation's BAC
+  site), every time step, for the dendritic Ca2+ spikes of the summary,
 - `result.json`: counts and wall times (the only output that differs between identical runs,
   together with BMTK's `log.txt`).
 BMTK empties/creates the output folder first (give a fresh one, e.g. a temp dir).
@@ -57,6 +59,7 @@ import pandas as pd
 from l5assets.rng import stage_key, stage_seed
 
 SYNAPSES_FILE = "synapses.parquet"
+DEND_FILE = "dend_v.h5"  # soma-independent hot-zone voltage, for the dendritic Ca2+ spikes
 RESULT_FILE = "result.json"
 PLACEMENT_CHILD = 1
 
@@ -284,6 +287,7 @@ def run_simulation(
     _no_swc_ids(cell)
     t_built = time.perf_counter()
 
+    dend_rec = _record_hot_zone(cell.hobj, h)
     conns = synapses.configure_bmtk_connections(net, pool, weight_seed=seed)
     n_bmtk = len(cell.connections())
     if len(conns) != n_bmtk:
@@ -298,6 +302,8 @@ def run_simulation(
 
     out_dir = Path(conf.output_dir)
     table.to_parquet(out_dir / SYNAPSES_FILE, index=False)
+    if dend_rec is not None:
+        _write_hot_zone(out_dir / DEND_FILE, dend_rec, float(conf.dt))
     spikes = cell_spike_count(Path(conf.output["spikes_file"]))
     result = {
         "seed": int(seed),
@@ -327,10 +333,41 @@ def run_simulation(
             "spikes": Path(conf.output["spikes_file"]).name,
             "synapses": SYNAPSES_FILE,
             "reports": sorted(p.name for p in out_dir.glob("*_report.h5")),
+            **({"dend_v": DEND_FILE} if dend_rec is not None else {}),
         },
     }
     (out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def _record_hot_zone(cell: Any, h: Any) -> dict[str, Any] | None:
+    """Record V at the cell's Ca2+ recording site: the validation's BAC/Ca2+ site (620 um on
+    the apical trunk on Hay's cell1, moved by the cell's site rule), every time step."""
+    from l5assets.cell.validation.protocols import BAC_SITE_UM
+    from l5assets.cell.validation.worker import apical_trunk, site_shift, trunk_point
+
+    if not getattr(cell, "apic", None):
+        return None
+    d = BAC_SITE_UM + site_shift(cell)
+    sec, x = trunk_point(apical_trunk(cell, d), cell.soma[0], d)
+    vec = h.Vector()
+    vec.record(sec(x)._ref_v)
+    return {"vec": vec, "section": sec.name().split(".")[-1], "x": float(x),
+            "distance_um": float(h.distance(cell.soma[0](0.5), sec(x)))}
+
+
+def _write_hot_zone(path: Path, rec: dict[str, Any], dt: float) -> None:
+    import h5py
+
+    v = np.asarray(rec["vec"], dtype=np.float32)
+    with h5py.File(path, "w", track_order=True) as f:
+        ds = f.create_dataset("v", data=v)
+        ds.attrs["units"] = "mV"
+        f.attrs["dt_ms"] = dt
+        f.attrs["t0_ms"] = 0.0
+        f.attrs["section"] = rec["section"]
+        f.attrs["x"] = rec["x"]
+        f.attrs["distance_um"] = rec["distance_um"]
 
 
 def cell_spike_count(spikes_file: Path) -> int:

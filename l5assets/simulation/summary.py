@@ -69,6 +69,7 @@ def summarize(
     tstart_ms: float = 0.0,
     cell_population: str = "biophysical",
     transient_ms: float = DEFAULT_TRANSIENT_MS,
+    dend_trace: Path | None = None,
 ) -> dict[str, Any]:
     """Firing rate, ISI CV, input spikes per population and mean soma V of one run.
 
@@ -79,7 +80,10 @@ def summarize(
       every other (inhibitory) population over [0, tstop_ms); spikes outside are not counted;
     - soma V statistics: [min(transient_ms, tstop_ms / 2), tstop_ms], leaving out the
       relaxation from v_init (-80 mV) at the start of the run (at most half of a short run is
-      left out, so a mean always exists).
+      left out, so a mean always exists);
+    - dendritic Ca2+ spikes (with `dend_trace`, the runner's hot-zone recording): the same
+      window as the soma V, by the cell validation's Ca2+ spike criterion
+      (`ca_spike_events`); count, rate over that window, peak times.
     """
     if tstop_ms <= 0 or not 0 <= tstart_ms < tstop_ms:
         raise ValueError(f"need 0 <= tstart_ms < tstop_ms, got {tstart_ms}, {tstop_ms}")
@@ -127,4 +131,25 @@ def summarize(
         summary["soma_v_min_mv"] = float(vv.min()) if vv.size else None
         summary["soma_v_max_mv"] = float(vv.max()) if vv.size else None
         summary["soma_v_samples"] = int(vv.size)
+    if dend_trace is not None and Path(dend_trace).exists():
+        summary["dend_ca_spikes"] = dendritic_ca_spikes(
+            Path(dend_trace), min(float(transient_ms), tstop_ms / 2.0), tstop_ms)
     return summary
+
+
+def dendritic_ca_spikes(path: Path, t_from_ms: float, tstop_ms: float) -> dict[str, Any]:
+    """Ca2+ spikes in the runner's hot-zone trace (`dend_v.h5`) after `t_from_ms`."""
+    from l5assets.cell.validation.features import ca_spike_events
+
+    with h5py.File(path, "r") as f:
+        v = f["v"][()].astype(np.float64)
+        dt = float(f.attrs["dt_ms"])
+        t0 = float(f.attrs["t0_ms"])
+        site = {"section": str(f.attrs["section"]), "x": float(f.attrs["x"]),
+                "distance_um": float(f.attrs["distance_um"])}
+    t = t0 + dt * np.arange(v.size)
+    ev = ca_spike_events(t, v, after=t_from_ms)
+    window_s = (tstop_ms - t_from_ms) / 1000.0
+    return {"count": ev["count"], "rate_hz": ev["count"] / window_s if window_s > 0 else 0.0,
+            "times_ms": ev["times_ms"], "half_widths_ms": ev["half_widths_ms"],
+            "base_mv": ev["base_mv"], "window_ms": [t_from_ms, tstop_ms], "site": site}

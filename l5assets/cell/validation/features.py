@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from l5assets.cell.validation.protocols import FI_DURATION, PROTOCOLS
+from l5assets.cell.validation.protocols import (
+    FI_DURATION,
+    PROTOCOLS,
+    REF_FI_THRESHOLD,
+    REF_FI_WINDOW,
+)
 from l5assets.cell.validation.traces import ProtocolTraces
 
 SOMA_THRESHOLD = -20.0  # mV, BluePyOpt's somatic spike threshold
@@ -83,6 +88,44 @@ def ca_spike(t: np.ndarray, v_dend: np.ndarray, after: float) -> dict[str, float
             "present": present}
 
 
+def ca_spike_events(t: np.ndarray, v_dend: np.ndarray, after: float = 0.0
+                    ) -> dict[str, Any]:
+    """Dendritic Ca2+ spikes in a continuous trace (the simulation's hot-zone recording), by
+    the validation's criterion: an event peaks above CA_SPIKE_MIN_PEAK and stays above half
+    its amplitude over the base for >= CA_SPIKE_MIN_WIDTH ms. The base is the trace's median
+    after `after` ms (its resting level under the drive); an event is one contiguous episode
+    above -30 mV, judged around its peak. Returns count, times (ms, of the peaks), widths."""
+    t = np.asarray(t, dtype=float)
+    v = np.asarray(v_dend, dtype=float)
+    keep = t >= after
+    t, v = t[keep], v[keep]
+    if t.size < 2:
+        return {"count": 0, "times_ms": [], "half_widths_ms": [], "base_mv": None}
+    dt = float(t[1] - t[0])
+    base = float(np.median(v))
+    above = np.concatenate(([False], v > CA_SPIKE_MIN_PEAK, [False]))
+    edges = np.flatnonzero(np.diff(above.astype(np.int8)))
+    times, widths = [], []
+    last_end = -1
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if a <= last_end:  # inside the previous event's half-amplitude episode
+            continue
+        k = a + int(np.argmax(v[a:b]))
+        half = base + 0.5 * (v[k] - base)
+        lo = k
+        while lo > 0 and v[lo - 1] > half:
+            lo -= 1
+        hi = k
+        while hi < v.size - 1 and v[hi + 1] > half:
+            hi += 1
+        last_end = hi
+        width = (hi - lo + 1) * dt
+        if width >= CA_SPIKE_MIN_WIDTH:
+            times.append(float(t[k]))
+            widths.append(float(width))
+    return {"count": len(times), "times_ms": times, "half_widths_ms": widths, "base_mv": base}
+
+
 def _features_fi(tr: ProtocolTraces) -> dict[str, Any]:
     t = tr.t
     p = PROTOCOLS["fi"]
@@ -100,14 +143,14 @@ def _features_fi(tr: ProtocolTraces) -> dict[str, Any]:
 
 def _features_steps(tr: ProtocolTraces) -> dict[str, Any]:
     t = tr.t
-    p = PROTOCOLS["steps"]
+    p = PROTOCOLS[tr.protocol]
     names = ["mean_frequency", "spike_count_stimint", "AP_height", "AHP_depth_abs",
              "AHP_depth_abs_slow", "AHP_slow_time", "AP_width", "ISI_CV", "adaptation_index2",
              "doublet_ISI", "time_to_first_spike"]
     out: dict[str, Any] = {}
     for s in p.sweeps:
         f = _efel(t, tr.v(s.name, "soma"), p.stim_window, names, SOMA_THRESHOLD)
-        pre = f"steps.{s.name}"
+        pre = f"{tr.protocol}.{s.name}"
         for n in names:
             if n in ("AP_height", "AHP_depth_abs", "AP_width"):
                 out[f"{pre}.{n}"] = _mean(f[n])  # BluePyOpt scores per-spike values by mean
@@ -127,7 +170,7 @@ def _features_bap(tr: ProtocolTraces) -> dict[str, Any]:
     out["bap.soma.AP_height"] = _mean(soma["AP_height"])
     out["bap.soma.AP_width"] = _mean(soma["AP_width"])
     out["bap.soma.Spikecount"] = _first(soma["spike_count"])
-    for site in ("dend660", "dend800"):
+    for site in ("dend1", "dend2"):
         v = tr.v("bap", site)
         f = _efel(t, v, p.stim_window, ["AP_amplitude_from_voltagebase", "voltage_base"],
                   DEND_THRESHOLD)
@@ -182,11 +225,33 @@ def _features_ca_train(tr: ProtocolTraces) -> dict[str, Any]:
         out[f"{pre}.ca_width"] = ca["width"]
         out[f"{pre}.ca_half_width"] = ca["half_width"]
         out[f"{pre}.ca_peak"] = ca["peak"]
-        if ca["present"] and critical is None:
+        if s.name != "single" and ca["present"] and critical is None:
             critical = float(s.value or 0.0)
     out["ca_train.critical_frequency"] = critical
+    out["ca_train.pulse_nA"] = tr.site_info.get("soma", {}).get("pulse_nA")
     return out
 
 
-_EXTRACT = {"fi": _features_fi, "steps": _features_steps, "bap": _features_bap,
+def threshold_crossings(t: np.ndarray, v: np.ndarray, threshold: float) -> np.ndarray:
+    """Times (ms) of upward crossings of `threshold` (the reference pipeline's spike detector)."""
+    up = np.flatnonzero((v[:-1] < threshold) & (v[1:] >= threshold)) + 1
+    return t[up]
+
+
+def _features_ref_fi(tr: ProtocolTraces) -> dict[str, Any]:
+    t = tr.t
+    p = PROTOCOLS["ref_fi"]
+    lo, hi = REF_FI_WINDOW
+    amps, rates = [], []
+    for s in p.sweeps:
+        times = threshold_crossings(t, tr.v(s.name, "soma"), REF_FI_THRESHOLD)
+        n = int(((times >= lo) & (times < hi)).sum())
+        amps.append(float(s.value or 0.0))
+        rates.append(n / ((hi - lo) / 1000.0))
+    return {"ref_fi.curve": {"amps_nA": amps, "rates_Hz": rates},
+            **{f"ref_fi.{a:.1f}nA.rate": r for a, r in zip(amps, rates, strict=True)}}
+
+
+_EXTRACT = {"fi": _features_fi, "steps": _features_steps, "hay_steps": _features_steps,
+            "ref_fi": _features_ref_fi, "bap": _features_bap,
             "bac": _features_bac, "ca_train": _features_ca_train}

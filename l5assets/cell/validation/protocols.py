@@ -10,8 +10,20 @@ al. 1999) as pure data, shared by the parent process and the NEURON worker:
 - ``bac``: Hay's BAC firing: the same somatic pulse, an EPSP-shaped current (double exponential,
   rise 0.5 ms, decay 5 ms, peak 0.5 nA) on the trunk at 620 um starting 5 ms after the pulse;
   three sweeps: pulse alone, EPSP alone, both.
-- ``ca_train``: five somatic APs (2 ms x 6 nA pulses) at 50 .. 150 Hz; the critical frequency is
-  the lowest one that triggers a dendritic Ca2+ spike (Larkum et al. 1999: ~100 Hz).
+- ``hay_steps``: Hay 2011's three 2 s somatic steps of 0.619 / 0.793 / 1.507 nA from 700 ms
+  (no holding current), 3 s in all; eFEL features between 700 and 2700 ms.
+- ``ca_train``: a single somatic pulse, then trains of five pulses at 50 .. 150 Hz; each pulse
+  (2 ms x TRAIN_PULSE nA) evokes one AP and, alone, no Ca2+ spike (as Larkum et al. 1999 chose
+  theirs, just above AP threshold); the critical frequency is the lowest train frequency that
+  triggers a dendritic Ca2+ spike (Larkum et al. 1999: ~100 Hz).
+- ``ref_fi``: the reference pipeline's own F-I protocol: 3 s runs at a fixed dt of 0.1 ms, a
+  step from 500 to 3000 ms at 0.4 / 0.8 / 1.2 / 2.0 / 3.0 nA, spikes counted as upward crossings
+  of -10 mV at the soma, rate over 1000-3000 ms.
+
+Trunk sites are given as distances on Hay's cell1 (the BAC/Ca2+ site 620 um, the bAP sites 660
+and 800 um); a cell's biophysics file says how they map onto its morphology (`site_shift`).
+Which protocols a cell runs, and which targets gate it, follow its target family
+(``FAMILY_PROTOCOLS``).
 """
 
 from __future__ import annotations
@@ -24,8 +36,11 @@ CELSIUS = 34.0
 V_INIT = -80.0  # mV, starting guess for the rest relaxation
 E_FAR = 1e6  # mV, reversal of the Exp2Syn used as a current source
 BAC_SITE_UM = 620.0  # Hay 2011's distal site (EPSP injection and Ca2+ recording)
-DEFAULT_CELL = "L5PC_bbp"
-CODE_VERSION = "1"
+DEFAULT_CELL = "L5PC_hay_C060114A7"
+# Validation discretisation: Hay's own, nseg = 1 + 2*int(L/40) (BMTK's rule with dL = 20 um),
+# on which Hay's targets were fitted; `validate-cell --dL 5` validates at the study's dL.
+VALIDATION_DL = 20.0
+CODE_VERSION = "2"
 
 
 class ValidationError(RuntimeError):
@@ -76,6 +91,7 @@ class Protocol:
     sweeps: tuple[Sweep, ...]
     holding: float = 0.0
     stim_window: tuple[float, float] = (0.0, 0.0)  # eFEL stim_start, stim_end
+    fixed_dt: float | None = None  # integrate with this fixed step instead of CVode
 
     def trunk_distances(self) -> list[float]:
         return [d for _, d in self.sites if d is not None]
@@ -84,17 +100,59 @@ class Protocol:
 FI_AMPS = tuple(round(0.1 * k, 1) for k in range(1, 16))
 FI_START, FI_DURATION = 300.0, 1000.0
 STEP_AMPS = (0.458, 0.562, 0.95)
-TRAIN_FREQS = (50.0, 70.0, 90.0, 100.0, 120.0, 150.0)
-TRAIN_PULSE = (2.0, 6.0)  # ms, nA: one AP per pulse, also late in a 150 Hz train
+HAY_STEP_AMPS = (0.619, 0.793, 1.507)
+TRAIN_FREQS = (50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0, 130.0, 150.0)
+TRAIN_PULSE = (2.0, 4.0)  # ms, nA: placeholder amplitude; the worker calibrates it per cell
+TRAIN_CALIBRATION = (0.5, 6.0, 0.15)  # nA: search range and resolution of the pulse amplitude
+TRAIN_CALIBRATION_FREQ = 100.0  # Hz: the amplitude is the weakest giving 5 APs at this rate
 TRAIN_START = 295.0
+REF_FI_AMPS = (0.4, 0.8, 1.2, 2.0, 3.0)
+REF_FI_START, REF_FI_STOP = 500.0, 3000.0
+REF_FI_WINDOW = (1000.0, 3000.0)  # rate over the last 2 s of the step
+REF_FI_DT = 0.1
+REF_FI_THRESHOLD = -10.0  # mV
 
 
-def _train(freq: float) -> Sweep:
+def _train(freq: float, amp: float = TRAIN_PULSE[1]) -> Sweep:
     period = 1000.0 / freq
     pulses = tuple(
-        Pulse("soma", TRAIN_START + k * period, TRAIN_PULSE[0], TRAIN_PULSE[1]) for k in range(5)
+        Pulse("soma", TRAIN_START + k * period, TRAIN_PULSE[0], amp) for k in range(5)
     )
     return Sweep(f"{freq:g}Hz", pulses=pulses, value=freq)
+
+
+def train_protocol(amp: float, freqs: tuple[float, ...] = TRAIN_FREQS,
+                   single: bool = True, tstop: float = 600.0) -> Protocol:
+    """The ca_train protocol with pulses of `amp` nA (the worker calibrates `amp` per cell:
+    the weakest 2 ms pulse that evokes an AP at every pulse of a 100 Hz train, as Larkum et
+    al. 1999 adjusted theirs to evoke one AP per pulse)."""
+    sweeps = (Sweep("single", pulses=(Pulse("soma", TRAIN_START, TRAIN_PULSE[0], amp),),
+                    value=0.0),) if single else ()
+    return Protocol(
+        name="ca_train",
+        title=f"Ca2+ spike after 5 somatic APs: 2 ms x {amp:.2f} nA pulses at 50-150 Hz",
+        tstop=tstop,
+        lead_in=TRAIN_START,
+        sites=(("soma", None), ("dend", BAC_SITE_UM)),
+        sweeps=sweeps + tuple(_train(f, amp) for f in freqs),
+        stim_window=(TRAIN_START, tstop),
+    )
+
+
+def _steps(name: str, title: str, amps: tuple[float, ...], holding: float) -> Protocol:
+    return Protocol(
+        name=name,
+        title=title,
+        tstop=3000.0,
+        lead_in=700.0,
+        holding=holding,
+        sites=(("soma", None),),
+        sweeps=tuple(
+            Sweep(f"step{i + 1}", pulses=(Pulse("soma", 700.0, 2000.0, a),), value=a)
+            for i, a in enumerate(amps)
+        ),
+        stim_window=(700.0, 2700.0),
+    )
 
 
 _BAC_PULSE = Pulse("soma", 295.0, 5.0, 1.9)
@@ -113,25 +171,16 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         stim_window=(FI_START, FI_START + FI_DURATION),
     ),
-    "steps": Protocol(
-        name="steps",
-        title="BluePyOpt Step1-3: 2 s steps on a -0.126 nA holding current",
-        tstop=3000.0,
-        lead_in=700.0,
-        holding=-0.126,
-        sites=(("soma", None),),
-        sweeps=tuple(
-            Sweep(f"step{i + 1}", pulses=(Pulse("soma", 700.0, 2000.0, a),), value=a)
-            for i, a in enumerate(STEP_AMPS)
-        ),
-        stim_window=(700.0, 2700.0),
-    ),
+    "steps": _steps("steps", "BluePyOpt Step1-3: 2 s steps on a -0.126 nA holding current",
+                    STEP_AMPS, -0.126),
+    "hay_steps": _steps("hay_steps", "Hay 2011 steps: 2 s of 0.619 / 0.793 / 1.507 nA",
+                        HAY_STEP_AMPS, 0.0),
     "bap": Protocol(
         name="bap",
         title="Back-propagating AP: 1.9 nA x 5 ms somatic pulse",
         tstop=600.0,
         lead_in=295.0,
-        sites=(("soma", None), ("dend660", 660.0), ("dend800", 800.0)),
+        sites=(("soma", None), ("dend1", 660.0), ("dend2", 800.0)),
         sweeps=(Sweep("bap", pulses=(Pulse("soma", 295.0, 5.0, 1.9),), value=1.9),),
         stim_window=(295.0, 600.0),
     ),
@@ -148,14 +197,26 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         stim_window=(295.0, 600.0),
     ),
-    "ca_train": Protocol(
-        name="ca_train",
-        title="Ca2+ spike after 5 somatic APs: 2 ms x 6 nA pulses at 50-150 Hz",
-        tstop=600.0,
-        lead_in=TRAIN_START,
-        sites=(("soma", None), ("dend", BAC_SITE_UM)),
-        sweeps=tuple(_train(f) for f in TRAIN_FREQS),
-        stim_window=(TRAIN_START, 600.0),
+    "ca_train": train_protocol(TRAIN_PULSE[1]),
+    "ref_fi": Protocol(
+        name="ref_fi",
+        title="Reference pipeline F-I: 2.5 s steps from 500 ms, dt 0.1 ms, rate over 1-3 s",
+        tstop=REF_FI_STOP,
+        lead_in=REF_FI_START,
+        sites=(("soma", None),),
+        sweeps=tuple(
+            Sweep(f"{a:.1f}nA", pulses=(Pulse("soma", REF_FI_START, REF_FI_STOP - REF_FI_START,
+                                              a),), value=a)
+            for a in REF_FI_AMPS
+        ),
+        stim_window=REF_FI_WINDOW,
+        fixed_dt=REF_FI_DT,
     ),
 }
 PROTOCOL_NAMES = tuple(PROTOCOLS)
+# Target families: which protocols a cell runs by default (its biophysics file names the family).
+FAMILIES = ("bluepyopt", "hay2011")
+FAMILY_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "bluepyopt": ("fi", "steps", "bap", "bac", "ca_train", "ref_fi"),
+    "hay2011": ("fi", "hay_steps", "bap", "bac", "ca_train", "ref_fi"),
+}

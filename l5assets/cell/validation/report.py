@@ -33,17 +33,21 @@ def judge(target: Target, value: float | None) -> dict[str, Any]:
         "value": value, "unit": target.unit, "target": target.text(), "mean": target.mean,
         "sd": target.sd, "lower": lo, "upper": hi, "passed": bool(passed),
         "gating": target.gating, "source": target.source, "method": target.method,
+        "note": target.note,
     })
 
 
-def evaluate(traces: ProtocolTraces) -> dict[str, Any]:
-    """Features of one protocol's traces judged against its targets.
+def evaluate(traces: ProtocolTraces, family: str = "bluepyopt",
+             informational: dict[str, str] | None = None) -> dict[str, Any]:
+    """Features of one protocol's traces judged against the targets of a cell `family`
+    (`informational`: the cell's targets reported without gating, feature -> reason).
 
     Returns {"protocol", "features": [rows], "measures": {every extracted value},
     "passed": all gating rows pass}.
     """
     measures = _EXTRACT[traces.protocol](traces)
-    rows = [judge(t, measures.get(t.feature)) for t in targets_for(traces.protocol)]
+    rows = [judge(t, measures.get(t.feature))
+            for t in targets_for(traces.protocol, family, informational)]
     return {
         "protocol": traces.protocol,
         "features": rows,
@@ -78,6 +82,14 @@ def format_validation(result: dict[str, Any], *, include_informational: bool = T
         pairs = ", ".join(f"{a:g}:{r:g}" for a, r in zip(fi["amps_nA"], fi["rates_Hz"],
                                                          strict=True))
         lines.append(f"F-I (nA:Hz) {pairs}")
+    ref = result.get("measures", {}).get("ref_fi", {}).get("ref_fi.curve")
+    if ref:
+        pairs = ", ".join(f"{a:g}:{r:g}" for a, r in zip(ref["amps_nA"], ref["rates_Hz"],
+                                                         strict=True))
+        lines.append(f"Reference-pipeline F-I, rate over 1-3 s (nA:Hz) {pairs}")
+    notes = [r for r in result["features"] if r.get("note")]
+    for r in notes:
+        lines.append(f"informational for this cell: {r['label']}: {r['note']}")
     n_g = sum(r["gating"] for r in result["features"])
     n_p = sum(r["passed"] for r in result["features"] if r["gating"])
     lines.append(f"{n_p}/{n_g} targets pass -> {'PASS' if result['passed'] else 'FAIL'}")

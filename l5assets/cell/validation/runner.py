@@ -19,8 +19,9 @@ from l5assets.cell.validation.protocols import (
     CVODE_ATOL,
     DEFAULT_CELL,
     DT,
-    PROTOCOL_NAMES,
+    FAMILY_PROTOCOLS,
     PROTOCOLS,
+    VALIDATION_DL,
     ValidationError,
 )
 from l5assets.cell.validation.report import _jsonable, evaluate
@@ -55,24 +56,62 @@ def _cell_names() -> list[str]:
     return sorted(p.stem for p in paths.cells_dir().glob("*.json"))
 
 
-# Cost weights (simulated ms) to balance protocols over several worker processes.
-def _cost(name: str) -> float:
+# Cost weights (simulated ms; fixed-step protocols are cheaper per ms than CVode through spikes)
+def _cost(name: str, n_sweeps: int | None = None) -> float:
     p = PROTOCOLS[name]
-    return p.lead_in + len(p.sweeps) * (p.tstop - p.lead_in)
+    n = len(p.sweeps) if n_sweeps is None else n_sweeps
+    per_ms = 0.35 if p.fixed_dt else 1.0
+    return (p.lead_in + n * (p.tstop - p.lead_in)) * per_ms
+
+
+def plan_units(names: Sequence[str], workers: int) -> list[list[tuple[str, list[int]]]]:
+    """Split protocols into work units (a protocol's sweeps, or a chunk of them) and spread them
+    over `workers` groups, longest first, so that the groups' simulated time is balanced."""
+    total = sum(_cost(n) for n in names)
+    target = total / max(1, workers)
+    units: list[tuple[str, list[int]]] = []
+    for n in names:
+        k = len(PROTOCOLS[n].sweeps)
+        chunks = 1 if workers <= 1 else min(k, max(1, round(_cost(n) / target * 2)))
+        idx = list(range(k))
+        for c in range(chunks):
+            units.append((n, idx[c::chunks]))
+    groups: list[list[tuple[str, list[int]]]] = [[] for _ in range(max(1, min(workers,
+                                                                               len(units))))]
+    loads = [0.0] * len(groups)
+    for u in sorted(units, key=lambda u: _cost(u[0], len(u[1])), reverse=True):
+        g = loads.index(min(loads))
+        groups[g].append(u)
+        loads[g] += _cost(u[0], len(u[1]))
+    return groups
+
+
+def _merge(name: str, parts: list[tuple[list[int], ProtocolTraces]]) -> ProtocolTraces:
+    """One protocol's traces from its units, sweeps back in protocol order."""
+    import numpy as np
+
+    order = sorted((i, tr, j) for idx, tr in parts for j, i in enumerate(idx))
+    first = parts[0][1]
+    data = np.stack([tr.data[j] for _, tr, j in order])
+    merged = ProtocolTraces(name, first.dt, [PROTOCOLS[name].sweeps[i].name for i, _, _ in order],
+                            first.sites, data, first.site_info)
+    merged.runtime_s = sum(tr.runtime_s for _, tr in parts)
+    return merged
 
 
 def run_protocols(cell: str, morphology: str | Path | None, protocols: Iterable[str],
-                  *, workers: int = 1, timeout_s: float = 3600.0,
+                  *, workers: int | None = None, timeout_s: float = 3600.0,
                   mod_dir: Path | None = None, cache_root: Path | None = None,
                   cvode: bool = True, savestate: bool = True,
-                  atol: float | None = None, dt: float = DT,
+                  atol: float | None = None, dt: float = DT, dL: float = VALIDATION_DL,
                   ) -> dict[str, ProtocolTraces]:
     """Simulate protocols in fresh NEURON subprocesses (the cell is built once per process).
 
-    With `workers` > 1 the protocols are spread over that many processes running at once.
-    `cvode` (default) integrates with NEURON's variable step (as BluePyOpt and Hay did) and
-    resamples onto a 0.025 ms grid; `cvode=False` uses fixed steps of 0.025 ms. `savestate`
-    simulates each protocol's stimulus-free lead-in once and restores it for every sweep.
+    The protocols' sweeps are spread over `workers` processes running at once (default: one
+    per core). `cvode` (default) integrates with NEURON's variable step (as BluePyOpt and Hay
+    did) and resamples onto a 0.025 ms grid; `cvode=False` uses fixed steps of 0.025 ms (a
+    protocol with its own fixed step, ref_fi, always uses that). `savestate` simulates each
+    protocol's stimulus-free lead-in once and restores it for every sweep.
     """
     names = list(dict.fromkeys(protocols))
     unknown = [n for n in names if n not in PROTOCOLS]
@@ -85,23 +124,18 @@ def run_protocols(cell: str, morphology: str | Path | None, protocols: Iterable[
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    # greedy longest-first partition of the protocols over the workers
-    groups: list[list[str]] = [[] for _ in range(max(1, min(workers, len(names))))]
-    loads = [0.0] * len(groups)
-    for n in sorted(names, key=_cost, reverse=True):
-        k = loads.index(min(loads))
-        groups[k].append(n)
-        loads[k] += _cost(n)
-    results: dict[str, ProtocolTraces] = {}
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    groups = plan_units(names, n_workers)
+    parts: dict[str, list[tuple[list[int], ProtocolTraces]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="l5val-") as tmp:
-        running: list[tuple[list[str], subprocess.Popen[bytes], Path]] = []
+        running: list[tuple[list[tuple[str, list[int]]], subprocess.Popen[bytes], Path]] = []
         try:
             for k, group in enumerate(groups):
                 out = Path(tmp) / f"worker{k}"
                 out.mkdir()
                 req = {"cell": cell, "morphology": None if morph is None else str(morph),
-                       "protocols": group, "out": str(out), "cvode": cvode,
-                       "no_savestate": not savestate, "dt": dt,
+                       "units": group, "out": str(out), "cvode": cvode,
+                       "no_savestate": not savestate, "dt": dt, "dL": dL,
                        "atol": CVODE_ATOL if atol is None else atol,
                        "mod_dir": None if mod_dir is None else str(mod_dir),
                        "cache_root": None if cache_root is None else str(cache_root)}
@@ -112,50 +146,58 @@ def run_protocols(cell: str, morphology: str | Path | None, protocols: Iterable[
                 running.append((group, proc, out))
             t0 = time.monotonic()
             for group, proc, out in running:
+                label = sorted({n for n, _ in group})
                 try:
                     rc = proc.wait(timeout=max(1.0, timeout_s - (time.monotonic() - t0)))
                 except subprocess.TimeoutExpired as exc:
-                    raise ValidationError(f"protocols {group} timed out after {timeout_s} s") \
+                    raise ValidationError(f"protocols {label} timed out after {timeout_s} s") \
                         from exc
                 if rc != 0:
                     tail = (out / "worker.log").read_text(errors="replace")[-4000:]
-                    raise ValidationError(f"protocols {group} failed (exit {rc}):\n{tail}")
+                    raise ValidationError(f"protocols {label} failed (exit {rc}):\n{tail}")
                 runtimes = json.loads((out / "runtime.json").read_text())
-                for name in group:
-                    tr = ProtocolTraces.load(out, name)
-                    tr.runtime_s = float(runtimes[name])
-                    results[name] = tr
+                for u, (name, idx) in enumerate(group):
+                    tr = ProtocolTraces.load(out / f"unit{u}", name)
+                    tr.runtime_s = float(runtimes[f"unit{u}"])
+                    tr.site_info = {**tr.site_info}
+                    parts[name].append((idx, tr))
         finally:
             for _, proc, _ in running:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-    return {n: results[n] for n in names}
+    return {n: _merge(n, parts[n]) for n in names}
 
 
 def validate_cell(cell: str = DEFAULT_CELL, morphology: str | Path | None = None,
-                  protocols: Sequence[str] | None = None, *, workers: int = 1,
-                  out_dir: str | Path | None = None) -> dict[str, Any]:
+                  protocols: Sequence[str] | None = None, *, workers: int | None = None,
+                  out_dir: str | Path | None = None, dL: float = VALIDATION_DL
+                  ) -> dict[str, Any]:
     """Run the validation protocols on a cell and judge every feature against its target.
 
-    `protocols` defaults to all of PROTOCOL_NAMES. With `out_dir`, traces (.npy + .json), one
-    PNG plot per protocol and `validation.json` are written there. Returns a JSON-able dict:
-    cell, morphology, protocols, features (one row per target: value, target, mean, sd,
-    lower, upper, passed, gating, ...), measures per protocol, passed (all gating rows),
-    runtime_s, plots (paths, if out_dir).
+    `protocols` defaults to the cell's target family's protocols (FAMILY_PROTOCOLS); they run
+    spread over `workers` processes (default one per core). With `out_dir`, traces (.npy +
+    .json), one PNG plot per protocol and `validation.json` are written there. Returns a
+    JSON-able dict: cell, morphology, protocols, features (one row per target: value, target,
+    mean, sd, lower, upper, passed, gating, ...), measures per protocol, passed (all gating
+    rows), runtime_s, plots (paths, if out_dir).
     """
-    names = list(protocols) if protocols else list(PROTOCOL_NAMES)
+    from l5assets.cell.biophysics import load_biophysics
+
+    spec = load_biophysics(cell).validation
+    names = list(protocols) if protocols else list(FAMILY_PROTOCOLS[spec.targets])
     t0 = time.monotonic()
     morph = resolve_morphology(cell, morphology)
-    traces = run_protocols(cell, morph, names, workers=workers)
+    traces = run_protocols(cell, morph, names, workers=workers, dL=dL)
     result: dict[str, Any] = {
         "cell": cell, "morphology": None if morph is None else str(morph),
         "protocols": names, "features": [], "measures": {}, "sites": {},
-        "runtime_s": {}, "code_version": CODE_VERSION,
+        "runtime_s": {}, "code_version": CODE_VERSION, "targets": spec.targets,
+        "site_rule": spec.sites, "dL": dL,
     }
     plots: dict[str, str] = {}
     for name in names:
-        ev = evaluate(traces[name])
+        ev = evaluate(traces[name], spec.targets, spec.informational)
         result["features"].extend(ev["features"])
         result["measures"][name] = ev["measures"]
         result["sites"][name] = ev["sites"]

@@ -32,12 +32,16 @@ from l5assets.cell.validation.protocols import (
     DT,
     E_FAR,
     PROTOCOLS,
+    TRAIN_CALIBRATION,
+    TRAIN_CALIBRATION_FREQ,
+    TRAIN_START,
     V_INIT,
     EpspCurrent,
     Protocol,
     Pulse,
     Sweep,
     ValidationError,
+    train_protocol,
 )
 from l5assets.cell.validation.traces import ProtocolTraces
 
@@ -79,6 +83,50 @@ def apical_trunk(cell: Any, reach: float) -> list[Any]:
     return path
 
 
+# Main apical bifurcation of Hay's cell1 as `main_bifurcation` finds it (SPEC: ~627 um); trunk
+# sites given on cell1 keep their offset from it on another morphology ("main_bifurcation").
+HAY_CELL1_BIFURCATION_UM = 626.8
+BIFURCATION_DIAM_RATIO = 0.6  # thinner child >= 0.6 x thicker: a split of the trunk, not an oblique
+BIFURCATION_MIN_EXTENT = 200.0  # um both children's subtrees reach beyond the branch point
+
+
+def main_bifurcation(cell: Any) -> float:
+    """Path distance (um, from the soma centre) of the main apical bifurcation.
+
+    Walking the apical trunk outwards (`apical_trunk`), the first branch point whose two
+    thickest children are of similar diameter (ratio >= 0.6) and both extend >= 200 um further.
+    C060114A7: 374.7 um; Hay's cell1: 626.8 um."""
+    from neuron import h
+
+    soma = cell.soma[0]
+    apic_set = {s.name() for s in cell.apic}
+    longest = max(h.distance(soma(0.5), s(1.0)) for s in cell.apic)
+    trunk = apical_trunk(cell, 0.9 * longest)
+
+    def reach(sec: Any) -> float:
+        kids = [c for c in h.SectionRef(sec=sec).child if c.name() in apic_set]
+        return max([h.distance(soma(0.5), sec(1.0))] + [reach(c) for c in kids])
+
+    for sec in trunk:
+        kids = [c for c in h.SectionRef(sec=sec).child if c.name() in apic_set]
+        if len(kids) < 2:
+            continue
+        kids.sort(key=lambda c: c(0.5 / c.nseg).diam, reverse=True)
+        d_bp = h.distance(soma(0.5), sec(1.0))
+        a, b = kids[0], kids[1]
+        if (b(0.5 / b.nseg).diam >= BIFURCATION_DIAM_RATIO * a(0.5 / a.nseg).diam
+                and min(reach(a), reach(b)) >= d_bp + BIFURCATION_MIN_EXTENT):
+            return float(d_bp)
+    raise ValidationError("no main apical bifurcation found on the trunk")
+
+
+def site_shift(cell: Any) -> float:
+    """How far (um) the protocols' trunk sites (given on Hay's cell1) move on this cell."""
+    if cell.biophysics.validation.sites == "main_bifurcation":
+        return main_bifurcation(cell) - HAY_CELL1_BIFURCATION_UM
+    return 0.0
+
+
 def trunk_point(trunk: list[Any], soma: Any, distance: float) -> tuple[Any, float]:
     """(section, x) on the trunk at a path distance from the soma centre."""
     from neuron import h
@@ -108,31 +156,70 @@ def _advance(tstop: float) -> None:
         h.fadvance()
 
 
+def calibrate_train_pulse(h: Any, cell: Any, *, shift: float, cvode: bool, atol: float,
+                          dt: float) -> float:
+    """The weakest 2 ms somatic pulse (nA, to TRAIN_CALIBRATION's resolution) at which every
+    pulse of a 5-pulse train at TRAIN_CALIBRATION_FREQ evokes an AP (bisection)."""
+    from l5assets.cell.validation.features import spike_count
+
+    lo, hi, tol = TRAIN_CALIBRATION
+
+    def ok(amp: float) -> bool:
+        # the 5 pulses span 40 ms: 70 ms after the lead-in are enough to count the APs
+        proto = train_protocol(amp, (TRAIN_CALIBRATION_FREQ,), single=False,
+                               tstop=TRAIN_START + 70.0)
+        tr = _run_protocol(h, cell, proto, cvode=cvode, use_savestate=True, atol=atol, dt=dt,
+                           shift=shift, calibrate=False)
+        return spike_count(tr.t, tr.v(proto.sweeps[0].name, "soma"), proto.stim_window) >= 5
+
+    if not ok(hi):
+        return hi
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return round(hi, 3)
+
+
 def _run_protocol(h: Any, cell: Any, proto: Protocol, *, cvode: bool,
                   use_savestate: bool, atol: float = CVODE_ATOL,
-                  dt: float = DT) -> ProtocolTraces:
-    """Simulate one protocol on an already built cell; every NEURON object it makes dies here."""
+                  dt: float = DT, shift: float = 0.0,
+                  sweeps: Sequence[int] | None = None,
+                  calibrate: bool = True) -> ProtocolTraces:
+    """Simulate one protocol on an already built cell; every NEURON object it makes dies here.
+
+    `shift` moves every trunk site (um); `sweeps` selects sweep indices (default all). A
+    protocol with `fixed_dt` always integrates with that fixed step."""
     t_start = time.monotonic()
+    pulse_amp = None
+    if proto.name == "ca_train" and calibrate:
+        pulse_amp = calibrate_train_pulse(h, cell, shift=shift, cvode=cvode, atol=atol, dt=dt)
+        proto = train_protocol(pulse_amp)
+    if proto.fixed_dt is not None:
+        cvode, dt = False, proto.fixed_dt
+    grid_dt = proto.fixed_dt or DT
+    chosen = [proto.sweeps[i] for i in (range(len(proto.sweeps)) if sweeps is None else sweeps)]
     soma = cell.soma[0]
     h.celsius = CELSIUS
     origin = soma(0.5)
 
     segs: dict[str, Any] = {}
     info: dict[str, dict[str, Any]] = {}
-    dists = proto.trunk_distances()
+    dists = [d + shift for d in proto.trunk_distances()]
     trunk = apical_trunk(cell, max(dists)) if dists else []
     for name, d in proto.sites:
-        sec, x = (soma, 0.5) if d is None else trunk_point(trunk, soma, d)
+        sec, x = (soma, 0.5) if d is None else trunk_point(trunk, soma, d + shift)
         seg = sec(x)
         segs[name] = seg
         info[name] = {"section": sec.name(), "x": round(float(seg.x), 6),
                       "distance": round(float(h.distance(origin, seg)), 3),
                       "requested": d, "diam": round(float(seg.diam), 4)}
+        if pulse_amp is not None:
+            info[name]["pulse_nA"] = pulse_amp
 
     # Stimuli are created once (SaveState needs the same objects); parameters set per sweep.
     hold = h.IClamp(soma(0.5))
     hold.delay, hold.dur, hold.amp = 0.0, 1e9, proto.holding
-    n_pulse = max(len(s.pulses) for s in proto.sweeps)
+    n_pulse = max(len(s.pulses) for s in chosen)
     pulses = [h.IClamp(soma(0.5)) for _ in range(n_pulse)]
     # EPSP-shaped currents: NEURON's Exp2Syn (its conductance peaks at the NetCon weight) with a
     # reversal potential so far away that g*(v - e) is a voltage-independent current: with
@@ -215,9 +302,9 @@ def _run_protocol(h: Any, cell: Any, proto: Protocol, *, cvode: bool,
         state = h.SaveState()
         state.save()
 
-    grid = np.arange(int(round(proto.tstop / DT)) + 1) * DT
-    data = np.empty((len(proto.sweeps), len(proto.sites), grid.size))
-    for i, sw in enumerate(proto.sweeps):
+    grid = np.arange(int(round(proto.tstop / grid_dt)) + 1) * grid_dt
+    data = np.empty((len(chosen), len(proto.sites), grid.size))
+    for i, sw in enumerate(chosen):
         set_sweep(sw)
         if use_savestate:
             state.restore()
@@ -238,14 +325,14 @@ def _run_protocol(h: Any, cell: Any, proto: Protocol, *, cvode: bool,
         for j, (name, _) in enumerate(proto.sites):
             rec = np.array(recs[name])
             v_all = np.concatenate([lead[name], rec[1:]]) if use_savestate else rec
-            exact = not cvode and dt == DT
+            exact = not cvode and dt == grid_dt
             if exact and v_all.size != grid.size:
                 raise ValidationError(f"{proto.name}/{sw.name}: {v_all.size} samples, "
                                       f"expected {grid.size}")
             # variable-step output goes onto the uniform DT grid (linear interpolation)
             data[i, j] = v_all if exact else np.interp(grid, t_all, v_all)
     h.cvode_active(0)
-    tr = ProtocolTraces(proto.name, DT, [s.name for s in proto.sweeps],
+    tr = ProtocolTraces(proto.name, grid_dt, [s.name for s in chosen],
                         [n for n, _ in proto.sites], data, info)
     tr.runtime_s = time.monotonic() - t_start
     return tr
@@ -262,17 +349,22 @@ def _worker(req: dict[str, Any]) -> None:
     cache_root = Path(req["cache_root"]) if req.get("cache_root") else None
     load_mechanisms(compile_mechanisms(mod_dir, cache_root))
     h.load_file("stdrun.hoc")
-    cell = build_cell(biophysics=req["cell"], morphology=req["morphology"])
+    cell = build_cell(biophysics=req["cell"], morphology=req["morphology"],
+                      dL=float(req.get("dL", 5.0)))
+    shift = site_shift(cell)
     build_s = time.monotonic() - t_start
     out = Path(req["out"])
-    runtimes = {"build_s": build_s}
-    for name in req["protocols"]:
+    runtimes: dict[str, Any] = {"build_s": build_s, "site_shift_um": shift}
+    # a unit is [protocol, sweep indices or None]; each is saved in its own folder
+    for k, (name, sweeps) in enumerate(req["units"]):
         tr = _run_protocol(h, cell, PROTOCOLS[name], cvode=bool(req.get("cvode", True)),
                            use_savestate=not req.get("no_savestate", False),
                            atol=float(req.get("atol", CVODE_ATOL)),
-                           dt=float(req.get("dt", DT)))
-        tr.save(out)
-        runtimes[name] = tr.runtime_s
+                           dt=float(req.get("dt", DT)), shift=shift, sweeps=sweeps)
+        folder = out / f"unit{k}"
+        folder.mkdir()
+        tr.save(folder)
+        runtimes[f"unit{k}"] = tr.runtime_s
     (out / "runtime.json").write_text(json.dumps(runtimes))
 
 

@@ -32,6 +32,13 @@ MORPHOLOGY_ENV = "L5ASSETS_REFERENCE_MORPHOLOGY"
 MAX_INLINE_PNG = 400_000
 
 
+def cell_spec(cell: str) -> Any:
+    """The cell's validation spec (target family, site rule, informational rows)."""
+    from l5assets.cell.biophysics import load_biophysics
+
+    return load_biophysics(cell).validation
+
+
 def cell_names() -> list[str]:
     """Partition keys: the stems of biophys_components/cells/*.json."""
     return sorted(p.stem for p in paths.cells_dir().glob("*.json"))
@@ -106,6 +113,7 @@ def _provenance(cell: str, morph: Path | None, mod_dir: Path) -> dict[str, Any]:
         "morphology_sha256": None if morph is None else file_sha256(morph),
         "mod_hash": mod_hash(mod_dir),
         "code_version": V.CODE_VERSION,
+        "dL": V.VALIDATION_DL,
     }
 
 
@@ -132,14 +140,27 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
         cell_model: CellModelResource,
     ) -> dg.MaterializeResult:
         cell = context.partition_key
+        spec = cell_spec(cell)
+        out = _out_dir(storage, key, cell)
+        if protocol not in V.FAMILY_PROTOCOLS[spec.targets]:
+            # e.g. BluePyOpt's steps for a Hay-family cell: recorded as not applicable
+            with atomic_dir(out) as tmp:
+                (tmp / FEATURES_FILE).write_text(json.dumps(
+                    {"cell": cell, "protocol": protocol, "applies": False, "features": [],
+                     "measures": {}, "passed": True, "targets": spec.targets},
+                    indent=2, sort_keys=True) + "\n")
+            return dg.MaterializeResult(
+                metadata={"cell": cell, "applies": False,
+                          "why": f"not a protocol of the '{spec.targets}' target family"},
+                data_version=dg.DataVersion(dir_sha256(out)))
         morph = _resolve_morphology(cell, config.morphology)
         traces = V.run_protocols(
             cell, morph, [protocol],
             mod_dir=cell_model.mod_path(), cache_root=cell_model.cache_path(),
         )[protocol]
-        ev = V.evaluate(traces)
-        record = {**_provenance(cell, morph, cell_model.mod_path()), **ev}
-        out = _out_dir(storage, key, cell)
+        ev = V.evaluate(traces, spec.targets, spec.informational)
+        record = {**_provenance(cell, morph, cell_model.mod_path()), **ev, "applies": True,
+                  "targets": spec.targets}
         with atomic_dir(out) as tmp:
             traces.save(tmp)
             V.plot_protocol(traces, ev, tmp / f"{protocol}.png")
@@ -209,11 +230,22 @@ def evaluate_check(
         return dg.AssetCheckResult(
             passed=False, metadata={"error": f"{path} missing: materialize {asset} first"}
         )
-    rows = {r["feature"]: r for r in json.loads(path.read_text())["features"]}
+    rec = json.loads(path.read_text())
+    rows = {r["feature"]: r for r in rec["features"]}
+    if target.feature not in rows and (not rec.get("applies", True) or target.feature
+                                       not in {t.feature for t in V.targets_for(
+                                           target.protocol, rec.get("targets", "bluepyopt"))}):
+        return dg.AssetCheckResult(
+            passed=True, metadata={"applies": f"no: not a target of the cell's family "
+                                              f"({rec.get('targets', 'bluepyopt')})"})
     row = rows.get(target.feature) or V.judge(target, None)
+    informational = not row.get("gating", True)
     return dg.AssetCheckResult(
         passed=bool(row["passed"]),
+        # a target the cell reports without gating (its biophysics file says why) only warns
+        severity=dg.AssetCheckSeverity.WARN if informational else dg.AssetCheckSeverity.ERROR,
         metadata={
+            **({"informational": row.get("note") or "yes"} if informational else {}),
             "value": row["value"] if row["value"] is not None else "n/a",
             "target": f"{row['target']} {row['unit']}".strip(),
             "lower": row["lower"],
@@ -229,7 +261,11 @@ with warnings.catch_warnings():
     # partitioned asset checks are a Dagster "preview" feature (1.13): we rely on them so each
     # cell's checks are judged on that cell's files
     warnings.simplefilter("ignore", dg.PreviewWarning)
-    protocol_checks = [_make_check(t.protocol, t) for t in V.GATING_TARGETS]
+    # one check per target that gates some family (a cell of another family: not applicable)
+    _gating = {t.feature: t for fam in V.FAMILIES for t in V.targets_for(None, fam)
+               if t.gating}
+    protocol_checks = [_make_check(t.protocol, V.TARGETS_BY_FEATURE[f])
+                       for f, t in sorted(_gating.items())]
 
 
 @dg.asset(
@@ -248,10 +284,12 @@ def validation_summary(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
     cell = context.partition_key
+    spec = cell_spec(cell)
     features: list[dict[str, Any]] = []
     measures: dict[str, Any] = {}
     morphology = None
-    for p in V.PROTOCOL_NAMES:
+    names = list(V.FAMILY_PROTOCOLS[spec.targets])
+    for p in names:
         path = _out_dir(storage, asset_key(p), cell) / FEATURES_FILE
         if not path.exists():
             raise dg.Failure(description=f"{path} missing: materialize {asset_key(p)} first")
@@ -262,7 +300,8 @@ def validation_summary(
     summary = {
         "cell": cell,
         "morphology": morphology,
-        "protocols": list(V.PROTOCOL_NAMES),
+        "protocols": names,
+        "targets": spec.targets,
         "features": features,
         "measures": measures,
         "passed": all(r["passed"] for r in features if r["gating"]),

@@ -75,7 +75,7 @@ def simulation_config(
     partitions_def=run_partitions,
     group_name="simulation",
     kinds={"neuron", "hdf5", "parquet"},
-    code_version="1",
+    code_version="2",
     deps=[
         PARAMS_DEP,  # stop, dt, record_vars, ... are read by the runner
         "simulation_config",
@@ -166,11 +166,11 @@ def simulation_outputs(
     partitions_def=run_partitions,
     group_name="simulation",
     kinds={"json", "numpy"},
-    code_version="2",
+    code_version="3",
     deps=[PARAMS_DEP, "simulation_outputs", "exc_raster", "inh_rasters"],  # reads stop
     description=(
         "Summary of the run: the cell's firing rate and ISI CV, input spikes per population, "
-        "mean soma V (`summary.json`)."
+        "mean soma V, dendritic Ca2+ spikes at the hot-zone site (`summary.json`)."
     ),
 )
 def simulation_summary(
@@ -186,10 +186,11 @@ def simulation_summary(
     spikes_out = sim_dir / result["files"]["spikes"]
     reports = [sim_dir / r for r in result["files"].get("reports", [])]
     v_report = next((r for r in reports if r.name == "v_report.h5"), None)
+    dend = sim_dir / result["files"]["dend_v"] if "dend_v" in result["files"] else None
     inputs = raster_files(storage, param_set, seed)
     summary = summarize(
         spikes_out, inputs, tstop_ms=params.stop * 1000.0, membrane_report=v_report,
-        tstart_ms=params.start * 1000.0,
+        tstart_ms=params.start * 1000.0, dend_trace=dend,
     )
     summary = {"param_set": param_set, "seed": seed, **summary}
     out = storage.partition_dir("simulation_summary", param_set, seed)
@@ -198,6 +199,11 @@ def simulation_summary(
         "isi_cv": summary["isi_cv"],  # None below 3 spikes
         "soma_v_mean_mv": summary.get("soma_v_mean_mv"),
     }
+    if "dend_ca_spikes" in summary:
+        ca = summary["dend_ca_spikes"]
+        extra["dend_ca_spikes"] = int(ca["count"])
+        extra["dend_ca_spike_rate_hz"] = float(ca["rate_hz"])
+        extra["dend_ca_site_um"] = float(ca["site"]["distance_um"])
     counts = {"cell_spikes": int(summary["spike_count"])}
     for pop, rec in summary["input_spikes"].items():
         counts[f"{pop}_spikes"] = int(rec["spike_count"])
@@ -217,6 +223,7 @@ def simulation_summary(
             # recorded with its own hash, linked upstream through the spike file
             inputs={"result": result_file, "output_spikes": spikes_out,
                     **({"v_report": v_report} if v_report else {}),
+                    **({"dend_v": dend} if dend else {}),
                     **{f"spikes_{k}": v for k, v in inputs.items()}},
             extra=extra,
             params_file=storage.params_file(param_set),

@@ -1,0 +1,409 @@
+"""Fitting a Hay-style biophysics file to Hay 2011's targets on a new morphology.
+
+The default cell (`L5PC_hay_C060114A7`) starts from Hay et al. 2011's biophys3 values and fits,
+on the packaged morphology C060114A7, the Ca2+ hot zone (extent and densities), the apical and
+somatic channels, CaDynamics and the leak, within Hay's bounds where Hay gives them. It runs
+BluePyOpt's IBEA optimiser (DEAP) with our own evaluator: each evaluation applies a candidate to
+a cell built once per worker process and simulates the validation protocols (`bap`, `bac`,
+`hay_steps` and part of `ca_train`, CVode) with the validation code itself, at Hay's own
+discretisation (dL = 20 um, i.e. nseg = 1 + 2*int(L/40)); the result is then validated in full
+at dL = 5 um by `validate-cell`.
+
+Seeded (DEAP's random state and the initial population come from `seed`) and resumable: the
+checkpoint (BluePyOpt's own pickle, written after every generation) holds population, hall of
+fame, logbook, history and random state; `run_fit` continues from it for as many generations or
+minutes as asked, so the fit makes progress in chunks (`l5assets fit-cell --minutes 45`).
+`export_fit` writes the best individual as a biophysics file plus a fit record (parameters,
+bounds, targets, feature values and scores, generations, seed, date).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import pickle
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l5assets import paths
+
+FIT_DL = 20.0  # Hay's discretisation: nseg = 1 + 2*int(L/40)
+MAX_SCORE = 250.0  # BluePyOpt's score for a feature that cannot be computed
+BOOL_FAIL = 10.0  # score of a failed qualitative criterion (~ a 10 SD miss)
+TEMPLATE_CELL = "L5PC_hay2011"
+FIT_CELL = "L5PC_hay_C060114A7"
+
+
+@dataclass(frozen=True)
+class FitParameter:
+    """One free parameter: where it goes in the biophysics file, its start value and bounds."""
+
+    name: str
+    region: str  # "apic", "soma", "dend" or "zone" (hot-zone geometry)
+    mechanism: str
+    param: str
+    start: float
+    lower: float
+    upper: float
+    bound_source: str
+
+
+_HAY = "Hay et al. 2011 Table (search bounds)"
+_OURS = "ours (geometry of this morphology)"
+
+# Start values: Hay's biophys3 (SPEC 8b); the hot zone starts as Hay's offset past the main
+# bifurcation (cell1: 58-258 um beyond it; here 375 um + 58 = 433 um, 200 um long).
+PARAMETERS: tuple[FitParameter, ...] = (
+    FitParameter("zone_start", "zone", "", "start", 433.0, 375.0, 600.0, _OURS),
+    FitParameter("zone_length", "zone", "", "length", 200.0, 100.0, 500.0, _OURS),
+    FitParameter("gCa_LVAstbar_apic", "apic", "Ca_LVAst", "gCa_LVAstbar", 0.0187, 0.0, 0.2, _HAY),
+    FitParameter("gCa_HVAbar_apic", "apic", "Ca_HVA", "gCa_HVAbar", 5.55e-4, 0.0, 0.005, _HAY),
+    FitParameter("gNaTa_tbar_apic", "apic", "NaTa_t", "gNaTa_tbar", 0.0213, 0.0, 0.04, _HAY),
+    FitParameter("gSKv3_1bar_apic", "apic", "SKv3_1", "gSKv3_1bar", 2.61e-4, 0.0, 0.04, _HAY),
+    FitParameter("gSK_E2bar_apic", "apic", "SK_E2", "gSK_E2bar", 0.0012, 0.0, 0.01, _HAY),
+    FitParameter("gamma_apic", "apic", "CaDynamics_E2", "gamma", 5.09e-4, 5e-4, 0.05, _HAY),
+    FitParameter("decay_apic", "apic", "CaDynamics_E2", "decay", 122.0, 20.0, 200.0, _HAY),
+    FitParameter("g_pas_apic", "apic", "pas", "g", 5.89e-5, 3e-5, 1e-4, _HAY),
+    FitParameter("g_pas_dend", "dend", "pas", "g", 4.67e-5, 3e-5, 1e-4, _HAY),
+    FitParameter("gNaTa_tbar_soma", "soma", "NaTa_t", "gNaTa_tbar", 2.04, 0.0, 4.0, _HAY),
+    FitParameter("gSKv3_1bar_soma", "soma", "SKv3_1", "gSKv3_1bar", 0.693, 0.0, 2.0, _HAY),
+    FitParameter("gSK_E2bar_soma", "soma", "SK_E2", "gSK_E2bar", 0.0441, 0.0, 0.1, _HAY),
+    FitParameter("gK_Tstbar_soma", "soma", "K_Tst", "gK_Tstbar", 0.0812, 0.0, 0.1, _HAY),
+    FitParameter("gK_Pstbar_soma", "soma", "K_Pst", "gK_Pstbar", 0.00223, 0.0, 1.0, _HAY),
+    FitParameter("gNap_Et2bar_soma", "soma", "Nap_Et2", "gNap_Et2bar", 0.00172, 0.0, 0.01, _HAY),
+    FitParameter("gCa_HVAbar_soma", "soma", "Ca_HVA", "gCa_HVAbar", 9.92e-4, 0.0, 0.001, _HAY),
+    FitParameter("gCa_LVAstbar_soma", "soma", "Ca_LVAst", "gCa_LVAstbar", 0.00343, 0.0, 0.01,
+                 _HAY),
+    FitParameter("gamma_soma", "soma", "CaDynamics_E2", "gamma", 5.01e-4, 5e-4, 0.05, _HAY),
+    FitParameter("decay_soma", "soma", "CaDynamics_E2", "decay", 460.0, 20.0, 1000.0, _HAY),
+)
+PARAM_NAMES = tuple(p.name for p in PARAMETERS)
+
+# The fitted protocols and sweeps (indices into the validation protocols' sweeps).
+FIT_UNITS: tuple[tuple[str, tuple[int, ...] | None], ...] = (
+    ("bap", None),
+    ("bac", None),
+    ("ca_train", (0, 1, 8)),  # single pulse, 50 Hz, 120 Hz (pulse calibrated per candidate)
+    ("hay_steps", None),
+)
+
+
+@dataclass(frozen=True)
+class FitObjective:
+    """A scored feature: |value - mean| / sd, or a qualitative criterion (0 or BOOL_FAIL)."""
+
+    name: str
+    feature: str
+    mean: float | None = None
+    sd: float | None = None
+    expect: float | None = None  # qualitative: the value must equal this
+    at_least: float | None = None
+
+    def score(self, measures: dict[str, Any]) -> float:
+        v = measures.get(self.feature)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return MAX_SCORE
+        v = float(v)
+        if self.expect is not None:
+            return 0.0 if v == self.expect else BOOL_FAIL
+        if self.at_least is not None:
+            return 0.0 if v >= self.at_least else BOOL_FAIL * (1 + self.at_least - v)
+        assert self.mean is not None and self.sd is not None
+        return min(MAX_SCORE, abs(v - self.mean) / self.sd)
+
+
+OBJECTIVES: tuple[FitObjective, ...] = (
+    FitObjective("bAP site 1", "bap.dend1.amplitude", 45.0, 10.0),
+    FitObjective("bAP site 2", "bap.dend2.amplitude", 36.0, 9.33),
+    FitObjective("BAC pulse alone: 1 AP", "bac.soma_only.spikecount", expect=1.0),
+    FitObjective("BAC pulse alone: no Ca2+ spike", "bac.soma_only.ca_spike", expect=0.0),
+    FitObjective("BAC EPSP alone: no AP", "bac.epsp_only.spikecount", expect=0.0),
+    FitObjective("BAC EPSP alone: no Ca2+ spike", "bac.epsp_only.ca_spike", expect=0.0),
+    FitObjective("BAC paired: Ca2+ spike", "bac.paired.ca_spike", expect=1.0),
+    FitObjective("BAC paired: burst", "bac.paired.spikecount", at_least=2.0),
+    FitObjective("BAC ISI", "bac.paired.BAC_ISI", 9.901, 0.8517),
+    FitObjective("BAC Ca2+ spike height", "bac.paired.dend_peak", 6.73, 2.54),
+    FitObjective("BAC Ca2+ spike width", "bac.paired.dend_width_55", 37.43, 1.27),
+    FitObjective("BAC AHP depth", "bac.paired.BAC_ahpdepth", -65.0, 4.0),
+    FitObjective("train: one pulse, no Ca2+ spike", "ca_train.single.ca_spike", expect=0.0),
+    FitObjective("train: one pulse, 1 AP", "ca_train.single.spikecount", expect=1.0),
+    FitObjective("train 50 Hz: no Ca2+ spike", "ca_train.50Hz.ca_spike", expect=0.0),
+    FitObjective("train 120 Hz: Ca2+ spike", "ca_train.120Hz.ca_spike", expect=1.0),
+    FitObjective("Hay step1 frequency", "hay_steps.step1.mean_frequency", 9.0, 0.88),
+    FitObjective("Hay step2 frequency", "hay_steps.step2.mean_frequency", 14.5, 0.56),
+    FitObjective("Hay step3 frequency", "hay_steps.step3.mean_frequency", 22.5, 2.2222),
+)
+
+
+def template() -> dict[str, Any]:
+    """Hay's biophys3 file, the fit's starting point."""
+    return json.loads((paths.cells_dir() / f"{TEMPLATE_CELL}.json").read_text())
+
+
+def biophysics_for(values: Sequence[float], base: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """The biophysics mapping of the default cell for one parameter vector."""
+    d = copy.deepcopy(base if base is not None else template())
+    d["name"] = FIT_CELL
+    d["default_morphology"] = {"package": "bluepyopt",
+                               "path": "tests/test_ephys/testdata/acc/l5pc/C060114A7.asc"}
+    d["validation"] = {"targets": "hay2011", "sites": "main_bifurcation"}
+    vals = dict(zip(PARAM_NAMES, (float(v) for v in values), strict=True))
+    start, end = vals["zone_start"], vals["zone_start"] + vals["zone_length"]
+    for p in PARAMETERS:
+        if p.region == "zone":
+            continue
+        mech = d["regions"][p.region]["mechanisms"][p.mechanism]
+        if isinstance(mech.get(p.param), dict):  # a zone rule: the value inside the zone
+            mech[p.param]["value"] = vals[p.name]
+        else:
+            mech[p.param] = vals[p.name]
+    for mech in ("Ca_LVAst", "Ca_HVA"):
+        rule = d["regions"]["apic"]["mechanisms"][mech][f"g{mech}bar"]
+        rule["start"], rule["end"] = round(start, 3), round(end, 3)
+    return d
+
+
+# --- the NEURON side (runs in pool worker processes) --------------------------------------
+
+_CELL: dict[str, Any] = {}
+
+
+def _worker_cell(dL: float) -> tuple[Any, Any, float]:
+    """The cell of this process (built once), NEURON's h and the trunk-site shift."""
+    if "cell" not in _CELL:
+        from neuron import h
+
+        from l5assets.cell.builder import build_cell
+        from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms
+        from l5assets.cell.validation.worker import site_shift
+
+        load_mechanisms(compile_mechanisms())
+        h.load_file("stdrun.hoc")
+        from l5assets.cell.biophysics import parse_biophysics
+
+        bio = parse_biophysics(biophysics_for([p.start for p in PARAMETERS]))
+        cell = build_cell(bio, None, dL=dL)
+        _CELL.update(cell=cell, h=h, shift=site_shift(cell))
+    return _CELL["cell"], _CELL["h"], _CELL["shift"]
+
+
+def simulate(values: Sequence[float], dL: float = FIT_DL) -> dict[str, Any]:
+    """Apply one parameter vector to this process's cell, run the fit protocols, extract the
+    validation features; returns {feature: value}."""
+    from l5assets.cell.biophysics import parse_biophysics
+    from l5assets.cell.builder import apply_biophysics
+    from l5assets.cell.validation.features import _EXTRACT
+    from l5assets.cell.validation.protocols import PROTOCOLS
+    from l5assets.cell.validation.worker import _run_protocol
+
+    cell, h, shift = _worker_cell(dL)
+    cell.biophysics = parse_biophysics(biophysics_for(values))
+    apply_biophysics(cell)
+    measures: dict[str, Any] = {}
+    for name, sweeps in FIT_UNITS:
+        proto = PROTOCOLS[name]
+        t0 = time.monotonic()
+        tr = _run_protocol(h, cell, proto, cvode=True, use_savestate=True, shift=shift,
+                           sweeps=sweeps)
+        measures[f"_runtime.{name}"] = time.monotonic() - t0
+        if sweeps is not None:  # feature extraction expects every sweep: use a sub-protocol
+            from dataclasses import replace
+
+            from l5assets.cell.validation import features as F
+
+            sub = replace(proto, sweeps=tuple(proto.sweeps[i] for i in sweeps))
+            saved = F.PROTOCOLS[name]
+            F.PROTOCOLS[name] = sub
+            try:
+                measures.update(_EXTRACT[name](tr))
+            finally:
+                F.PROTOCOLS[name] = saved
+        else:
+            measures.update(_EXTRACT[name](tr))
+    return measures
+
+
+def scores(measures: dict[str, Any]) -> list[float]:
+    """One score per objective (lower is better)."""
+    return [o.score(measures) for o in OBJECTIVES]
+
+
+class HayFitEvaluator:
+    """BluePyOpt evaluator (duck-typed: objectives, params, the evaluate methods)."""
+
+    def __init__(self, dL: float = FIT_DL) -> None:
+        import bluepyopt as bpop
+
+        self.dL = dL
+        self.params = [bpop.parameters.Parameter(p.name, bounds=[p.lower, p.upper])
+                       for p in PARAMETERS]
+        self.param_names = list(PARAM_NAMES)
+        self.objectives = [bpop.objectives.Objective(o.name) for o in OBJECTIVES]
+
+    def evaluate_with_lists(self, values: Sequence[float]) -> list[float]:
+        """Scores of one parameter vector (any NEURON failure scores MAX_SCORE everywhere)."""
+        try:
+            return scores(simulate(values, self.dL))
+        except Exception:  # noqa: BLE001 - a broken candidate is a bad candidate
+            return [MAX_SCORE] * len(OBJECTIVES)
+
+    def init_simulator_and_evaluate_with_lists(self, values: Sequence[float]) -> list[float]:
+        return self.evaluate_with_lists(values)
+
+    def evaluate_with_dicts(self, param_dict: dict[str, float]) -> dict[str, float]:
+        vals = [param_dict[n] for n in PARAM_NAMES]
+        return dict(zip([o.name for o in OBJECTIVES], self.evaluate_with_lists(vals),
+                        strict=True))
+
+
+def initial_population(n: int, seed: int, spread: float = 0.3) -> list[list[float]]:
+    """Hay's values first, then log-normal perturbations of them (clipped to the bounds)."""
+    rng = np.random.default_rng(seed)
+    pop = [[p.start for p in PARAMETERS]]
+    while len(pop) < n:
+        ind = []
+        for p in PARAMETERS:
+            v = p.start * float(np.exp(rng.normal(0.0, spread)))
+            ind.append(float(np.clip(v, p.lower, p.upper)))
+        pop.append(ind)
+    return pop
+
+
+def _pool_init() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_fit(checkpoint: Path, *, generations: int | None = None, minutes: float | None = None,
+            offspring: int = 16, seed: int = 1, workers: int | None = None,
+            log: Any = print) -> dict[str, Any]:
+    """Run (or continue, if `checkpoint` exists) the IBEA fit for `generations` more
+    generations or until `minutes` have passed (checked after each generation)."""
+    import multiprocessing as mp
+
+    import bluepyopt as bpop
+
+    checkpoint = Path(checkpoint)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    n_workers = workers or os.cpu_count() or 1
+    ctx = mp.get_context("spawn")
+    t0 = time.monotonic()
+    with ctx.Pool(n_workers, initializer=_pool_init) as pool:
+        evaluator = HayFitEvaluator()
+        opt = bpop.deapext.optimisations.DEAPOptimisation(
+            evaluator=evaluator, offspring_size=offspring, seed=seed, map_function=pool.map,
+            selector_name="IBEA")
+        gen = _generation(checkpoint)
+        done = 0
+        while True:
+            if generations is not None and done >= generations:
+                break
+            if minutes is not None and done and (time.monotonic() - t0) / 60.0 >= minutes:
+                break
+            if gen == 0:
+                # DEAP checkpoints from generation 2 on: the first chunk evaluates the seeded
+                # population and one generation of offspring
+                pop = initial_population(offspring, seed)
+                opt.run(max_ngen=2, cp_filename=str(checkpoint), parent_population=pop)
+            else:
+                opt.run(max_ngen=gen + 1, cp_filename=str(checkpoint), continue_cp=True)
+            gen = _generation(checkpoint)
+            done += 1
+            best = best_individual(checkpoint)
+            log(f"generation {gen}: best total score {best['total']:.2f} "
+                f"({(time.monotonic() - t0) / 60.0:.1f} min)")
+    return {"generation": gen, "best": best_individual(checkpoint)}
+
+
+def _generation(checkpoint: Path) -> int:
+    if not checkpoint.exists():
+        return 0
+    with open(checkpoint, "rb") as f:
+        return int(pickle.load(f)["generation"])
+
+
+def best_individual(checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint's best individual (lowest total score over the hall of fame and the
+    population): parameter values, scores, total."""
+    with open(checkpoint, "rb") as f:
+        cp = pickle.load(f)
+    cands = list(cp["halloffame"]) + list(cp["population"])
+    best = min(cands, key=lambda ind: sum(ind.fitness.values))
+    return {"values": [float(v) for v in best], "scores": [float(s) for s in best.fitness.values],
+            "total": float(sum(best.fitness.values)), "generation": int(cp["generation"])}
+
+
+def export_fit(checkpoint: Path, out_cell: Path, out_record: Path, *, seed: int,
+               values: Sequence[float] | None = None) -> dict[str, Any]:
+    """Write the best individual as the biophysics file and its fit record (re-simulated here
+    at the fit's dL for the record's feature values)."""
+    best = best_individual(checkpoint)
+    vals = list(values) if values is not None else best["values"]
+    measures = simulate(vals, FIT_DL)
+    sc = scores(measures)
+    bio = biophysics_for(vals)
+    bio["description"] = ("Hay-style thick-tufted L5b PC on the packaged morphology C060114A7 "
+                          "(BluePyOpt's L5PC reconstruction): Hay et al. 2011 biophys3 channel "
+                          "set and values as the start, hot zone, apical and somatic channels "
+                          "fitted to Hay 2011's targets (see L5PC_hay_C060114A7.fit.json). "
+                          "Default cell of l5assets.")
+    bio["source"] = ("Fitted by l5assets.cell.fit (BluePyOpt IBEA, eFEL) from Hay et al. 2011 "
+                     "biophys3 (ModelDB 139653; SPEC 8b). Morphology C060114A7.asc loaded at "
+                     "run time from the installed bluepyopt package (upstream licence "
+                     "CC-BY-NC-SA 4.0; never redistributed here). Hot zone placed as a "
+                     "distance window from apic[0](0); the validation's trunk sites follow "
+                     "the main bifurcation.")
+    from l5assets.storage import atomic_write_text
+
+    atomic_write_text(out_cell, json.dumps(bio, indent=2) + "\n")
+    record = {
+        "cell": FIT_CELL,
+        "template": TEMPLATE_CELL,
+        "optimiser": "bluepyopt.deapext.optimisations.DEAPOptimisation (IBEA)",
+        "seed": seed,
+        "generations": best["generation"],
+        "date": time.strftime("%Y-%m-%d"),
+        "dL_um": FIT_DL,
+        "protocols": [[n, None if s is None else list(s)] for n, s in FIT_UNITS],
+        "parameters": [
+            {"name": p.name, "region": p.region, "mechanism": p.mechanism, "param": p.param,
+             "start": p.start, "lower": p.lower, "upper": p.upper, "bounds_from": p.bound_source,
+             "value": v}
+            for p, v in zip(PARAMETERS, vals, strict=True)
+        ],
+        "objectives": [
+            {"name": o.name, "feature": o.feature, "mean": o.mean, "sd": o.sd,
+             "expect": o.expect, "at_least": o.at_least,
+             "value": measures.get(o.feature), "score": s}
+            for o, s in zip(OBJECTIVES, sc, strict=True)
+        ],
+        "total_score": float(sum(sc)),
+        "biophysics_sha256": _sha256(out_cell),
+    }
+    atomic_write_text(out_record, json.dumps(_clean(record), indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
