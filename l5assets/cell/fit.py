@@ -283,9 +283,13 @@ def _pool_init() -> None:
 
 def run_fit(checkpoint: Path, *, generations: int | None = None, minutes: float | None = None,
             offspring: int = 16, seed: int = 1, workers: int | None = None,
-            log: Any = print) -> dict[str, Any]:
+            log: Any = print, evaluator: Any = None,
+            start: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
     """Run (or continue, if `checkpoint` exists) the IBEA fit for `generations` more
-    generations or until `minutes` have passed (checked after each generation)."""
+    generations or until `minutes` have passed (checked after each generation).
+
+    `evaluator` (default HayFitEvaluator) and `start` (the initial population, default
+    `initial_population(offspring, seed)`) are for tests."""
     import multiprocessing as mp
 
     import bluepyopt as bpop
@@ -296,7 +300,7 @@ def run_fit(checkpoint: Path, *, generations: int | None = None, minutes: float 
     ctx = mp.get_context("spawn")
     t0 = time.monotonic()
     with ctx.Pool(n_workers, initializer=_pool_init) as pool:
-        evaluator = HayFitEvaluator()
+        evaluator = evaluator if evaluator is not None else HayFitEvaluator()
         opt = bpop.deapext.optimisations.DEAPOptimisation(
             evaluator=evaluator, offspring_size=offspring, seed=seed, map_function=pool.map,
             selector_name="IBEA")
@@ -310,7 +314,8 @@ def run_fit(checkpoint: Path, *, generations: int | None = None, minutes: float 
             if gen == 0:
                 # DEAP checkpoints from generation 2 on: the first chunk evaluates the seeded
                 # population and one generation of offspring
-                pop = initial_population(offspring, seed)
+                pop = [list(p) for p in start] if start is not None else \
+                    initial_population(offspring, seed)
                 opt.run(max_ngen=2, cp_filename=str(checkpoint), parent_population=pop)
             else:
                 opt.run(max_ngen=gen + 1, cp_filename=str(checkpoint), continue_cp=True)

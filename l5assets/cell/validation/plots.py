@@ -36,11 +36,23 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
                 axes[1].plot(t, tr.v(name, "soma"), lw=0.6, label=name)
         axes[1].set(xlabel="t (ms)", ylabel="V soma (mV)")
         axes[1].legend(fontsize=7)
-    elif tr.protocol == "steps":
+    elif tr.protocol == "ref_fi":
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        c = m["ref_fi.curve"]
+        axes[0].plot(c["amps_nA"], c["rates_Hz"], "o-")
+        axes[0].set(xlabel="step (nA)", ylabel="rate over 1-3 s (Hz)",
+                    title="reference pipeline's F-I (dt 0.1 ms, -10 mV)")
+        for name in ("0.8nA", "2.0nA"):
+            if name in tr.sweeps:
+                axes[1].plot(t, tr.v(name, "soma"), lw=0.5, label=name)
+        axes[1].set(xlabel="t (ms)", ylabel="V soma (mV)")
+        axes[1].legend(fontsize=7)
+    elif tr.protocol in ("steps", "hay_steps"):
         fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
         for ax, s in zip(axes, tr.sweeps, strict=True):
             ax.plot(t, tr.v(s, "soma"), lw=0.5)
-            ax.set(ylabel="V (mV)", title=f"{s}: {_fmt(m.get(f'steps.{s}.mean_frequency'))} Hz")
+            f = m.get(f"{tr.protocol}.{s}.mean_frequency")
+            ax.set(ylabel="V (mV)", title=f"{s}: {_fmt(f)} Hz")
         axes[-1].set_xlabel("t (ms)")
     elif tr.protocol == "bap":
         fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -52,9 +64,15 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
         ax.legend(fontsize=8)
     else:
         n = len(tr.sweeps)
-        fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.8), sharey=True)
+        cols = min(n, 4)
+        rows_n = -(-n // cols)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 3.0 * rows_n + 0.8),
+                                 sharey=True, squeeze=False)
         win = (t >= 285) & (t <= 420)
-        for ax, s in zip(np.atleast_1d(axes), tr.sweeps, strict=True):
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        axes = axes.flat[:n]
+        for ax, s in zip(axes, tr.sweeps, strict=True):
             for site in tr.sites:
                 ax.plot(t[win], tr.v(s, site)[win], lw=0.8, label=site)
             ax.axhline(DEND_THRESHOLD, color="grey", lw=0.5, ls=":")
@@ -65,7 +83,11 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
         f"{'✓' if r['passed'] else '✗'} {r['label']}: {_fmt(r['value'])} (target {r['target']})"
         for r in rows if r["gating"]
     )
-    fig.suptitle(f"{tr.protocol}: " + PROTOCOLS[tr.protocol].title, fontsize=10)
+    title = PROTOCOLS[tr.protocol].title
+    pulse = tr.site_info.get("soma", {}).get("pulse_nA")
+    if tr.protocol == "ca_train" and pulse is not None:
+        title = f"Ca2+ spike after 5 somatic APs: 2 ms x {pulse:.2f} nA pulses (calibrated)"
+    fig.suptitle(f"{tr.protocol}: {title}", fontsize=10)
     fig.text(0.01, 0.005, text, fontsize=7, va="bottom", family="monospace")
     n_lines = text.count("\n") + 1
     fig.tight_layout(rect=(0, min(0.45, 0.03 * n_lines + 0.02), 1, 0.95))

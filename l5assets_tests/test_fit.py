@@ -1,0 +1,95 @@
+"""The cell fit program: parameter mapping, scores, seeding and checkpoint resumption.
+
+The resumption test runs BluePyOpt's real IBEA with a cheap analytic evaluator (the NEURON
+evaluator costs ~40 s per individual); the NEURON path is exercised by `simulate` in the slow
+test and by `l5assets fit-cell` itself."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from l5assets.cell import fit
+from l5assets.cell.biophysics import parse_biophysics
+
+
+def test_biophysics_for_maps_every_parameter() -> None:
+    vals = [p.start * 1.5 if p.region != "zone" else p.start for p in fit.PARAMETERS]
+    d = fit.biophysics_for(vals)
+    bio = parse_biophysics(d)  # a valid biophysics file
+    assert bio.name == fit.FIT_CELL and bio.validation.sites == "main_bifurcation"
+    apic = d["regions"]["apic"]["mechanisms"]
+    ca = apic["Ca_LVAst"]["gCa_LVAstbar"]
+    assert (ca["start"], ca["end"]) == (433.0, 633.0)
+    assert ca["value"] == pytest.approx(0.0187 * 1.5) and ca["outside"] == 0.01
+    assert apic["NaTa_t"]["gNaTa_tbar"] == pytest.approx(0.0213 * 1.5)
+    assert d["regions"]["soma"]["mechanisms"]["SK_E2"]["gSK_E2bar"] == pytest.approx(0.0441 * 1.5)
+    assert d["regions"]["dend"]["mechanisms"]["pas"]["g"] == pytest.approx(4.67e-5 * 1.5)
+    # Hay's start values, within Hay's bounds
+    for p in fit.PARAMETERS:
+        assert p.lower <= p.start <= p.upper, p.name
+    hay = {p.name: p for p in fit.PARAMETERS}
+    assert (hay["gCa_LVAstbar_apic"].lower, hay["gCa_LVAstbar_apic"].upper) == (0.0, 0.2)
+    assert (hay["gamma_apic"].lower, hay["decay_apic"].upper) == (5e-4, 200.0)
+    assert (hay["g_pas_apic"].lower, hay["g_pas_apic"].upper) == (3e-5, 1e-4)
+
+
+def test_scores() -> None:
+    o = {x.feature: x for x in fit.OBJECTIVES}
+    assert o["bap.dend1.amplitude"].score({"bap.dend1.amplitude": 55.0}) == 1.0
+    assert o["bap.dend1.amplitude"].score({}) == fit.MAX_SCORE
+    assert o["bac.paired.ca_spike"].score({"bac.paired.ca_spike": 1.0}) == 0.0
+    assert o["bac.paired.ca_spike"].score({"bac.paired.ca_spike": 0.0}) == fit.BOOL_FAIL
+    assert o["bac.paired.spikecount"].score({"bac.paired.spikecount": 3.0}) == 0.0
+    assert o["bac.paired.spikecount"].score({"bac.paired.spikecount": 1.0}) > fit.BOOL_FAIL
+
+
+def test_initial_population_is_seeded_and_bounded() -> None:
+    a, b = fit.initial_population(8, 3), fit.initial_population(8, 3)
+    assert a == b and a[0] == [p.start for p in fit.PARAMETERS]
+    assert fit.initial_population(8, 4) != a
+    for ind in a:
+        for p, v in zip(fit.PARAMETERS, ind, strict=True):
+            assert p.lower <= v <= p.upper
+
+
+class _Sphere:
+    """A cheap evaluator with the fit's parameters and objectives (distance to a point)."""
+
+    def __init__(self) -> None:
+        import bluepyopt as bpop
+
+        self.params = [bpop.parameters.Parameter(p.name, bounds=[p.lower, p.upper])
+                       for p in fit.PARAMETERS]
+        self.param_names = list(fit.PARAM_NAMES)
+        self.objectives = [bpop.objectives.Objective(o.name) for o in fit.OBJECTIVES]
+
+    def init_simulator_and_evaluate_with_lists(self, values):
+        rel = [(v - p.start) / (p.upper - p.lower) for p, v in zip(fit.PARAMETERS, values,
+                                                                     strict=True)]
+        return [abs(rel[i % len(rel)]) * (i + 1) for i in range(len(fit.OBJECTIVES))]
+
+
+def _state(ckpt: Path) -> tuple:
+    with open(ckpt, "rb") as f:
+        cp = pickle.load(f)
+    return cp["generation"], [list(ind) for ind in cp["population"]]
+
+
+def test_checkpoint_resumes_to_the_same_result(tmp_path: Path) -> None:
+    """3 generations in one go == 2, then 1 more resumed from the checkpoint (same seed)."""
+    start = fit.initial_population(4, 1)
+    one = tmp_path / "one.pkl"
+    fit.run_fit(one, generations=2, offspring=4, seed=1, workers=1, evaluator=_Sphere(),
+                start=start, log=lambda m: None)
+    two = tmp_path / "two.pkl"
+    fit.run_fit(two, generations=1, offspring=4, seed=1, workers=1, evaluator=_Sphere(),
+                start=start, log=lambda m: None)
+    assert _state(two)[0] == 2
+    fit.run_fit(two, generations=1, offspring=4, seed=1, workers=1, evaluator=_Sphere(),
+                log=lambda m: None)
+    assert _state(one) == _state(two) and _state(two)[0] == 3
+    best = fit.best_individual(two)
+    assert best["generation"] == 3 and len(best["values"]) == len(fit.PARAMETERS)
