@@ -67,8 +67,9 @@ def run_one(stage: str, param_set: str, seed: int) -> dict:
         "stage": stage,
         "partition_key": key,
         "wall_s": round(wall, 3),
-        "peak_rss_mb": round(max(_maxrss_mb(resource.RUSAGE_SELF),
-                                 _maxrss_mb(resource.RUSAGE_CHILDREN)), 1),
+        "peak_rss_mb": round(
+            max(_maxrss_mb(resource.RUSAGE_SELF), _maxrss_mb(resource.RUSAGE_CHILDREN)), 1
+        ),
         "baseline_rss_mb": round(rss_before, 1),
         "subprocess_peak_rss_mb": round(_maxrss_mb(resource.RUSAGE_CHILDREN), 1),
         "content_hash": md.get("content_hash"),
@@ -101,9 +102,19 @@ def main(argv: list[str] | None = None) -> int:
         for stage in stages:
             t0 = time.perf_counter()
             proc = subprocess.run(
-                [sys.executable, __file__, "--one", stage, "--param-set", params.name,
-                 "--seed", str(args.seed)],
-                capture_output=True, text=True, env=env,
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    stage,
+                    "--param-set",
+                    params.name,
+                    "--seed",
+                    str(args.seed),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
             )
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
@@ -113,15 +124,29 @@ def main(argv: list[str] | None = None) -> int:
             row["process_wall_s"] = round(time.perf_counter() - t0, 3)
             rows.append(row)
             if not args.json:
-                print(f"{stage:22s} {row['wall_s']:9.2f} s   peak RSS {row['peak_rss_mb']:8.1f} MB"
-                      f" (imports alone {row['baseline_rss_mb']:.0f} MB)", flush=True)
+                print(
+                    f"{stage:22s} {row['wall_s']:9.2f} s   peak RSS {row['peak_rss_mb']:8.1f} MB"
+                    f" (imports alone {row['baseline_rss_mb']:.0f} MB)",
+                    flush=True,
+                )
     total = sum(r["wall_s"] for r in rows)
     if args.json:
-        print(json.dumps({"param_set": params.name, "seed": args.seed, "stages": rows,
-                          "total_wall_s": round(total, 3)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "param_set": params.name,
+                    "seed": args.seed,
+                    "stages": rows,
+                    "total_wall_s": round(total, 3),
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"{'total':22s} {total:9.2f} s   max peak RSS "
-              f"{max(r['peak_rss_mb'] for r in rows):.1f} MB")
+        print(
+            f"{'total':22s} {total:9.2f} s   max peak RSS "
+            f"{max(r['peak_rss_mb'] for r in rows):.1f} MB"
+        )
     return 0
 
 

@@ -19,8 +19,18 @@ import pytest
 from l5assets import paths
 from l5assets.params import ParamsError, ParamSet, load_param_set
 
-SEGMENT_COLUMNS = ["bmtk_id", "x", "type", "sec_index", "distance", "coord_x", "coord_y",
-                   "coord_z", "diam", "length"]
+SEGMENT_COLUMNS = [
+    "bmtk_id",
+    "x",
+    "type",
+    "sec_index",
+    "distance",
+    "coord_x",
+    "coord_y",
+    "coord_z",
+    "diam",
+    "length",
+]
 
 
 class _ToyBuilder:
@@ -33,8 +43,13 @@ class _ToyBuilder:
         self.type_count: dict[str, int] = {}
 
     def section(
-        self, kind: str, start: np.ndarray, direction: np.ndarray, length: float,
-        start_dist: float, diam: float,
+        self,
+        kind: str,
+        start: np.ndarray,
+        direction: np.ndarray,
+        length: float,
+        start_dist: float,
+        diam: float,
     ) -> tuple[np.ndarray, float]:
         """Add one straight section; return its end point and the path distance there."""
         d = direction / np.linalg.norm(direction)
@@ -44,17 +59,32 @@ class _ToyBuilder:
         self.type_count[kind] = sec_index + 1
         for xv in xs:
             c = start + d * length * xv
-            self.rows.append({
-                "bmtk_id": self.n_sections, "x": float(xv), "type": kind, "sec_index": sec_index,
-                "distance": start_dist + length * xv, "coord_x": c[0], "coord_y": c[1],
-                "coord_z": c[2], "diam": diam, "length": length / nseg,
-            })
+            self.rows.append(
+                {
+                    "bmtk_id": self.n_sections,
+                    "x": float(xv),
+                    "type": kind,
+                    "sec_index": sec_index,
+                    "distance": start_dist + length * xv,
+                    "coord_x": c[0],
+                    "coord_y": c[1],
+                    "coord_z": c[2],
+                    "diam": diam,
+                    "length": length / nseg,
+                }
+            )
         self.n_sections += 1
         return start + d * length, start_dist + length
 
     def tree(
-        self, kind: str, start: np.ndarray, direction: np.ndarray, start_dist: float,
-        lengths: list[float], rng: np.random.Generator, diam: float,
+        self,
+        kind: str,
+        start: np.ndarray,
+        direction: np.ndarray,
+        start_dist: float,
+        lengths: list[float],
+        rng: np.random.Generator,
+        diam: float,
     ) -> None:
         """A binary tree: one section per level, two jittered children per section."""
         if not lengths:
@@ -91,8 +121,9 @@ def make_toy_segments(seg_len: float = 2.5, seed: int = 0) -> pd.DataFrame:
             "apic", trunk_end, np.array([0, 1.0, 0]), 200.0, dist, 3.0
         )
         for side in (-1.0, 1.0):
-            b.section("apic", trunk_end_new, np.array([side, 0.6, rng.normal()]), 150.0,
-                      dist_new, 1.0)
+            b.section(
+                "apic", trunk_end_new, np.array([side, 0.6, rng.normal()]), 150.0, dist_new, 1.0
+            )
         trunk_end, dist = trunk_end_new, dist_new
     b.tree("apic", trunk_end, np.array([0, 1.0, 0]), dist, [100.0, 120.0, 120.0], rng, 2.0)
     return pd.DataFrame(b.rows, columns=SEGMENT_COLUMNS)

@@ -62,8 +62,10 @@ def test_default_morphology_comes_from_installed_bluepyopt():
     assert p.is_relative_to(package_dir("bluepyopt"))  # found in the installed package
     # never shipped in the repository (a venv inside the checkout is fine: not tracked)
     tracked = subprocess.run(
-        ["git", "ls-files", "*.asc", "*.swc", "*.ASC", "*.SWC"], cwd=paths.PROJECT_ROOT,
-        capture_output=True, text=True,
+        ["git", "ls-files", "*.asc", "*.swc", "*.ASC", "*.SWC"],
+        cwd=paths.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert tracked.returncode != 0 or tracked.stdout == ""
     assert resolve_morphology("L5PC_bbp", None) == p

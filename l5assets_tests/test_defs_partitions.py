@@ -39,8 +39,11 @@ def test_run_partition_key_orders_dimensions_and_validates():
 
 @pytest.mark.parametrize(
     ("key", "expected"),
-    [("L5_quick", ("L5_quick", None)), ("L5_quick|42", ("L5_quick", 42)),
-     (dg.MultiPartitionKey({"param_set": "A-b_1", "seed": "0"}), ("A-b_1", 0))],
+    [
+        ("L5_quick", ("L5_quick", None)),
+        ("L5_quick|42", ("L5_quick", 42)),
+        (dg.MultiPartitionKey({"param_set": "A-b_1", "seed": "0"}), ("A-b_1", 0)),
+    ],
 )
 def test_partition_of(key, expected):
     assert partition_of(key) == expected
@@ -118,9 +121,11 @@ def test_run_logged_streams_fails_and_times_out():
         run_logged(ctx, [py, "-c", "import sys; print('boom'); sys.exit(3)"], timeout_s=60)
     t0 = time.monotonic()
     # the child starts a grandchild that holds the pipe: the whole group is killed
-    code = ("import subprocess, sys, time; print('started', flush=True); "
-            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            "time.sleep(60)")
+    code = (
+        "import subprocess, sys, time; print('started', flush=True); "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "time.sleep(60)"
+    )
     with pytest.raises(SubprocessError, match=r"timed out[\s\S]*started"):
         run_logged(ctx, [py, "-c", code], timeout_s=1.5)
     assert time.monotonic() - t0 < 20

@@ -34,17 +34,24 @@ from l5assets.rng import all_stage_seeds, stage_rng
 
 SHARED = ("compiled_mechanisms", "segments_table")
 SEEDED = ("functional_groups", "exc_raster", "simulation_outputs")
-CODE_VERSIONS = {"segments_table": "1", "functional_groups": "1", "exc_raster": "1",
-                 "simulation_outputs": "1"}
+CODE_VERSIONS = {
+    "segments_table": "1",
+    "functional_groups": "1",
+    "exc_raster": "1",
+    "simulation_outputs": "1",
+}
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """Temporary components, two param sets (A, B: copies of L5_quick) and a storage root."""
     comp, pdir, root, raw = lineage_workspace(
-        tmp_path, monkeypatch, cells={"L5PC_bbp": '{"soma": {"g_pas": 3.38e-05}}\n'},
+        tmp_path,
+        monkeypatch,
+        cells={"L5PC_bbp": '{"soma": {"g_pas": 3.38e-05}}\n'},
         mods={"Ih": "NEURON { SUFFIX Ih }\n", "L5ExcSyn": "NEURON { POINT_PROCESS L5ExcSyn }\n"},
-        param_sets={"A": "L5PC_bbp", "B": "L5PC_bbp"})
+        param_sets={"A": "L5PC_bbp", "B": "L5PC_bbp"},
+    )
     morph = tmp_path / "cell.asc"
     return SimpleNamespace(comp=comp, pdir=pdir, root=root, raw=raw, morph=morph)
 
@@ -71,15 +78,29 @@ def build_chain(root: Path, name: str, seed: int, groups_shift: int = 0) -> dict
     d = storage.partition_dir(root, "compiled_mechanisms", name)
     rec = d / "mechanisms.json"
     storage.atomic_write_text(rec, json.dumps({"mod_hash": "x"}))
-    write_manifest(d, asset="compiled_mechanisms", params=params, seed=None,
-                   code_version="1", outputs=[rec], inputs={})
+    write_manifest(
+        d,
+        asset="compiled_mechanisms",
+        params=params,
+        seed=None,
+        code_version="1",
+        outputs=[rec],
+        inputs={},
+    )
 
     d = storage.partition_dir(root, "segments_table", name)
     seg = d / "segments.npy"
     storage.atomic_write_bytes(seg, np.arange(0, 1000, params.dL).tobytes())
-    write_manifest(d, asset="segments_table", params=params, seed=None,
-                   code_version=CODE_VERSIONS["segments_table"], outputs=[seg],
-                   inputs={"params_file": pfile}, extra={"wall_time_s": 0.01})
+    write_manifest(
+        d,
+        asset="segments_table",
+        params=params,
+        seed=None,
+        code_version=CODE_VERSIONS["segments_table"],
+        outputs=[seg],
+        inputs={"params_file": pfile},
+        extra={"wall_time_s": 0.01},
+    )
     out["segments_table"] = seg
 
     d = storage.partition_dir(root, "functional_groups", name, seed)
@@ -88,9 +109,16 @@ def build_chain(root: Path, name: str, seed: int, groups_shift: int = 0) -> dict
     groups = rng.choice(segments, size=50) + groups_shift
     fg = d / "groups.npy"
     storage.atomic_write_bytes(fg, groups.tobytes())
-    write_manifest(d, asset="functional_groups", params=params, seed=seed,
-                   code_version=CODE_VERSIONS["functional_groups"], outputs=[fg],
-                   inputs={"segments": seg}, extra={"counts": {"groups": 50}})
+    write_manifest(
+        d,
+        asset="functional_groups",
+        params=params,
+        seed=seed,
+        code_version=CODE_VERSIONS["functional_groups"],
+        outputs=[fg],
+        inputs={"segments": seg},
+        extra={"counts": {"groups": 50}},
+    )
     out["functional_groups"] = fg
 
     d = storage.partition_dir(root, "exc_raster", name, seed)
@@ -104,9 +132,16 @@ def build_chain(root: Path, name: str, seed: int, groups_shift: int = 0) -> dict
         grp.attrs["sorting"] = "by_time"
         grp.create_dataset("timestamps", data=times).attrs["units"] = "ms"
         grp.create_dataset("node_ids", data=ids)
-    write_manifest(d, asset="exc_raster", params=params, seed=seed,
-                   code_version=CODE_VERSIONS["exc_raster"], outputs=[spikes],
-                   inputs={"functional_groups": fg}, extra={})
+    write_manifest(
+        d,
+        asset="exc_raster",
+        params=params,
+        seed=seed,
+        code_version=CODE_VERSIONS["exc_raster"],
+        outputs=[spikes],
+        inputs={"functional_groups": fg},
+        extra={},
+    )
     out["exc_raster"] = spikes
 
     d = storage.partition_dir(root, "simulation_outputs", name, seed)
@@ -117,10 +152,16 @@ def build_chain(root: Path, name: str, seed: int, groups_shift: int = 0) -> dict
         with h5py.File(tmp / "spikes.h5", "w") as f:
             f.create_dataset("spikes/biophysical/timestamps", data=t[::10])
         (tmp / "log.txt").write_text("ok\n")
-    write_manifest(d, asset="simulation_outputs", params=params, seed=seed,
-                   code_version=CODE_VERSIONS["simulation_outputs"], outputs=[sim_dir],
-                   inputs={"exc_raster": spikes, "segments": seg},
-                   extra={"engine": {"engine": "neuron", "threads": 1}})
+    write_manifest(
+        d,
+        asset="simulation_outputs",
+        params=params,
+        seed=seed,
+        code_version=CODE_VERSIONS["simulation_outputs"],
+        outputs=[sim_dir],
+        inputs={"exc_raster": spikes, "segments": seg},
+        extra={"engine": {"engine": "neuron", "threads": 1}},
+    )
     out["simulation_outputs"] = sim_dir / "spikes.h5"
     return out
 
@@ -149,7 +190,8 @@ def test_manifest_records_params_seed_code_components_and_inputs(env: SimpleName
     assert set(mech["files"]) == {"Ih.mod", "L5ExcSyn.mod"}
     assert mech["files"]["Ih.mod"] == storage.file_sha256(env.comp / "mechanisms" / "Ih.mod")
     assert m["components"]["biophysics"]["sha256"] == storage.file_sha256(
-        env.comp / "cells" / "L5PC_bbp.json")
+        env.comp / "cells" / "L5PC_bbp.json"
+    )
     assert m["components"]["morphology"]["sha256"] == storage.file_sha256(env.morph)
     inp = m["inputs"]["exc_raster"]
     assert inp["sha256"] == storage.file_sha256(files["exc_raster"])
@@ -172,8 +214,9 @@ def test_same_partition_twice_gives_identical_manifests_except_time_and_host(
         assert strip_volatile(before[asset]) == strip_volatile(after[asset]), asset
         assert set(before[asset]) - set(strip_volatile(before[asset])) == {"run"}
     # and the outputs themselves are byte-identical
-    assert after["exc_raster"]["outputs"][0]["sha256"] == before["exc_raster"]["outputs"][0][
-        "sha256"]
+    assert (
+        after["exc_raster"]["outputs"][0]["sha256"] == before["exc_raster"]["outputs"][0]["sha256"]
+    )
 
 
 def test_trace_from_simulation_output_to_params_and_seed(env: SimpleNamespace) -> None:
@@ -185,7 +228,11 @@ def test_trace_from_simulation_output_to_params_and_seed(env: SimpleNamespace) -
     assert d["asset"] == "simulation_outputs"
     assert d["output"]["matches"]
     assert [n["asset"] for n in d["chain"]] == [
-        "simulation_outputs", "exc_raster", "segments_table", "functional_groups"]
+        "simulation_outputs",
+        "exc_raster",
+        "segments_table",
+        "functional_groups",
+    ]
     assert d["params"]["name"] == "A"
     assert d["params"]["hash"] == load_param_set("A").params_hash
     assert Path(d["params"]["file"]) == env.pdir / "A.json"
@@ -233,8 +280,11 @@ def test_diff_names_the_changed_field(env: SimpleNamespace) -> None:
     c = build_chain(env.root, "C", 1)["simulation_outputs"]
     d = diff(a, c)
     assert not d["identical"]
-    assert d["summary"]["params"] == ["params.hash", "params.name",
-                                      "params.values.inh_frs.proximal.m"]
+    assert d["summary"]["params"] == [
+        "params.hash",
+        "params.name",
+        "params.values.inh_frs.proximal.m",
+    ]
     assert d["changed"]["params"]["params.values.inh_frs.proximal.m"] == {"a": 16.9, "b": 20.0}
     assert "seed" not in d["summary"] and "code" not in d["summary"]
     assert "params.values.inh_frs.proximal.m: 16.9 -> 20.0" in format_diff(d)
@@ -278,13 +328,21 @@ def test_status_edit_one_param_set_makes_only_its_partitions_stale(
         build_chain(env.root, name, seed)
 
     def rows() -> dict[tuple[str, int | None], dict]:
-        got = status(root=env.root, params_dir=env.pdir, code_versions=CODE_VERSIONS,
-                     shared_assets=SHARED, seed_assets=SEEDED)
+        got = status(
+            root=env.root,
+            params_dir=env.pdir,
+            code_versions=CODE_VERSIONS,
+            shared_assets=SHARED,
+            seed_assets=SEEDED,
+        )
         return {(r["param_set"], r["seed"]): r for r in got}
 
     before = rows()
     assert {k: r["state"] for k, r in before.items()} == {
-        ("A", 1): "fresh", ("A", 2): "fresh", ("B", 1): "fresh"}
+        ("A", 1): "fresh",
+        ("A", 2): "fresh",
+        ("B", 1): "fresh",
+    }
 
     edit_params(env, "A", inh_shift=3)
     after = rows()
@@ -311,26 +369,46 @@ def test_status_flags_mechanisms_biophysics_code_version_and_upstream(
     build_chain(env.root, "B", 1)
 
     def reasons(code_versions=CODE_VERSIONS) -> dict[str, set[str]]:
-        got = status(root=env.root, params_dir=env.pdir, code_versions=code_versions,
-                     shared_assets=SHARED, seed_assets=SEEDED)
+        got = status(
+            root=env.root,
+            params_dir=env.pdir,
+            code_versions=code_versions,
+            shared_assets=SHARED,
+            seed_assets=SEEDED,
+        )
         return {r["param_set"]: {x["kind"] for x in r["reasons"]} for r in got}
 
-    assert reasons(dict(CODE_VERSIONS, exc_raster="2")) == {"A": {"code_version"},
-                                                            "B": {"code_version"}}
+    assert reasons(dict(CODE_VERSIONS, exc_raster="2")) == {
+        "A": {"code_version"},
+        "B": {"code_version"},
+    }
     (env.comp / "mechanisms" / "Ih.mod").write_text("NEURON { SUFFIX Ih } : new\n")
     assert reasons() == {"A": {"mechanisms"}, "B": {"mechanisms"}}
     # only the asset that reads the .mod files is stale (the UI flags the same one)
-    rows = status(root=env.root, params_dir=env.pdir, code_versions=CODE_VERSIONS,
-                  shared_assets=SHARED, seed_assets=SEEDED)
+    rows = status(
+        root=env.root,
+        params_dir=env.pdir,
+        code_versions=CODE_VERSIONS,
+        shared_assets=SHARED,
+        seed_assets=SEEDED,
+    )
     assert {x["asset"] for r in rows for x in r["reasons"]} == {"compiled_mechanisms"}
     # the mechanism folder in use now decides, not the one the manifest recorded
     other = env.comp.parent / "other_mechanisms"
     other.mkdir()
     (other / "Ih.mod").write_text("NEURON { SUFFIX Ih }\n")
     (other / "L5ExcSyn.mod").write_text("NEURON { POINT_PROCESS L5ExcSyn }\n")
-    assert {r["param_set"]: {x["kind"] for x in r["reasons"]} for r in status(
-        root=env.root, params_dir=env.pdir, code_versions=CODE_VERSIONS, shared_assets=SHARED,
-        seed_assets=SEEDED, mod_dir=other)} == {"A": set(), "B": set()}
+    assert {
+        r["param_set"]: {x["kind"] for x in r["reasons"]}
+        for r in status(
+            root=env.root,
+            params_dir=env.pdir,
+            code_versions=CODE_VERSIONS,
+            shared_assets=SHARED,
+            seed_assets=SEEDED,
+            mod_dir=other,
+        )
+    } == {"A": set(), "B": set()}
     (env.comp / "mechanisms" / "Ih.mod").write_text("NEURON { SUFFIX Ih }\n")
     (env.comp / "cells" / "L5PC_bbp.json").write_text('{"soma": {"g_pas": 4e-05}}\n')
     assert reasons() == {"A": {"biophysics"}, "B": {"biophysics"}}
@@ -343,13 +421,28 @@ def test_status_flags_mechanisms_biophysics_code_version_and_upstream(
     params = load_param_set("A")
     fg_dir = storage.partition_dir(env.root, "functional_groups", "A", 1)
     (fg_dir / "groups.npy").write_bytes(b"other groups")
-    write_manifest(fg_dir, asset="functional_groups", params=params, seed=1,
-                   code_version="1", outputs=[fg_dir / "groups.npy"],
-                   inputs={"segments": storage.partition_dir(
-                       env.root, "segments_table", "A") / "segments.npy"}, extra={})
-    got = {r["param_set"]: r for r in status(root=env.root, params_dir=env.pdir,
-                                              code_versions=CODE_VERSIONS,
-                                              shared_assets=SHARED, seed_assets=SEEDED)}
+    write_manifest(
+        fg_dir,
+        asset="functional_groups",
+        params=params,
+        seed=1,
+        code_version="1",
+        outputs=[fg_dir / "groups.npy"],
+        inputs={
+            "segments": storage.partition_dir(env.root, "segments_table", "A") / "segments.npy"
+        },
+        extra={},
+    )
+    got = {
+        r["param_set"]: r
+        for r in status(
+            root=env.root,
+            params_dir=env.pdir,
+            code_versions=CODE_VERSIONS,
+            shared_assets=SHARED,
+            seed_assets=SEEDED,
+        )
+    }
     assert got["B"]["state"] == "fresh"
     assert got["A"]["state"] == "stale"
     stale_assets = {x["asset"] for x in got["A"]["reasons"]}

@@ -46,8 +46,20 @@ def small_params(tmp_path: Path, **over: object):
 def synthetic_segments() -> pd.DataFrame:
     """A toy morphology's segments table (contract columns): soma, 12 basal, 16 apical sections."""
     rows = []
-    rows.append(dict(bmtk_id=0, x=0.5, type="soma", sec_index=0, distance=0.0,
-                     coord_x=0.0, coord_y=0.0, coord_z=0.0, diam=20.0, length=20.0))
+    rows.append(
+        dict(
+            bmtk_id=0,
+            x=0.5,
+            type="soma",
+            sec_index=0,
+            distance=0.0,
+            coord_x=0.0,
+            coord_y=0.0,
+            coord_z=0.0,
+            diam=20.0,
+            length=20.0,
+        )
+    )
     bid = 1
     for kind, n_sec, direction in (("dend", 12, -1.0), ("apic", 16, 1.0)):
         for s in range(n_sec):
@@ -56,11 +68,20 @@ def synthetic_segments() -> pd.DataFrame:
             for k in range(nseg):
                 x = (k + 0.5) / nseg
                 d = 10.0 + 200.0 * x + 15.0 * (s % 3)
-                rows.append(dict(
-                    bmtk_id=bid, x=x, type=kind, sec_index=s, distance=d,
-                    coord_x=d * 0.3 * np.cos(angle), coord_y=direction * d,
-                    coord_z=d * 0.3 * np.sin(angle), diam=1.0, length=200.0 / nseg,
-                ))
+                rows.append(
+                    dict(
+                        bmtk_id=bid,
+                        x=x,
+                        type=kind,
+                        sec_index=s,
+                        distance=d,
+                        coord_x=d * 0.3 * np.cos(angle),
+                        coord_y=direction * d,
+                        coord_z=d * 0.3 * np.sin(angle),
+                        diam=1.0,
+                        length=200.0 / nseg,
+                    )
+                )
             bid += 1
     return pd.DataFrame(rows)
 
@@ -117,17 +138,20 @@ def test_counts_and_locations(built):
         with h5py.File(files.edges[src]) as f:
             g = f[f"edges/{src}_to_{CELL_POP}"]
             got = g["0"]["nsyns"][()][g["edge_group_index"][()]]
-            want = np.concatenate([nsyns[f"{t.population}/{t.pop_name}"]
-                                   for t in INH_TARGETS if t.population == src])
+            want = np.concatenate(
+                [nsyns[f"{t.population}/{t.pop_name}"] for t in INH_TARGETS if t.population == src]
+            )
             np.testing.assert_array_equal(got, want)
             np.testing.assert_array_equal(g["source_node_id"][()], np.arange(want.size))
         with open(files.edge_types[src], newline="") as f:
             rows = list(csv.DictReader(f, delimiter=" "))
         targets = [t for t in INH_TARGETS if t.population == src]
-        assert [r["target_sections"] for r in rows] == [str(list(t.target_sections))
-                                                        for t in targets]
-        assert [json.loads(r["distance_range"]) for r in rows] == [list(t.distance_range)
-                                                                   for t in targets]
+        assert [r["target_sections"] for r in rows] == [
+            str(list(t.target_sections)) for t in targets
+        ]
+        assert [json.loads(r["distance_range"]) for r in rows] == [
+            list(t.distance_range) for t in targets
+        ]
     pv = params.peri_inh
     all_pv = np.concatenate([nsyns[f"{PROX_POP}/on_soma"], nsyns[f"{PROX_POP}/on_dend"]])
     assert all_pv.min() >= pv.min and all_pv.max() <= pv.max
@@ -147,8 +171,11 @@ def test_byte_deterministic_across_processes(built, tmp_path):
         "build_network(Path(sys.argv[1]) / 'sub', p, _groups(p, 7), 7)\n"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
-                   check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
+        check=True,
+        env=env,
+    )
     for other in (again, None):
         d = other.network_dir if other else tmp_path / "sub"
         for p in files.all_files():
@@ -177,13 +204,15 @@ def test_sim_config_valid_for_bionet(built, tmp_path):
     assert conf.spike_threshold == -10.0
     assert {i["node_set"] for i in conf.inputs.values()} == {EXC_POP, PROX_POP, DIST_POP}
     assert {Path(i["input_file"]).resolve() for i in conf.inputs.values()} == {
-        p.resolve() for p in spikes.values()}
+        p.resolve() for p in spikes.values()
+    }
     assert Path(conf.output_dir) == (tmp_path / "cfg" / "output").resolve()
     assert [r["sections"] for r in conf.reports.values()] == ["soma"]
     assert len(conf.nodes) == 4 and len(conf.edges) == 3
     net_files = {p.resolve() for p in files.all_files()}
     assert {Path(n[k]).resolve() for n in conf.nodes for k in n} | {
-        Path(e[k]).resolve() for e in conf.edges for k in e} == net_files
+        Path(e[k]).resolve() for e in conf.edges for k in e
+    } == net_files
     # written deterministically
     again = write_sim_config(tmp_path / "cfg2", params, files.network_dir, spikes, seed=7)
     for a, b in zip(cfg.all_files(), again.all_files(), strict=True):
@@ -194,8 +223,9 @@ def test_population_without_nodes(tmp_path):
     """No PV+ cells (basal_prox 0, n_soma_syns 0): no prox files, no prox input in the config."""
     from bmtk.simulator import bionet
 
-    params = small_params(tmp_path, n_soma_syns=0,
-                          lengths={"basal_dist": 400, "basal_prox": 0, "apic": 600})
+    params = small_params(
+        tmp_path, n_soma_syns=0, lengths={"basal_dist": 400, "basal_prox": 0, "apic": 600}
+    )
     assert params.counts.pv_total == 0
     files = build_network(tmp_path / "net", params, _groups(params, 3), 3)
     assert PROX_POP not in files.nodes and PROX_POP not in files.edges
@@ -213,10 +243,14 @@ def test_population_without_nodes(tmp_path):
 
 # SPEC 5, hard-coded: where each inhibitory sub-population's synapses may go.
 SPEC_INH_TARGETS = {
-    PROX_POP: [("on_soma", "PV2PN.json", "['somatic']", [-2000.0, 2000.0]),
-               ("on_dend", "PV2PN.json", "['dend']", [0.0, 50.0])],
-    DIST_POP: [("dend", "SOM2PN.json", "['dend']", [50.0, 2000.0]),
-               ("apic", "SOM2PN.json", "['apic']", [50.0, 2000.0])],
+    PROX_POP: [
+        ("on_soma", "PV2PN.json", "['somatic']", [-2000.0, 2000.0]),
+        ("on_dend", "PV2PN.json", "['dend']", [0.0, 50.0]),
+    ],
+    DIST_POP: [
+        ("dend", "SOM2PN.json", "['dend']", [50.0, 2000.0]),
+        ("apic", "SOM2PN.json", "['apic']", [50.0, 2000.0]),
+    ],
 }
 
 
@@ -230,13 +264,16 @@ def test_inhibitory_targets_match_spec(built):
         with h5py.File(files.nodes[src]) as f:
             type_ids = f[f"nodes/{src}/node_type_id"][()]
         with open(files.node_types[src], newline="") as f:
-            pop_of_type = {int(r["node_type_id"]): r["pop_name"]
-                           for r in csv.DictReader(f, delimiter=" ")}
+            pop_of_type = {
+                int(r["node_type_id"]): r["pop_name"] for r in csv.DictReader(f, delimiter=" ")
+            }
         # node order: the first sub-population's cells first
         names = [pop_of_type[int(t)] for t in type_ids]
         assert names == sorted(names, key=[w[0] for w in want].index)
-        got = [(r["dynamics_params"], r["target_sections"], json.loads(r["distance_range"]))
-               for r in rows]
+        got = [
+            (r["dynamics_params"], r["target_sections"], json.loads(r["distance_range"]))
+            for r in rows
+        ]
         assert got == [(w[1], w[2], w[3]) for w in want]
         assert {r["model_template"] for r in rows} == {"L5GabaSyn"}
 

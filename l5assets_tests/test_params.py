@@ -135,8 +135,14 @@ def test_reference_cell_keys_are_accepted_but_hay_template_needs_a_choice(
     reference_raw: dict,
 ) -> None:
     raw = copy.deepcopy(reference_raw)
-    raw["cell"].update({"model_template": "hoc:L5PCtemplate", "segments_file": "L5Segments.csv",
-                        "dynamic_params": "L5PC.json", "model_processing": "None"})
+    raw["cell"].update(
+        {
+            "model_template": "hoc:L5PCtemplate",
+            "segments_file": "L5Segments.csv",
+            "dynamic_params": "L5PC.json",
+            "model_processing": "None",
+        }
+    )
     assert P.validate_params(raw).biophysics == "L5PC_hay_C060114A7"  # explicit one wins
     del raw["cell"]["biophysics"]
     with pytest.raises(P.ParamsError, match="'cell.biophysics' is missing.*L5PC_reference"):

@@ -24,8 +24,9 @@ from l5assets.science.spikes import SpikeTrains
 
 @pytest.fixture(scope="module")
 def groups(toy_segments: pd.DataFrame, params_quick: ParamSet) -> pd.DataFrame:
-    return build_functional_groups(toy_segments, params_quick,
-                                   stage_rng(123, "functional_groups")).groups
+    return build_functional_groups(
+        toy_segments, params_quick, stage_rng(123, "functional_groups")
+    ).groups
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,9 @@ def test_raster_is_groups_in_order(quick: SpikeTrains, groups: pd.DataFrame) -> 
         assert np.array_equal(mine.timestamps, ref.timestamps)
 
 
-def test_deterministic_and_seeded(quick: SpikeTrains, groups: pd.DataFrame,
-                                  params_quick: ParamSet) -> None:
+def test_deterministic_and_seeded(
+    quick: SpikeTrains, groups: pd.DataFrame, params_quick: ParamSet
+) -> None:
     again = exc_raster(groups, params_quick, stage_rng(123, "exc_raster"))
     assert np.array_equal(again.node_ids, quick.node_ids)
     assert np.array_equal(again.timestamps, quick.timestamps)

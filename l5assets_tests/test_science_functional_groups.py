@@ -21,8 +21,9 @@ XYZ = ["coord_x", "coord_y", "coord_z"]
 
 @pytest.fixture(scope="module")
 def fg(toy_segments: pd.DataFrame, params_reference: ParamSet) -> FunctionalGroups:
-    return build_functional_groups(toy_segments, params_reference, stage_rng(123,
-                                                                            "functional_groups"))
+    return build_functional_groups(
+        toy_segments, params_reference, stage_rng(123, "functional_groups")
+    )
 
 
 def test_reference_param_counts(params_reference: ParamSet) -> None:
@@ -55,8 +56,9 @@ def test_group_and_node_counts(fg: FunctionalGroups) -> None:
     assert np.array_equal(ng.group.to_numpy()[s.node_id], s.group.to_numpy())
 
 
-def test_geometry(fg: FunctionalGroups, toy_segments: pd.DataFrame,
-                  params_reference: ParamSet) -> None:
+def test_geometry(
+    fg: FunctionalGroups, toy_segments: pd.DataFrame, params_reference: ParamSet
+) -> None:
     s, cl, g = fg.synapses, fg.clusters, fg.groups
     centre = cl.set_index(["group", "cluster"]).loc[list(zip(s.group, s.cluster, strict=True))]
     d_syn = np.linalg.norm(s[XYZ].to_numpy() - centre[XYZ].to_numpy(), axis=1)
@@ -92,14 +94,17 @@ def test_synapses_per_cell(fg: FunctionalGroups, params_reference: ParamSet) -> 
     assert s.groupby(["group", "cluster"]).segment.nunique().max() > 1
 
 
-def test_deterministic(fg: FunctionalGroups, toy_segments: pd.DataFrame,
-                       params_reference: ParamSet) -> None:
-    again = build_functional_groups(toy_segments, params_reference,
-                                    stage_rng(123, "functional_groups"))
+def test_deterministic(
+    fg: FunctionalGroups, toy_segments: pd.DataFrame, params_reference: ParamSet
+) -> None:
+    again = build_functional_groups(
+        toy_segments, params_reference, stage_rng(123, "functional_groups")
+    )
     pd.testing.assert_frame_equal(fg.synapses, again.synapses)
     pd.testing.assert_frame_equal(fg.groups, again.groups)
-    other = build_functional_groups(toy_segments, params_reference,
-                                    stage_rng(124, "functional_groups"))
+    other = build_functional_groups(
+        toy_segments, params_reference, stage_rng(124, "functional_groups")
+    )
     assert not fg.groups.segment.equals(other.groups.segment)
 
 
@@ -110,8 +115,9 @@ def test_group_sizes() -> None:
     assert group_sizes(0, 100).size == 0
 
 
-def test_tiny_morphology_uses_available_clusters(tiny_segments: pd.DataFrame,
-                                                 params_quick: ParamSet) -> None:
+def test_tiny_morphology_uses_available_clusters(
+    tiny_segments: pd.DataFrame, params_quick: ParamSet
+) -> None:
     p = dataclasses.replace(params_quick, basal_dist=60.0, apic=30.0, cells_per_group=10)
     assert (p.counts.exc_basal, p.counts.exc_apic, p.counts.clusters_per_group) == (25, 12, 2)
     out = build_functional_groups(tiny_segments, p, stage_rng(1, "functional_groups"))
@@ -132,5 +138,6 @@ def test_no_candidates_is_an_error(tiny_segments: pd.DataFrame, params_quick: Pa
     with pytest.raises(ValueError, match="no 'apic' segments"):
         build_functional_groups(no_apic, params_quick, stage_rng(1, "functional_groups"))
     with pytest.raises(ValueError, match="lacks column"):
-        build_functional_groups(tiny_segments.drop(columns="coord_z"), params_quick,
-                                stage_rng(1, "functional_groups"))
+        build_functional_groups(
+            tiny_segments.drop(columns="coord_z"), params_quick, stage_rng(1, "functional_groups")
+        )

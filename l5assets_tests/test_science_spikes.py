@@ -36,7 +36,8 @@ def test_layout_and_sort_order(tmp_path: Path) -> None:
     assert np.array_equal(back.timestamps, ref.timestamps)
     # same multiset of (node, time) pairs as written
     assert sorted(zip(t.node_ids, t.timestamps, strict=True)) == sorted(
-        zip(back.node_ids, back.timestamps, strict=True))
+        zip(back.node_ids, back.timestamps, strict=True)
+    )
 
 
 def test_bmtk_reads_it(tmp_path: Path) -> None:
@@ -54,8 +55,9 @@ def test_two_writes_are_byte_identical(tmp_path: Path) -> None:
     t = _trains()
     a = write_sonata_spikes(tmp_path / "a.h5", "pop", t)
     time.sleep(1.1)  # HDF5 object timestamps have 1-s resolution
-    b = write_sonata_spikes(tmp_path / "b.h5", "pop", SpikeTrains(t.node_ids[::-1],
-                                                                   t.timestamps[::-1]))
+    b = write_sonata_spikes(
+        tmp_path / "b.h5", "pop", SpikeTrains(t.node_ids[::-1], t.timestamps[::-1])
+    )
     assert a.read_bytes() == b.read_bytes()
 
 

@@ -49,8 +49,15 @@ def small_params():
 
 
 def _runner(config: Path, out: Path, *flags: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "l5assets.simulation.runner", str(config),
-           "--output-dir", str(out), *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "l5assets.simulation.runner",
+        str(config),
+        "--output-dir",
+        str(out),
+        *flags,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -59,8 +66,11 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sim")
     params = small_params()
     seg_file = tmp / "segments.parquet"
-    subprocess.run([sys.executable, "-c", SEGMENTS_SCRIPT, params.biophysics, str(params.dL),
-                    str(seg_file)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", SEGMENTS_SCRIPT, params.biophysics, str(params.dL), str(seg_file)],
+        check=True,
+        capture_output=True,
+    )
     segments = pd.read_parquet(seg_file)
     groups = build_functional_groups(segments, params, stage_rng(SEED, "functional_groups"))
     net = build_network(tmp / "network", params, groups, SEED)
@@ -69,10 +79,16 @@ def runs(tmp_path_factory):
     c = params.counts
     trains = {
         EXC_POP: exc,
-        PROX_POP: inh_raster(c.pv_total, params.proximal, profile, params.stop,
-                             stage_rng(SEED, "inh_raster_proximal")),
-        DIST_POP: inh_raster(c.som_total, params.distal, profile, params.stop,
-                             stage_rng(SEED, "inh_raster_distal")),
+        PROX_POP: inh_raster(
+            c.pv_total,
+            params.proximal,
+            profile,
+            params.stop,
+            stage_rng(SEED, "inh_raster_proximal"),
+        ),
+        DIST_POP: inh_raster(
+            c.som_total, params.distal, profile, params.stop, stage_rng(SEED, "inh_raster_distal")
+        ),
     }
     spike_files = {p: write_sonata_spikes(tmp / f"{p}.h5", p, t) for p, t in trains.items()}
     cfg = write_sim_config(tmp / "config", params, net.network_dir, spike_files, seed=SEED)
@@ -154,9 +170,7 @@ def test_synapse_table(runs):
     som = tab[tab["source_population"] == DIST_POP]
     assert set(som["section_type"]) == {"dend", "apic"}
     assert (som["distance"] > 50 - 10).all()
-    np.testing.assert_array_equal(
-        inh["weight"], np.where(inh["section_type"] == "soma", 0.06, 0.1)
-    )
+    np.testing.assert_array_equal(inh["weight"], np.where(inh["section_type"] == "soma", 0.06, 0.1))
     # one inhibitory row per synapse: per source cell, nsyns rows
     per_src = pv.groupby("source_node_id").size()
     with h5py.File(net.edges[PROX_POP]) as f:
@@ -179,12 +193,17 @@ def test_deterministic_and_sharing_exact(runs):
 
 def test_summary(runs):
     params, groups, net, trains, spike_files, outs, results = runs
-    s = summarize(outs["share"] / "spikes.h5", spike_files, params.stop * 1000,
-                  membrane_report=outs["share"] / "v_report.h5")
+    s = summarize(
+        outs["share"] / "spikes.h5",
+        spike_files,
+        params.stop * 1000,
+        membrane_report=outs["share"] / "v_report.h5",
+    )
     assert s["spike_count"] == results["share"]["spike_count"]
     assert s["firing_rate_hz"] == pytest.approx(s["spike_count"] / params.stop)
     assert {p: v["spike_count"] for p, v in s["input_spikes"].items()} == {
-        p: len(t) for p, t in trains.items()}
+        p: len(t) for p, t in trains.items()
+    }
     assert -90 < s["soma_v_mean_mv"] < 0
     # a 200 ms run: the default 150 ms transient is capped at half the run
     assert s["soma_v_window_ms"] == [100.0, 200.0]
@@ -258,9 +277,11 @@ def test_summary_windows(tmp_path):
         EXC_POP: write_sonata_spikes(tmp_path / "exc.h5", EXC_POP, exc),
         PROX_POP: write_sonata_spikes(tmp_path / "pv.h5", PROX_POP, inh),
     }
-    cell = write_sonata_spikes(tmp_path / "cell.h5", "biophysical",
-                               SpikeTrains(np.zeros(4, dtype=np.int64),
-                                           np.array([100.0, 300.0, 600.0, 900.0])))
+    cell = write_sonata_spikes(
+        tmp_path / "cell.h5",
+        "biophysical",
+        SpikeTrains(np.zeros(4, dtype=np.int64), np.array([100.0, 300.0, 600.0, 900.0])),
+    )
     dt = 0.1
     t = np.arange(0.0, tstop, dt)
     v = np.where(t < 40.0, -80.0 + 15.0 * t / 40.0, -65.0)  # relaxation, then flat

@@ -54,8 +54,9 @@ def _clamped_soma(h):
     return soma, clamp
 
 
-def _run(h, tstop: float, events: list[tuple[object, float]], rec: dict[str, object],
-         dt: float = 0.025):
+def _run(
+    h, tstop: float, events: list[tuple[object, float]], rec: dict[str, object], dt: float = 0.025
+):
     h.dt = dt
     vecs = {k: h.Vector().record(ref) for k, ref in rec.items()}
     tvec = h.Vector().record(h._ref_t)
@@ -114,22 +115,38 @@ def test_dynamics_files_match_spec():
     pn, pv, som = (syn.synapse_model(f"{n}.json") for n in ("PN2PN", "PV2PN", "SOM2PN"))
     assert pn.mechanism == EXC and pv.mechanism == som.mechanism == GABA
     assert [pn.param(k) for k in ("tau_r_AMPA", "tau_d_AMPA", "tau_r_NMDA", "tau_d_NMDA")] == [
-        0.2, 1.7, 0.29, 43.0]
+        0.2,
+        1.7,
+        0.29,
+        43.0,
+    ]
     assert [pn.param(k) for k in ("P", "d1", "tauD1", "d2", "tauD2", "f", "fac_min")] == [
-        0.6, 0.95, 35.0, 0.8, 250.0, 1.0, 0.2]
+        0.6,
+        0.95,
+        35.0,
+        0.8,
+        250.0,
+        1.0,
+        0.2,
+    ]
     # SPEC 7: the reference runs BOTH PV+ and SOM+ synapses at gbar 1 uS (its SOM2PN file's
     # 0.006 never reaches the synapse); 0.006 is kept as a non-default file
     assert (pv.param("gbar"), som.param("gbar")) == (1.0, 1.0)
     assert syn.synapse_model("SOM2PN_file_gbar").param("gbar") == 0.006
     assert (pv.param("d1"), pv.param("tauD1"), pv.param("d2"), pv.param("tauD2")) == (
-        0.7, 40.0, 0.7, 500.0)
+        0.7,
+        40.0,
+        0.7,
+        500.0,
+    )
     assert (som.param("d1"), som.param("tauD1"), som.param("d2")) == (0.8, 200.0, 1.0)
     for m in (pv, som):
         assert (m.param("P"), m.param("fac_min"), m.param("e")) == (0.25, 0.15, -75.0)
         assert (m.param("W_soma"), m.param("W_dend")) == (0.06, 0.1)
     with pytest.raises(syn.SynapseError):
-        syn.synapse_model({"level_of_detail": EXC, "W_mean": 1, "W_sd": 1, "W_max": 1,
-                           "tauD3": 1.0})
+        syn.synapse_model(
+            {"level_of_detail": EXC, "W_mean": 1, "W_sd": 1, "W_max": 1, "tauD3": 1.0}
+        )
 
 
 def test_exc_single_event_peaks_equal_W(h):
@@ -137,13 +154,18 @@ def test_exc_single_event_peaks_equal_W(h):
     pool = syn.SynapsePool(release_seed=11)
     nc = pool.connect(None, _model("PN2PN"), soma, 0.5, W=2.0, sid=0)
     pp = nc.syn()
-    t, r = _run(h, 150.0, [(nc, 5.0)], {"ga": pp._ref_g_AMPA, "gn": pp._ref_g_NMDA,
-                                          "mg": pp._ref_mggate, "v": soma(0.5)._ref_v})
+    t, r = _run(
+        h,
+        150.0,
+        [(nc, 5.0)],
+        {"ga": pp._ref_g_AMPA, "gn": pp._ref_g_NMDA, "mg": pp._ref_mggate, "v": soma(0.5)._ref_v},
+    )
     W_uS = 2.0e-3
     # traces are the normalised dual exponentials (exact integration), peak of kernel = 1
     np.testing.assert_allclose(r["ga"], W_uS * _kernel(t - 5.0, 0.2, 1.7), rtol=0, atol=1e-15)
-    np.testing.assert_allclose(r["gn"], W_uS * _kernel(t - 5.0, 0.29, 43.0) * r["mg"],
-                               rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        r["gn"], W_uS * _kernel(t - 5.0, 0.29, 43.0) * r["mg"], rtol=0, atol=1e-15
+    )
     fine = np.linspace(0, 10, 200001)
     assert _kernel(fine, 0.2, 1.7).max() == pytest.approx(1.0, abs=1e-9)
     assert _kernel(np.linspace(0, 20, 200001), 0.29, 43.0).max() == pytest.approx(1.0, abs=1e-9)
@@ -171,8 +193,7 @@ def test_exc_depression_release_and_gate(h, gates):
     nc = pool.connect(None, m, soma, 0.5, W=W, sid=sid)
     pp = nc.syn()
     times = 10.0 + np.cumsum(np.r_[0.0, np.full(25, 5.0), np.full(10, 40.0), 300.0])
-    t, r = _run(h, float(times[-1]) + 20.0, [(nc, float(x)) for x in times],
-                {"ga": pp._ref_g_AMPA})
+    t, r = _run(h, float(times[-1]) + 20.0, [(nc, float(x)) for x in times], {"ga": pp._ref_g_AMPA})
     u = _draws(pool, pp, sid, len(times))
     amps, d1, d2 = _exc_amplitudes(times, u, m, W, gates)
     expected = sum(a * _kernel(t - tk, 0.2, 1.7) for a, tk in zip(amps, times, strict=True))
@@ -221,17 +242,20 @@ def _gaba_expected(t, spikes, released, m: syn.SynapseModel, W: float, cdur: flo
     g = np.zeros_like(t)
     r0, t0, on, fac = 0.0, 0.0, False, 1.0
     ends = [s + cdur for s in rel]
-    switch = sorted([(s, "on", k) for k, s in enumerate(rel)] + [(e, "off", k) for k, e in
-                                                                    enumerate(ends)])
+    switch = sorted(
+        [(s, "on", k) for k, s in enumerate(rel)] + [(e, "off", k) for k, e in enumerate(ends)]
+    )
     marks = []
     for time, kind, k in switch:
-        r_now = (rinf + (r0 - rinf) * math.exp(-(time - t0) / rtau)) if on else \
-            r0 * math.exp(-b * (time - t0))
+        r_now = (
+            (rinf + (r0 - rinf) * math.exp(-(time - t0) / rtau))
+            if on
+            else r0 * math.exp(-b * (time - t0))
+        )
         if kind == "on":
             r0, t0, on, fac = r_now, time, True, facs[k]
             marks.append((time, r0, t0, True, fac))
-        elif on and not any(rel[j] > rel[k] and rel[j] <= time for j in range(len(rel))
-                            if j != k):
+        elif on and not any(rel[j] > rel[k] and rel[j] <= time for j in range(len(rel)) if j != k):
             r0, t0, on = r_now, time, False
             marks.append((time, r0, t0, False, fac))
     for i, tt in enumerate(t):
@@ -242,8 +266,11 @@ def _gaba_expected(t, spikes, released, m: syn.SynapseModel, W: float, cdur: flo
         if state is None:
             continue
         _, r0_, t0_, on_, fac_ = state
-        r_ = (rinf + (r0_ - rinf) * math.exp(-(tt - t0_) / rtau)) if on_ else \
-            r0_ * math.exp(-b * (tt - t0_))
+        r_ = (
+            (rinf + (r0_ - rinf) * math.exp(-(tt - t0_) / rtau))
+            if on_
+            else r0_ * math.exp(-b * (tt - t0_))
+        )
         g[i] = p["gbar"] * W * fac_ * r_
     return g
 
@@ -257,15 +284,17 @@ def test_gaba_kinetics_depression_units_and_reversal(h):
     nc = pool.connect(None, m, soma, 0.5, W=W, sid=0)
     pp = nc.syn()
     spikes = [5.0, 5.5, 20.0, 30.0, 60.0]  # 5.5 arrives during the first pulse: extends it
-    t, r = _run(h, 120.0, [(nc, s) for s in spikes],
-                {"g": pp._ref_g, "i": pp._ref_i, "v": soma(0.5)._ref_v})
+    t, r = _run(
+        h, 120.0, [(nc, s) for s in spikes], {"g": pp._ref_g, "i": pp._ref_i, "v": soma(0.5)._ref_v}
+    )
     expected = _gaba_expected(t, spikes, [True] * len(spikes), m, W, cdur)
     np.testing.assert_allclose(r["g"], expected, rtol=0, atol=1e-12)
     # g in uS: the first pulse alone (before the 5.5 ms spike) rises as gbar W rinf (1 - e^-t/rtau)
     a, b = 1.52, 0.14
     k = int(np.searchsorted(t, 5.25 - 1e-9))
     assert r["g"][k] == pytest.approx(
-        1.0 * W * a / (a + b) * (1 - math.exp(-(t[k] - 5.0) * (a + b))), rel=1e-12)
+        1.0 * W * a / (a + b) * (1 - math.exp(-(t[k] - 5.0) * (a + b))), rel=1e-12
+    )
     assert r["g"][t <= 5.0 + 1e-9].max() == 0
     assert syn.netcon_field(nc, "nrel", GABA) == 5
     assert syn.netcon_field(nc, "D1", GABA) < 0.7  # depressed by five releases
@@ -296,8 +325,11 @@ def test_gaba_release_probability_gates_pulse(h):
 # GABA_A: transmitter on for Cdur, r' = Alpha (1 - r) - Beta r, so the peak is
 # r_inf (1 - exp(-(Alpha + Beta) Cdur)) with r_inf = Alpha / (Alpha + Beta); g_eff = W gbar r.
 _SPEC_ALPHA, _SPEC_BETA, _SPEC_CDUR = 1.52, 0.14, 0.7254
-_SPEC_R_PEAK = _SPEC_ALPHA / (_SPEC_ALPHA + _SPEC_BETA) * (
-    1 - math.exp(-(_SPEC_ALPHA + _SPEC_BETA) * _SPEC_CDUR))
+_SPEC_R_PEAK = (
+    _SPEC_ALPHA
+    / (_SPEC_ALPHA + _SPEC_BETA)
+    * (1 - math.exp(-(_SPEC_ALPHA + _SPEC_BETA) * _SPEC_CDUR))
+)
 SPEC_PEAK_NS = {  # (file, location weight key) -> peak conductance of one event, nS
     ("PV2PN", "W_soma"): 0.06 * 1.0 * _SPEC_R_PEAK * 1e3,  # 38.5 nS
     ("PV2PN", "W_dend"): 0.1 * 1.0 * _SPEC_R_PEAK * 1e3,  # 64.1 nS
@@ -393,8 +425,12 @@ def _simulate(h, *, share: bool, seed: int = 2024, order=None, gates: bool = Fal
         events += [(nc, float(s)) for s in times]
     # a large PV conductance on the soma: clamp-free run, keep dt as the reference
     t, r = _run(h, 300.0, events, {"v": soma(0.5)._ref_v}, dt=0.1)
-    nrel = np.array([syn.netcon_field(ncs[i], "nrel", syn.mechanism_of(ncs[i].syn()))
-                     for i in range(len(conns))])
+    nrel = np.array(
+        [
+            syn.netcon_field(ncs[i], "nrel", syn.mechanism_of(ncs[i].syn()))
+            for i in range(len(conns))
+        ]
+    )
     n_pp = len(pool.point_processes)
     return r["v"], nrel, n_pp
 
@@ -468,10 +504,12 @@ def test_bmtk_registration_shares_point_processes(h):
     syn.register_bmtk_synapse_models(pool)
     sec = h.Section(name="bmtkdend")
     sec.nseg = 5
-    pn = dict(__import__("json").loads((syn.paths.synaptic_models_dir() / "PN2PN.json")
-                                       .read_text()))
-    pv = dict(__import__("json").loads((syn.paths.synaptic_models_dir() / "PV2PN.json")
-                                       .read_text()))
+    pn = dict(
+        __import__("json").loads((syn.paths.synaptic_models_dir() / "PN2PN.json").read_text())
+    )
+    pv = dict(
+        __import__("json").loads((syn.paths.synaptic_models_dir() / "PV2PN.json").read_text())
+    )
     make_exc = nrn.py_modules.synapse_model(pn["level_of_detail"])
     make_gaba = nrn.py_modules.synapse_model(pv["level_of_detail"])
     a, b = make_exc(pn, 0.5, sec), make_exc(pn, 0.55, sec)
@@ -490,7 +528,9 @@ def test_configure_connections_weights_and_sids(h):
     def build(order):
         pool = syn.SynapsePool(release_seed=1)
         spec = [(pn, sec, 0.5, "exc_stim", n) for n in range(6)] + [
-            (pv, soma, 0.5, "prox_inh_stim", 0), (pv, sec, 0.2, "prox_inh_stim", 1)]
+            (pv, soma, 0.5, "prox_inh_stim", 0),
+            (pv, sec, 0.2, "prox_inh_stim", 1),
+        ]
         pairs = []
         for i in order:
             m, s, x, pop, nid = spec[i]
@@ -567,11 +607,16 @@ def _run_coreneuron(mode: str) -> dict:
     core = compile_mechanisms(coreneuron=True)
     lib = next(Path(core.directory).rglob("libcorenrnmech.so"))
     env = dict(os.environ, CORENEURONLIB=str(lib))
-    proc = subprocess.run([sys.executable, "-c", _CORENEURON_SCRIPT, mode], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CORENEURON_SCRIPT, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 def test_coreneuron_bit_identical_to_neuron_with_sharing():
@@ -616,8 +661,10 @@ def test_configure_refuses_connections_that_do_not_fit(h):
     sec = h.Section(name="cap")
     pool = syn.SynapsePool(release_seed=1, stride=2**33)  # two connections per class at most
     pn = syn.synapse_model("PN2PN")
-    pairs = [(h.NetCon(None, pool.point_process(pn, sec, 0.5)),
-              syn.ConnectionKey("exc_stim", n, 0, 0.5)) for n in range(3)]
+    pairs = [
+        (h.NetCon(None, pool.point_process(pn, sec, 0.5)), syn.ConnectionKey("exc_stim", n, 0, 0.5))
+        for n in range(3)
+    ]
     with pytest.raises(syn.SynapseError, match="maximum supported duration"):
         syn.configure_connections(pairs, pool, weight_seed=1)
     syn.configure_connections(pairs[:2], pool, weight_seed=1)

@@ -87,11 +87,7 @@ def diff(a: str | Path, b: str | Path) -> dict[str, Any]:
         va, vb = fa.get(field), fb.get(field)
         if va != vb:
             changed.setdefault(_category(field), {})[field] = {"a": va, "b": vb}
-    summary = {
-        cat: sorted(fields)
-        for cat, fields in changed.items()
-        if cat not in _REDUNDANT
-    }
+    summary = {cat: sorted(fields) for cat, fields in changed.items() if cat not in _REDUNDANT}
     return {
         "a": str(ma),
         "b": str(mb),

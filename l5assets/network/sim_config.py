@@ -228,11 +228,16 @@ def write_sim_config(
     _dump(files.circuit, circuit_config(network_dir, d, components_dir))
     present = network_files(Path(network_dir)).nodes
     pops = tuple(p for p in INPUT_POPULATIONS if p in present)
-    _dump(files.simulation,
-          simulation_config(params, spike_inputs, seed, d, current_clamp_file, populations=pops))
+    _dump(
+        files.simulation,
+        simulation_config(params, spike_inputs, seed, d, current_clamp_file, populations=pops),
+    )
     _dump(files.node_sets, node_sets())
-    _dump(files.config, {
-        "network": "circuit_config.json",
-        "simulation": "simulation_config.json",
-    })
+    _dump(
+        files.config,
+        {
+            "network": "circuit_config.json",
+            "simulation": "simulation_config.json",
+        },
+    )
     return files

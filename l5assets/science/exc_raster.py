@@ -51,8 +51,9 @@ def levy_exponents(n: int, rng: np.random.Generator) -> np.ndarray:
     if n == 0:
         return np.zeros(0)
     return np.asarray(
-        levy_stable.rvs(LEVY_ALPHA, LEVY_BETA, loc=LEVY_LOC, scale=LEVY_SCALE, size=n,
-                        random_state=rng),
+        levy_stable.rvs(
+            LEVY_ALPHA, LEVY_BETA, loc=LEVY_LOC, scale=LEVY_SCALE, size=n, random_state=rng
+        ),
         dtype=np.float64,
     ).reshape(n)
 
@@ -88,8 +89,9 @@ def blocked_spikes(
     """
     rows_per_block = max(1, BLOCK_BINS // max(n_samples, 1))
     parts = [
-        bernoulli_spikes(rate_rows(r0, min(r0 + rows_per_block, n_cells)), rng,
-                         first_node + r0, offset_ms)
+        bernoulli_spikes(
+            rate_rows(r0, min(r0 + rows_per_block, n_cells)), rng, first_node + r0, offset_ms
+        )
         for r0 in range(0, n_cells, rows_per_block)
     ]
     return SpikeTrains.concat(parts)
@@ -106,8 +108,12 @@ def group_spikes(
     trace = pink_noise(n_samples, 1, rng)[0]
     scale = np.exp(levy_exponents(n_cells, rng))
     return blocked_spikes(
-        n_cells, n_samples, lambda r0, r1: scale[r0:r1, None] * trace[None, :], rng,
-        first_node, offset_ms,
+        n_cells,
+        n_samples,
+        lambda r0, r1: scale[r0:r1, None] * trace[None, :],
+        rng,
+        first_node,
+        offset_ms,
     )
 
 

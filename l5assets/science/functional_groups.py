@@ -77,11 +77,13 @@ class FunctionalGroups:
         """Input node id -> functional group (the reference's FunctionalGroups.csv)."""
         g = self.groups
         reps = g["n_cells"].to_numpy()
-        return pd.DataFrame({
-            "node_id": np.arange(int(reps.sum()), dtype=np.int64),
-            "group": np.repeat(g["group"].to_numpy(), reps),
-            "region": np.repeat(g["region"].to_numpy(), reps),
-        })
+        return pd.DataFrame(
+            {
+                "node_id": np.arange(int(reps.sum()), dtype=np.int64),
+                "group": np.repeat(g["group"].to_numpy(), reps),
+                "region": np.repeat(g["region"].to_numpy(), reps),
+            }
+        )
 
 
 def group_sizes(n_cells: int, cells_per_group: int) -> np.ndarray:
@@ -167,23 +169,38 @@ def _build_region(
         pick = rng.integers(0, cl_size[cluster_of_syn])  # draw 5
         seg_cand = members[cl_col[offsets[cluster_of_syn] + pick]]
 
-        syn_frames.append(pd.DataFrame({
-            "node_id": node + cell_of_syn.astype(np.int64),
-            "group": gid,
-            "cluster": cluster_of_syn.astype(np.int64),
-            "region": region,
-            "segment": cand[seg_cand],
-        }))
-        cluster_frames.append(pd.DataFrame({
-            "group": gid,
-            "cluster": np.arange(k_cl, dtype=np.int64),
-            "n_segments": cl_size.astype(np.int64),
-            "segment": cand[cl_seg],
-        }))
-        group_rows.append({
-            "group": gid, "region": region, "first_node_id": node, "n_cells": n_cells,
-            "n_clusters": k_cl, "n_segments": int(members.size), "segment": int(cand[centre]),
-        })
+        syn_frames.append(
+            pd.DataFrame(
+                {
+                    "node_id": node + cell_of_syn.astype(np.int64),
+                    "group": gid,
+                    "cluster": cluster_of_syn.astype(np.int64),
+                    "region": region,
+                    "segment": cand[seg_cand],
+                }
+            )
+        )
+        cluster_frames.append(
+            pd.DataFrame(
+                {
+                    "group": gid,
+                    "cluster": np.arange(k_cl, dtype=np.int64),
+                    "n_segments": cl_size.astype(np.int64),
+                    "segment": cand[cl_seg],
+                }
+            )
+        )
+        group_rows.append(
+            {
+                "group": gid,
+                "region": region,
+                "first_node_id": node,
+                "n_cells": n_cells,
+                "n_clusters": k_cl,
+                "n_segments": int(members.size),
+                "segment": int(cand[centre]),
+            }
+        )
         node += n_cells
     return group_rows, cluster_frames, syn_frames
 
@@ -219,14 +236,25 @@ def build_functional_groups(
         sizes = group_sizes(n_cells, params.cells_per_group)
         cand = candidate_segments(segs, region)
         if sizes.size and cand.size == 0:
-            what = ("'dend' segments at distance >= 50 um" if region == "basal"
-                    else "'apic' segments")
+            what = (
+                "'dend' segments at distance >= 50 um" if region == "basal" else "'apic' segments"
+            )
             raise ValueError(
                 f"functional groups: {n_cells} {region} input cells but the cell has no {what}"
             )
         rows, cls, syns = _build_region(
-            cand, xyz, sizes, counts.clusters_per_group, params.group_radius,
-            params.cluster_radius, params.exc_div_min, params.exc_div_max, rng, node, gid, region,
+            cand,
+            xyz,
+            sizes,
+            counts.clusters_per_group,
+            params.group_radius,
+            params.cluster_radius,
+            params.exc_div_min,
+            params.exc_div_max,
+            rng,
+            node,
+            gid,
+            region,
         )
         group_rows += rows
         cl_frames += cls
@@ -236,15 +264,31 @@ def build_functional_groups(
 
     groups = pd.DataFrame(
         group_rows,
-        columns=["group", "region", "first_node_id", "n_cells", "n_clusters", "n_segments",
-                 "segment"],
-    ).astype({"group": np.int64, "first_node_id": np.int64, "n_cells": np.int64,
-              "n_clusters": np.int64, "n_segments": np.int64, "segment": np.int64})
-    empty_syn = pd.DataFrame({"node_id": [], "group": [], "cluster": [], "region": [],
-                              "segment": []}).astype({"node_id": np.int64, "group": np.int64,
-                                                      "cluster": np.int64, "segment": np.int64})
-    empty_cl = pd.DataFrame({"group": [], "cluster": [], "n_segments": [], "segment": []},
-                            dtype=np.int64)
+        columns=[
+            "group",
+            "region",
+            "first_node_id",
+            "n_cells",
+            "n_clusters",
+            "n_segments",
+            "segment",
+        ],
+    ).astype(
+        {
+            "group": np.int64,
+            "first_node_id": np.int64,
+            "n_cells": np.int64,
+            "n_clusters": np.int64,
+            "n_segments": np.int64,
+            "segment": np.int64,
+        }
+    )
+    empty_syn = pd.DataFrame(
+        {"node_id": [], "group": [], "cluster": [], "region": [], "segment": []}
+    ).astype({"node_id": np.int64, "group": np.int64, "cluster": np.int64, "segment": np.int64})
+    empty_cl = pd.DataFrame(
+        {"group": [], "cluster": [], "n_segments": [], "segment": []}, dtype=np.int64
+    )
     synapses = pd.concat(syn_frames, ignore_index=True) if syn_frames else empty_syn
     clusters = pd.concat(cl_frames, ignore_index=True) if cl_frames else empty_cl
     return FunctionalGroups(

@@ -100,11 +100,14 @@ def inh_raster(
         return SpikeTrains.empty()
     rhythm = rates.rhythm
     if rhythm is not None:
+
         def rows(r0: int, r1: int) -> np.ndarray:
             return rhythmic_rates(mean[r0:r1], rhythm.f, rhythm.mod, nb)
     else:
+
         def rows(r0: int, r1: int) -> np.ndarray:
             return np.maximum(mean[r0:r1, None] * prof[None, :], 0.0)
+
     return blocked_spikes(n_cells, nb, rows, rng).sorted_by_time()
 
 

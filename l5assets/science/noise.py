@@ -41,8 +41,9 @@ def pink_noise(n_samples: int, n_traces: int, rng: np.random.Generator) -> np.nd
     (trace 0's burn-in and samples first).
     """
     if n_samples < 0 or n_traces < 0:
-        raise ValueError(f"pink_noise: n_samples and n_traces must be >= 0, got "
-                         f"{n_samples}, {n_traces}")
+        raise ValueError(
+            f"pink_noise: n_samples and n_traces must be >= 0, got {n_samples}, {n_traces}"
+        )
     if n_samples == 0 or n_traces == 0:
         return np.zeros((n_traces, n_samples))
     white = rng.normal(WHITE_MEAN, WHITE_SD, size=(n_traces, n_samples + BURN_IN))

@@ -66,8 +66,9 @@ PLACEMENT_CHILD = 1
 
 def placement_random_state(seed: int) -> np.random.RandomState:
     """Generator for BMTK's inhibitory synapse placement (a RandomState, as BMTK calls it)."""
-    seq = np.random.SeedSequence(entropy=int(seed),
-                                 spawn_key=(stage_key("inh_connectivity"), PLACEMENT_CHILD))
+    seq = np.random.SeedSequence(
+        entropy=int(seed), spawn_key=(stage_key("inh_connectivity"), PLACEMENT_CHILD)
+    )
     return np.random.RandomState(np.random.MT19937(seq))
 
 
@@ -194,20 +195,47 @@ def synapse_table(conns: pd.DataFrame, cell: Any) -> pd.DataFrame:
         name = pp.hname()
         if name not in pp_index:
             pp_index[name] = len(pp_index)
-        extra.append({
-            "section_type": _section_type(seg.sec.name()),
-            "segment": f"{seg.sec.name()}({seg.x:.6g})",
-            "distance": float(h.distance(origin, seg)),
-            "point_process": pp_index[name],
-        })
+        extra.append(
+            {
+                "section_type": _section_type(seg.sec.name()),
+                "segment": f"{seg.sec.name()}({seg.x:.6g})",
+                "distance": float(h.distance(origin, seg)),
+                "point_process": pp_index[name],
+            }
+        )
     ext = pd.DataFrame(extra, index=conns.index)
     t = pd.concat([conns.drop(columns=["netcon"]), ext], axis=1)
-    t = t.rename(columns={"sec_x": "x", "W": "weight", "P": "release_probability",
-                          "weight": "syn_weight"}) if len(t) else t
+    t = (
+        t.rename(
+            columns={
+                "sec_x": "x",
+                "W": "weight",
+                "P": "release_probability",
+                "weight": "syn_weight",
+            }
+        )
+        if len(t)
+        else t
+    )
     t.insert(0, "synapse_id", np.arange(len(t), dtype=np.int64))
-    cols = ["synapse_id", "source_population", "source_node_id", "model", "mechanism", "sid",
-            "sec_id", "x", "section_type", "segment", "distance", "weight",
-            "release_probability", "syn_weight", "delay", "point_process"]
+    cols = [
+        "synapse_id",
+        "source_population",
+        "source_node_id",
+        "model",
+        "mechanism",
+        "sid",
+        "sec_id",
+        "x",
+        "section_type",
+        "segment",
+        "distance",
+        "weight",
+        "release_probability",
+        "syn_weight",
+        "delay",
+        "point_process",
+    ]
     return t[cols].reset_index(drop=True)
 
 
@@ -219,11 +247,16 @@ def _no_swc_ids(cell: Any) -> None:
     which that reader cannot parse. An empty table makes BMTK write -1 ids (metadata only).
     """
     morph = cell.morphology
-    if getattr(morph, "_swc_map", None) is None and not str(morph.swc_path or "").lower(
-    ).endswith(".swc"):
-        morph._swc_map = pd.DataFrame({"id": pd.Series(dtype=np.int64),
-                                       "type": pd.Series(dtype=np.int64),
-                                       "nameindex": pd.Series(dtype=np.int64)})
+    if getattr(morph, "_swc_map", None) is None and not str(morph.swc_path or "").lower().endswith(
+        ".swc"
+    ):
+        morph._swc_map = pd.DataFrame(
+            {
+                "id": pd.Series(dtype=np.int64),
+                "type": pd.Series(dtype=np.int64),
+                "nameindex": pd.Series(dtype=np.int64),
+            }
+        )
 
 
 def run_simulation(
@@ -247,9 +280,7 @@ def run_simulation(
         load_mechanisms,
     )
 
-    compiled = (
-        CompiledMechanisms.from_record(mechanisms) if mechanisms else compile_mechanisms()
-    )
+    compiled = CompiledMechanisms.from_record(mechanisms) if mechanisms else compile_mechanisms()
     load_mechanisms(compiled)
 
     from bmtk.simulator import bionet
@@ -352,8 +383,12 @@ def _record_hot_zone(cell: Any, h: Any) -> dict[str, Any] | None:
     sec, x = trunk_point(apical_trunk(cell, d), cell.soma[0], d)
     vec = h.Vector()
     vec.record(sec(x)._ref_v)
-    return {"vec": vec, "section": sec.name().split(".")[-1], "x": float(x),
-            "distance_um": float(h.distance(cell.soma[0](0.5), sec(x)))}
+    return {
+        "vec": vec,
+        "section": sec.name().split(".")[-1],
+        "x": float(x),
+        "distance_um": float(h.distance(cell.soma[0](0.5), sec(x))),
+    }
 
 
 def _write_hot_zone(path: Path, rec: dict[str, Any], dt: float) -> None:
@@ -380,21 +415,39 @@ def cell_spike_count(spikes_file: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m l5assets.simulation.runner",
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m l5assets.simulation.runner", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("config", type=Path, help="config.json written by write_sim_config")
-    ap.add_argument("--output-dir", type=Path, default=None,
-                    help="write outputs here instead of the config's output folder")
-    ap.add_argument("--share-synapses", action=argparse.BooleanOptionalAction, default=True,
-                    help="share one point process per (kind, section, x) (default: on)")
-    ap.add_argument("--seed", type=int, default=None,
-                    help="partition seed (default: the config's l5assets.seed)")
-    ap.add_argument("--mechanisms", type=Path, default=None,
-                    help="compiled_mechanisms record (JSON) of the library to load "
-                         "(default: compile the project's mechanisms, cached)")
+    ap.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="write outputs here instead of the config's output folder",
+    )
+    ap.add_argument(
+        "--share-synapses",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="share one point process per (kind, section, x) (default: on)",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="partition seed (default: the config's l5assets.seed)",
+    )
+    ap.add_argument(
+        "--mechanisms",
+        type=Path,
+        default=None,
+        help="compiled_mechanisms record (JSON) of the library to load "
+        "(default: compile the project's mechanisms, cached)",
+    )
     args = ap.parse_args(argv)
-    result = run_simulation(args.config, args.output_dir, args.share_synapses, args.seed,
-                            args.mechanisms)
+    result = run_simulation(
+        args.config, args.output_dir, args.share_synapses, args.seed, args.mechanisms
+    )
     print(json.dumps(result, sort_keys=True))
     return 0
 

@@ -133,7 +133,8 @@ def summarize(
         summary["soma_v_samples"] = int(vv.size)
     if dend_trace is not None and Path(dend_trace).exists():
         summary["dend_ca_spikes"] = dendritic_ca_spikes(
-            Path(dend_trace), min(float(transient_ms), tstop_ms / 2.0), tstop_ms)
+            Path(dend_trace), min(float(transient_ms), tstop_ms / 2.0), tstop_ms
+        )
     return summary
 
 
@@ -145,11 +146,20 @@ def dendritic_ca_spikes(path: Path, t_from_ms: float, tstop_ms: float) -> dict[s
         v = f["v"][()].astype(np.float64)
         dt = float(f.attrs["dt_ms"])
         t0 = float(f.attrs["t0_ms"])
-        site = {"section": str(f.attrs["section"]), "x": float(f.attrs["x"]),
-                "distance_um": float(f.attrs["distance_um"])}
+        site = {
+            "section": str(f.attrs["section"]),
+            "x": float(f.attrs["x"]),
+            "distance_um": float(f.attrs["distance_um"]),
+        }
     t = t0 + dt * np.arange(v.size)
     ev = ca_spike_events(t, v, after=t_from_ms)
     window_s = (tstop_ms - t_from_ms) / 1000.0
-    return {"count": ev["count"], "rate_hz": ev["count"] / window_s if window_s > 0 else 0.0,
-            "times_ms": ev["times_ms"], "half_widths_ms": ev["half_widths_ms"],
-            "base_mv": ev["base_mv"], "window_ms": [t_from_ms, tstop_ms], "site": site}
+    return {
+        "count": ev["count"],
+        "rate_hz": ev["count"] / window_s if window_s > 0 else 0.0,
+        "times_ms": ev["times_ms"],
+        "half_widths_ms": ev["half_widths_ms"],
+        "base_mv": ev["base_mv"],
+        "window_ms": [t_from_ms, tstop_ms],
+        "site": site,
+    }
