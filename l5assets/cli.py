@@ -12,8 +12,8 @@ the local Dagster instance with the in-process executor: one run of `cell_job` f
 set (compiled mechanisms, segments table), then one run of `seed_job` per seed, one after the
 other (the simulation itself is a subprocess; several seeds in parallel would only compete for
 the same cores). The instance is the one of DAGSTER_HOME, else an embedded SQLite instance in
-`l5assets.paths.dagster_home()` (under data/). Other subcommands import their module lazily, so
-a missing module only breaks that subcommand.
+`l5assets.paths.dagster_home()` (under data/). Subcommands import what they need when they
+run (so `status` and `trace` never load NEURON or BMTK).
 """
 
 from __future__ import annotations
@@ -26,32 +26,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Metadata left out of `run --json`: the whole manifest (its path is listed under "paths").
 CLI_OMITTED_METADATA = ("manifest_json",)
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """Errors about the user's input (a path without manifest, a bad name, an unknown cell):
-    printed as `error: ...` with EXIT_USAGE instead of a traceback. (trace.TraceError and
-    cell.validation.ValidationError derive from FileNotFoundError / RuntimeError; they are
-    listed by import so that a missing optional module still gives EXIT_UNAVAILABLE.)"""
+    printed as `error: ...` with EXIT_USAGE instead of a traceback."""
+    from l5assets.cell.biophysics import BiophysicsError
+    from l5assets.cell.morphology import MorphologyError
+    from l5assets.cell.validation import ValidationError
+    from l5assets.lineage.trace import TraceError
     from l5assets.params import ParamsError
 
-    errors: list[type[BaseException]] = [ParamsError, FileNotFoundError]
-    for module, name in (("l5assets.lineage.trace", "TraceError"),
-                         ("l5assets.cell.validation", "ValidationError"),
-                         ("l5assets.cell.biophysics", "BiophysicsError"),
-                         ("l5assets.cell.morphology", "MorphologyError")):
-        try:
-            errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
-class Unavailable(RuntimeError):
-    """A subcommand's module is not installed / not written yet."""
+    return (
+        ParamsError,
+        FileNotFoundError,
+        TraceError,
+        ValidationError,
+        BiophysicsError,
+        MorphologyError,
+    )
 
 
 class RunFailed(RuntimeError):
@@ -60,15 +56,6 @@ class RunFailed(RuntimeError):
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message)
         self.summary = summary
-
-
-def _import(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        raise Unavailable(f"{module} is not available ({e})") from e
 
 
 def _print_json(obj: Any) -> None:
@@ -193,11 +180,19 @@ def run_partitions(
     def execute(job_name: str, partition_key: str | None) -> None:
         job = defs.resolve_job_def(job_name)
         result = job.execute_in_process(
-            instance=instance, partition_key=partition_key, raise_on_error=False,
+            instance=instance,
+            partition_key=partition_key,
+            raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
-        runs.append({"job": job_name, "partition_key": partition_key, "run_id": result.run_id,
-                     "success": result.success})
+        runs.append(
+            {
+                "job": job_name,
+                "partition_key": partition_key,
+                "run_id": result.run_id,
+                "success": result.success,
+            }
+        )
         for ev in result.get_asset_materialization_events():
             rec = materialization_record(ev)
             assets.setdefault(rec.pop("asset"), []).append(rec)
@@ -236,6 +231,7 @@ def _format_run(summary: dict[str, Any]) -> str:
                 if not name.startswith("input:"):
                     lines.append(f"    {name}: {p}")
     summaries = summary["assets"].get("simulation_summary", [])
+
     def num(v: Any, fmt: str) -> str:
         return "n/a" if v is None else format(v, fmt)  # ISI CV is None below 3 spikes
 
@@ -245,9 +241,13 @@ def _format_run(summary: dict[str, Any]) -> str:
             f"seed {r['seed']}: cell {m.get('n_cell_spikes')} spikes, "
             f"{num(m.get('firing_rate_hz'), '.2f')} Hz, ISI CV {num(m.get('isi_cv'), '.3f')}, "
             f"mean soma V {num(m.get('soma_v_mean_mv'), '.2f')} mV"
-            + (f", dendritic Ca2+ spikes {m['dend_ca_spikes']} "
-               f"({num(m.get('dend_ca_spike_rate_hz'), '.2f')} Hz at "
-               f"{num(m.get('dend_ca_site_um'), '.0f')} um)" if "dend_ca_spikes" in m else "")
+            + (
+                f", dendritic Ca2+ spikes {m['dend_ca_spikes']} "
+                f"({num(m.get('dend_ca_spike_rate_hz'), '.2f')} Hz at "
+                f"{num(m.get('dend_ca_site_um'), '.0f')} um)"
+                if "dend_ca_spikes" in m
+                else ""
+            )
         )
     return "\n".join(lines)
 
@@ -281,10 +281,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_cell(args: argparse.Namespace) -> int:
-    validation = _import("l5assets.cell.validation")
+    from l5assets.cell import validation
+
     result = validation.validate_cell(
-        args.cell, args.morphology, args.protocol or None, workers=args.workers,
-        out_dir=args.out, dL=args.dL,
+        args.cell,
+        args.morphology,
+        args.protocol or None,
+        workers=args.workers,
+        out_dir=args.out,
+        dL=args.dL,
     )
     if args.json:
         _print_json(result)
@@ -294,18 +299,30 @@ def cmd_validate_cell(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_cell(args: argparse.Namespace) -> int:
-    fit = _import("l5assets.cell.fit")
     from l5assets import paths
+    from l5assets.cell import fit
 
-    ckpt = Path(args.checkpoint)
+    ckpt = (
+        Path(args.checkpoint)
+        if args.checkpoint
+        else paths.fits_dir() / f"{fit.FIT_CELL}.checkpoint.pkl"
+    )
     if args.generations is None and args.minutes is None and not args.export:
         raise ValueError("give --generations N and/or --minutes M (or --export)")
     if args.generations is not None or args.minutes is not None:
-        res = fit.run_fit(ckpt, generations=args.generations, minutes=args.minutes,
-                          offspring=args.offspring, seed=args.seed, workers=args.workers,
-                          log=lambda m: print(m, flush=True))
-        print(f"checkpoint {ckpt}: generation {res['generation']}, best total score "
-              f"{res['best']['total']:.2f}")
+        res = fit.run_fit(
+            ckpt,
+            generations=args.generations,
+            minutes=args.minutes,
+            offspring=args.offspring,
+            seed=args.seed,
+            workers=args.workers,
+            log=lambda m: print(m, flush=True),
+        )
+        print(
+            f"checkpoint {ckpt}: generation {res['generation']}, best total score "
+            f"{res['best']['total']:.2f}"
+        )
     if args.export:
         cell = paths.cells_dir() / f"{fit.FIT_CELL}.json"
         record = paths.fits_dir() / f"{fit.FIT_CELL}.fit.json"
@@ -315,7 +332,8 @@ def cmd_fit_cell(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    mod = _import("l5assets.lineage.trace")
+    from l5assets.lineage import trace as mod
+
     result = mod.trace(args.path)
     if args.json:
         _print_json(result)
@@ -325,7 +343,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    mod = _import("l5assets.lineage.diff")
+    from l5assets.lineage import diff as mod
+
     result = mod.diff(args.a, args.b)
     if args.json:
         _print_json(result)
@@ -335,22 +354,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    mod = _import("l5assets.lineage.status")
+    from l5assets.lineage import status as mod
     from l5assets.params import validate_param_set_name
 
     param_sets = [validate_param_set_name(p) for p in args.param_set or []] or None
-    instance = defs = None
-    mod_dir = None
-    if not args.no_dagster:
+    if args.no_dagster:
+        rows = mod.status(param_sets=param_sets, with_dagster_status=False)
+    else:
         from l5assets.definitions import defs
+        from l5assets.defs.lineage.status import status
 
         instance = local_instance(create=False)  # a query: never creates a Dagster home
         cell_model = defs.resources.get("cell_model")
         mod_dir = cell_model.mod_path() if cell_model is not None else None
-    rows = mod.status(
-        instance, defs, param_sets=param_sets, with_dagster_status=not args.no_dagster,
-        mod_dir=mod_dir,
-    )
+        rows = status(instance, defs, param_sets=param_sets, mod_dir=mod_dir)
     if args.json:
         _print_json(rows)
     else:
@@ -376,25 +393,39 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("--param-set", required=True, help="name of a JSON file in the params dir")
-    run.add_argument("--seed", required=True, action="append",
-                     help="integer seed; repeat for several (one run per seed)")
+    run.add_argument(
+        "--seed",
+        required=True,
+        action="append",
+        help="integer seed; repeat for several (one run per seed)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object")
-    run.add_argument("--storage-root", help="where outputs go (default: L5ASSETS_STORAGE_ROOT "
-                     "or data/outputs)")
-    run.add_argument("--params-dir", help="param set folder (default: L5ASSETS_PARAMS_DIR or "
-                     "data/params)")
+    run.add_argument(
+        "--storage-root", help="where outputs go (default: L5ASSETS_STORAGE_ROOT or data/outputs)"
+    )
+    run.add_argument(
+        "--params-dir", help="param set folder (default: L5ASSETS_PARAMS_DIR or data/params)"
+    )
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate-cell", help="run the cell validation protocols")
-    val.add_argument("--cell", default="L5PC_hay_C060114A7",
-                     help="biophysics name (default L5PC_hay_C060114A7)")
+    val.add_argument(
+        "--cell", default="L5PC_hay_C060114A7", help="biophysics name (default L5PC_hay_C060114A7)"
+    )
     val.add_argument("--morphology", default=None, help="morphology file (default: the cell's)")
     val.add_argument("--protocol", action="append", help="protocol to run (repeat; default all)")
-    val.add_argument("--workers", type=int, default=None,
-                     help="NEURON processes run in parallel (default: one per core)")
-    val.add_argument("--dL", type=float, default=20.0,
-                     help="segment length rule (um): 20 = Hay's nseg 1 + 2*int(L/40) (default); "
-                     "5 = the study's")
+    val.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="NEURON processes run in parallel (default: one per core)",
+    )
+    val.add_argument(
+        "--dL",
+        type=float,
+        default=20.0,
+        help="segment length rule (um): 20 = Hay's nseg 1 + 2*int(L/40) (default); 5 = the study's",
+    )
     val.add_argument("--out", default=None, help="folder for traces, plots, validation.json")
     val.add_argument("--json", action="store_true", help="print the result as JSON")
     val.set_defaults(func=cmd_validate_cell)
@@ -406,14 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Continues from --checkpoint if it exists; stops after --generations more generations "
         "or once --minutes have passed (checked after each generation).",
     )
-    fc.add_argument("--checkpoint", default="data/fit/L5PC_hay_C060114A7.pkl")
+    fc.add_argument(
+        "--checkpoint",
+        default=None,
+        help="BluePyOpt checkpoint (default biophys_components/fits/"
+        "L5PC_hay_C060114A7.checkpoint.pkl, committed: a fresh clone resumes it)",
+    )
     fc.add_argument("--generations", type=int, default=None)
     fc.add_argument("--minutes", type=float, default=None)
     fc.add_argument("--offspring", type=int, default=16)
     fc.add_argument("--seed", type=int, default=1)
     fc.add_argument("--workers", type=int, default=None, help="default: one per core")
-    fc.add_argument("--export", action="store_true",
-                    help="write the best individual as the biophysics file + fit record")
+    fc.add_argument(
+        "--export",
+        action="store_true",
+        help="write the best individual as the biophysics file + fit record",
+    )
     fc.set_defaults(func=cmd_fit_cell)
 
     tr = sub.add_parser("trace", help="walk an output back to its params file and seed")
@@ -432,8 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--param-set", action="append", help="restrict to these param sets")
     st.add_argument("--json", action="store_true")
     st.add_argument("--verbose", action="store_true")
-    st.add_argument("--no-dagster", action="store_true",
-                    help="files and manifests only: do not open the Dagster instance")
+    st.add_argument(
+        "--no-dagster",
+        action="store_true",
+        help="files and manifests only: do not open the Dagster instance",
+    )
     st.set_defaults(func=cmd_status)
     return ap
 
@@ -450,9 +492,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage_errors as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except Unavailable as e:
-        print(f"error: l5assets {args.command} is unavailable: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
     except BrokenPipeError:  # e.g. `l5assets diff a b | head`
         sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         return EXIT_OK

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from l5assets import paths
+from l5assets.storage import CELLS_NAMESPACE
 
 PARTITION_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# Folder names of the storage root that are not param sets.
+RESERVED_NAMES = frozenset({CELLS_NAMESPACE})
 MAX_SEED = 2**31 - 1
 RECORD_LOCS = ("soma", "all", "dend", "apic", "axon", "basal", "apical", "somatic", "axonal")
 
@@ -165,8 +168,9 @@ def _som_model(v: Any) -> str:
     """The SOM+ synapse file: SOM2PN (gbar 1 uS, the reference as it runs) or SOM2PN_file_gbar
     (0.006 uS, the reference's SOM2PN.json taken at its word)."""
     if v not in SOM_MODELS:
-        raise ParamsError(f"params field 'synapses.som_model': must be one of "
-                          f"{list(SOM_MODELS)}, got {v!r}")
+        raise ParamsError(
+            f"params field 'synapses.som_model': must be one of {list(SOM_MODELS)}, got {v!r}"
+        )
     return str(v)
 
 
@@ -263,35 +267,46 @@ def _inh_rates(d: Any, field: str) -> InhRates:
     return InhRates(m=m, s=s, rhythm=rhythm)
 
 
-def _normalise(obj: Any) -> Any:
+def normalise(obj: Any) -> Any:
     """Recursively map "None" to None so that both spellings hash the same."""
     if isinstance(obj, Mapping):
-        return {k: _normalise(v) for k, v in obj.items()}
+        return {k: normalise(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_normalise(v) for v in obj]
+        return [normalise(v) for v in obj]
     return _none(obj)
 
 
 # Keys of the reference's `cell` section that are accepted (and hashed) but not used here: the
 # cell is built from `cell.biophysics` + `cell.morphology`, and the segments table is derived.
-REFERENCE_CELL_KEYS = {"prefix", "model_template", "dynamic_params", "model_processing",
-                       "segments_file"}
+REFERENCE_CELL_KEYS = {
+    "prefix",
+    "model_template",
+    "dynamic_params",
+    "model_processing",
+    "segments_file",
+}
 
 TOP_KEYS = {
-    "cell", "lengths", "syn_density", "n_soma_syns", "divergence", "groups",
-    "file_current_clamp", "record_cellvars", "inh_frs", "time", "dL", "dt", "inh_shift",
-    "synapses", "description",
+    "cell",
+    "lengths",
+    "syn_density",
+    "n_soma_syns",
+    "divergence",
+    "groups",
+    "file_current_clamp",
+    "record_cellvars",
+    "inh_frs",
+    "time",
+    "dL",
+    "dt",
+    "inh_shift",
+    "synapses",
+    "description",
 }
 
 
-def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamSet:
-    """Validate a params dict and return a ParamSet; raise ParamsError naming the bad field."""
-    if not isinstance(raw_in, Mapping):
-        raise ParamsError(f"param set '{name}': top level must be a JSON object")
-    raw = _normalise(dict(raw_in))
-    _check_keys(raw, TOP_KEYS, "")
-
-    cell = _get(raw, "cell", "")
+def _cell_fields(cell: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(biophysics name, resolved morphology path or None) of the params' `cell` section."""
     _check_keys(cell, {"biophysics", "morphology", *REFERENCE_CELL_KEYS}, "cell")
     if "biophysics" not in cell and cell.get("model_template") == "hoc:L5PCtemplate":
         # a reference params file: its Hay template is not ours, so make the choice explicit
@@ -334,6 +349,33 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
             raise ParamsError(f"params field 'cell.morphology': {e}") from None
         except BiophysicsError as e:
             raise ParamsError(f"params field 'cell.biophysics': {e}") from None
+    return biophys, morph
+
+
+def _record_cellvars(rec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(vars, locs) of the params' `record_cellvars` section."""
+    _check_keys(rec, {"vars", "locs"}, "record_cellvars")
+    rvars, rlocs = _get(rec, "vars", "record_cellvars"), _get(rec, "locs", "record_cellvars")
+    if not isinstance(rvars, list) or not rvars or not all(isinstance(v, str) and v for v in rvars):
+        raise ParamsError(
+            f"params field 'record_cellvars.vars': must be a non-empty list of names, got {rvars!r}"
+        )
+    if not isinstance(rlocs, list) or not all(v in RECORD_LOCS for v in rlocs):
+        raise ParamsError(
+            f"params field 'record_cellvars.locs': must be a list of {list(RECORD_LOCS)}, "
+            f"got {rlocs!r}"
+        )
+    return rvars, rlocs
+
+
+def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamSet:
+    """Validate a params dict and return a ParamSet; raise ParamsError naming the bad field."""
+    if not isinstance(raw_in, Mapping):
+        raise ParamsError(f"param set '{name}': top level must be a JSON object")
+    raw = normalise(dict(raw_in))
+    _check_keys(raw, TOP_KEYS, "")
+
+    biophys, morph = _cell_fields(_get(raw, "cell", ""))
 
     lengths = _get(raw, "lengths", "")
     _check_keys(lengths, {"basal_dist", "basal_prox", "apic"}, "lengths")
@@ -347,8 +389,9 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
     exc_max = _int(_get(exc_div, "max", "divergence.exc"), "divergence.exc.max", exc_min, 1000)
     groups = _get(raw, "groups", "")
     _check_keys(groups, {"cells_per_group", "group_radius", "cluster_radius"}, "groups")
-    group_radius = _num(_get(groups, "group_radius", "groups"), "groups.group_radius", 0, 1e4,
-                        lo_open=True)
+    group_radius = _num(
+        _get(groups, "group_radius", "groups"), "groups.group_radius", 0, 1e4, lo_open=True
+    )
 
     fcc = raw.get("file_current_clamp") or {}
     _check_keys(fcc, {"input_file"}, "file_current_clamp")
@@ -361,20 +404,7 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
             )
         clamp = str(Path(clamp).expanduser().resolve())
 
-    rec = _get(raw, "record_cellvars", "")
-    _check_keys(rec, {"vars", "locs"}, "record_cellvars")
-    rvars, rlocs = _get(rec, "vars", "record_cellvars"), _get(rec, "locs", "record_cellvars")
-    if not isinstance(rvars, list) or not rvars or not all(
-        isinstance(v, str) and v for v in rvars
-    ):
-        raise ParamsError(
-            f"params field 'record_cellvars.vars': must be a non-empty list of names, got {rvars!r}"
-        )
-    if not isinstance(rlocs, list) or not all(v in RECORD_LOCS for v in rlocs):
-        raise ParamsError(
-            f"params field 'record_cellvars.locs': must be a list of {list(RECORD_LOCS)}, "
-            f"got {rlocs!r}"
-        )
+    rvars, rlocs = _record_cellvars(_get(raw, "record_cellvars", ""))
 
     inh = _get(raw, "inh_frs", "")
     _check_keys(inh, {"proximal", "distal"}, "inh_frs")
@@ -416,7 +446,10 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
         ),
         group_radius=group_radius,
         cluster_radius=_num(
-            _get(groups, "cluster_radius", "groups"), "groups.cluster_radius", 0, group_radius,
+            _get(groups, "cluster_radius", "groups"),
+            "groups.cluster_radius",
+            0,
+            group_radius,
             lo_open=True,
         ),
         current_clamp_file=clamp,
@@ -440,6 +473,8 @@ def validate_param_set_name(name: str) -> str:
         raise ParamsError(
             f"param set name {name!r}: must match [A-Za-z0-9_-]+ (it is a partition key)"
         )
+    if name in RESERVED_NAMES:
+        raise ParamsError(f"param set name {name!r} is reserved (a folder of the storage root)")
     return name
 
 
@@ -465,7 +500,12 @@ def param_set_path(name: str, params_dir: Path | None = None) -> Path:
 def list_param_sets(params_dir: Path | None = None) -> list[str]:
     """Names of all param set files (valid partition keys only), sorted."""
     d = params_dir or paths.params_dir()
-    return sorted(p.stem for p in d.glob("*.json") if PARTITION_KEY_RE.match(p.stem))
+    return sorted(p.stem for p in d.glob("*.json") if is_param_set_name(p.stem))
+
+
+def is_param_set_name(name: str) -> bool:
+    """Whether a name can be a param set (a partition key, not a reserved folder)."""
+    return bool(PARTITION_KEY_RE.match(name)) and name not in RESERVED_NAMES
 
 
 def load_param_set(name_or_path: str | Path, params_dir: Path | None = None) -> ParamSet:

@@ -3,6 +3,7 @@
 Layout under the storage root:
     <root>/<param_set>/shared/<asset>/...        assets partitioned by param set only
     <root>/<param_set>/seed-<seed>/<asset>/...   assets partitioned by param set x seed
+    <root>/_cells/<cell>/<asset>/...             cell-validation assets, partitioned by cell
 """
 
 from __future__ import annotations
@@ -27,10 +28,19 @@ def _readable(path: Path, mode: int) -> None:
     os.chmod(path, mode & ~_umask())
 
 
+# The cell-validation namespace: no param set may take this name (`params.RESERVED_NAMES`).
+CELLS_NAMESPACE = "_cells"
+
+
 def partition_dir(root: Path, asset: str, param_set: str, seed: int | None = None) -> Path:
     """Folder owned by one asset for one partition (not created)."""
     sub = "shared" if seed is None else f"seed-{int(seed)}"
     return Path(root) / param_set / sub / asset
+
+
+def cell_dir(root: Path, asset: str, cell: str) -> Path:
+    """Folder owned by one cell-validation asset for one cell (not created)."""
+    return Path(root) / CELLS_NAMESPACE / cell / asset
 
 
 @contextlib.contextmanager

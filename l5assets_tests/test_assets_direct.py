@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 from conftest import small_params
 
-from l5assets.defs.cell.assets import SEGMENTS_FILE
 from l5assets.defs.common import MissingUpstreamError
 from l5assets.defs.inputs import exc_raster, functional_groups, inh_rasters
 from l5assets.defs.network import network
 from l5assets.defs.partitions import register_partitions
 from l5assets.defs.resources import StorageResource
 from l5assets.defs.simulation import simulation_config
+from l5assets.layout import SEGMENTS_FILE
 from l5assets.params import ParamsError, load_param_set
 from l5assets.science.spikes import read_sonata_spikes
 from l5assets.storage import file_sha256
@@ -127,8 +127,10 @@ def test_network_and_config_point_at_the_partition_files(env, results):
     sim_path = Path(md(results["simulation_config"], "path_simulation_config"))
     sim = json.loads(sim_path.read_text())
     # paths may be relative to the config's folder (BMTK's ${configdir})
-    inputs = {Path(v["input_file"].replace("${configdir}", str(sim_path.parent))).resolve()
-              for v in sim["inputs"].values()}
+    inputs = {
+        Path(v["input_file"].replace("${configdir}", str(sim_path.parent))).resolve()
+        for v in sim["inputs"].values()
+    }
     assert inputs == {
         Path(md(results["exc_raster"], "path_spikes")).resolve(),
         Path(md(results["inh_rasters"], "path_pv_spikes")).resolve(),
@@ -173,14 +175,14 @@ def test_missing_upstream_is_named(env):
     assert not env["storage"].partition_dir("exc_raster", PS, 999).exists()
 
 
-
 def test_network_records_every_functional_groups_file_it_read(env, results):
-    m = json.loads((env["storage"].partition_dir("network", PS, SEED) / "manifest.json")
-                   .read_text())
+    m = json.loads(
+        (env["storage"].partition_dir("network", PS, SEED) / "manifest.json").read_text()
+    )
     fg_dir = env["storage"].partition_dir("functional_groups", PS, SEED)
     assert {Path(r["path"]) for r in m["inputs"].values()} == {
-        (fg_dir / n).resolve() for n in ("synapses.parquet", "groups.parquet",
-                                         "clusters.parquet")}
+        (fg_dir / n).resolve() for n in ("synapses.parquet", "groups.parquet", "clusters.parquet")
+    }
 
 
 def test_manifest_appears_with_the_outputs_and_a_corrupt_upstream_manifest_fails(env, results):

@@ -21,10 +21,12 @@ from conftest import small_params
 
 from l5assets import paths
 from l5assets.definitions import defs
-from l5assets.defs.jobs import CELL_ASSETS, OBSERVED_SOURCES, SEED_ASSETS
+from l5assets.defs.lineage.status import status
 from l5assets.defs.partitions import register_partitions, run_partition_key
 from l5assets.defs.resources import CellModelResource, NeuronRuntime, StorageResource
-from l5assets.lineage.status import status
+from l5assets.graph import SEED_ASSETS
+from l5assets.graph import SHARED_ASSETS as CELL_ASSETS
+from l5assets.graph import SOURCE_ASSETS as OBSERVED_SOURCES
 from l5assets.params import load_param_set
 from l5assets.storage import file_sha256
 
@@ -54,8 +56,12 @@ def latest(instance, asset: str, partition: str) -> dict:
 
 def observe_sources(env) -> None:
     """Record the current data versions of the source files (what the lineage sensor does)."""
-    res = dg.materialize(list(defs.assets), selection=list(OBSERVED_SOURCES),
-                         instance=env["instance"], resources=env["resources"])
+    res = dg.materialize(
+        list(defs.assets),
+        selection=list(OBSERVED_SOURCES),
+        instance=env["instance"],
+        resources=env["resources"],
+    )
     assert res.success
 
 
@@ -77,9 +83,14 @@ def env(tmp_path_factory):
         mp.setenv("L5ASSETS_COMPONENTS_DIR", str(components))
         mp.setenv("L5ASSETS_CACHE_DIR", str(paths.cache_dir()))  # reuse compiled mechanisms
         register_partitions(instance, [PS], [SEED])
-        env = {"instance": instance, "resources": resources, "params_dir": params_dir,
-               "storage": resources["storage"], "key": str(run_partition_key(PS, SEED)),
-               "components": components}
+        env = {
+            "instance": instance,
+            "resources": resources,
+            "params_dir": params_dir,
+            "storage": resources["storage"],
+            "key": str(run_partition_key(PS, SEED)),
+            "components": components,
+        }
         observe_sources(env)  # as `l5assets run` does first
         materialize(env, CELL_ASSETS, PS)
         materialize(env, SEED_ASSETS, env["key"])
@@ -102,8 +113,9 @@ def test_every_asset_materialized_with_metadata_and_data_version(env):
 
 def test_segments_table_from_neuron(env):
     seg = pd.read_parquet(env["first"]["segments_table"]["path_segments"])
-    assert {"bmtk_id", "x", "type", "sec_index", "distance", "coord_x", "diam",
-            "length"} <= set(seg.columns)
+    assert {"bmtk_id", "x", "type", "sec_index", "distance", "coord_x", "diam", "length"} <= set(
+        seg.columns
+    )
     assert set(seg["type"]) >= {"soma", "dend", "apic"}
     assert env["first"]["segments_table"]["n_segments"] == len(seg) > 1000
 
@@ -133,24 +145,24 @@ def test_network_and_simulation_files(env):
     summary = json.loads(Path(env["first"]["simulation_summary"]["path_summary"]).read_text())
     assert summary["spike_count"] == n_cell
     assert -90 < summary["soma_v_mean_mv"] < 0
-    assert summary["input_spikes"]["exc_stim"]["spike_count"] == (
-        env["first"]["exc_raster"]["n_exc_spikes"]
+    assert (
+        summary["input_spikes"]["exc_stim"]["spike_count"]
+        == (env["first"]["exc_raster"]["n_exc_spikes"])
     )
 
 
 def test_params_file_observation_records_the_file_hash(env):
     # selecting an observable source asset runs its observation
     res = dg.materialize(
-        list(defs.assets), selection=["params_file"], instance=env["instance"],
+        list(defs.assets),
+        selection=["params_file"],
+        instance=env["instance"],
         resources=env["resources"],
     )
     assert res.success
     obs = [e for e in res.all_events if e.event_type_value == "ASSET_OBSERVATION"]
-    versions = {
-        e.event_specific_data.asset_observation.partition:
-        e.event_specific_data.asset_observation.tags["dagster/data_version"]
-        for e in obs
-    }
+    recs = [e.event_specific_data.asset_observation for e in obs]
+    versions = {r.partition: r.tags["dagster/data_version"] for r in recs}
     assert versions[PS] == file_sha256(env["params_dir"] / f"{PS}.json")
 
 
@@ -184,8 +196,9 @@ def test_bad_params_fail_before_writing_anything(env):
 
 
 def test_summary_records_the_runner_result_it_read(env):
-    m = json.loads((env["storage"].partition_dir("simulation_summary", PS, SEED) /
-                    "manifest.json").read_text())
+    m = json.loads(
+        (env["storage"].partition_dir("simulation_summary", PS, SEED) / "manifest.json").read_text()
+    )
     result = env["storage"].partition_dir("simulation_outputs", PS, SEED) / "result.json"
     assert Path(m["inputs"]["result"]["path"]) == result.resolve()
     assert m["inputs"]["result"]["sha256"] == file_sha256(result)
@@ -193,8 +206,9 @@ def test_summary_records_the_runner_result_it_read(env):
 
 def ui_and_status(env) -> tuple[dict, dict]:
     """(Dagster's stale status, `status`'s asset state) per (asset, partition key)."""
-    rows = status(env["instance"], defs, root=env["storage"].root_path(),
-                  params_dir=env["params_dir"])
+    rows = status(
+        env["instance"], defs, root=env["storage"].root_path(), params_dir=env["params_dir"]
+    )
     ui, mine = {}, {}
     for r in rows:
         for asset, state in r["assets"].items():
@@ -221,8 +235,10 @@ def test_dagster_ui_and_status_agree_after_each_edit(env):
     observe_sources(env)
     materialize(env, CELL_ASSETS, other)
     cases = [  # file edited, and the assets of T_mat that must be stale (directly)
-        (env["params_dir"] / f"{PS}.json",
-         set(CELL_ASSETS) - {"compiled_mechanisms"} | set(SEED_ASSETS)),
+        (
+            env["params_dir"] / f"{PS}.json",
+            set(CELL_ASSETS) - {"compiled_mechanisms"} | set(SEED_ASSETS),
+        ),
         (comps / "cells" / f"{own_cell}.json", {"segments_table", "simulation_outputs"}),
         (comps / "synaptic_models" / "PN2PN.json", {"network", "simulation_outputs"}),
         (next((comps / "mechanisms").glob("*.mod")), {"compiled_mechanisms"}),
@@ -246,8 +262,9 @@ def test_dagster_ui_and_status_agree_after_each_edit(env):
             assert stale == expected, path.name
             # the other param set: fresh, except what every param set shares
             shared = {"compiled_mechanisms"} if path.suffix == ".mod" else set()
-            assert {a for (a, pk), st in mine.items()
-                    if st == "stale" and pk.startswith(other)} == shared, path.name
+            assert {
+                a for (a, pk), st in mine.items() if st == "stale" and pk.startswith(other)
+            } == shared, path.name
         finally:
             path.write_bytes(original)
     observe_sources(env)

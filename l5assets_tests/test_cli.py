@@ -53,19 +53,6 @@ def test_run_validates_before_writing(dirs, capsys, name, seed, content, message
     assert not (tmp / "home").exists()
 
 
-def test_unavailable_module_only_breaks_its_subcommand(monkeypatch, capsys):
-    real_import = cli._import
-
-    def fake_import(module: str):
-        if module == "l5assets.lineage.diff":
-            raise cli.Unavailable(f"{module} is not available (test)")
-        return real_import(module)
-
-    monkeypatch.setattr(cli, "_import", fake_import)
-    assert cli.main(["diff", "a", "b"]) == cli.EXIT_UNAVAILABLE
-    assert "l5assets diff is unavailable" in capsys.readouterr().err
-
-
 def test_trace_and_diff_read_real_manifests(tmp_path: Path, capsys, params_quick):
     from l5assets.lineage.manifest import write_manifest
 
@@ -75,8 +62,16 @@ def test_trace_and_diff_read_real_manifests(tmp_path: Path, capsys, params_quick
         d.mkdir()
         f = d / "x.bin"
         f.write_bytes(b"data")
-        write_manifest(d, asset="exc_raster", params=params_quick, seed=seed, code_version="1",
-                       outputs=[f], inputs={}, extra={})
+        write_manifest(
+            d,
+            asset="exc_raster",
+            params=params_quick,
+            seed=seed,
+            code_version="1",
+            outputs=[f],
+            inputs={},
+            extra={},
+        )
         outs.append(f)
     assert cli.main(["trace", str(outs[0]), "--json"]) == cli.EXIT_OK
     traced = json.loads(capsys.readouterr().out)
@@ -92,25 +87,49 @@ def test_run_json_two_seeds(tmp_path: Path):
     params_dir = tmp_path / "params"
     params_dir.mkdir()
     (params_dir / "T_cli.json").write_text(json.dumps(small_params()))
-    env = dict(os.environ, L5ASSETS_PARAMS_DIR=str(params_dir),
-               L5ASSETS_STORAGE_ROOT=str(tmp_path / "out"))
+    env = dict(
+        os.environ, L5ASSETS_PARAMS_DIR=str(params_dir), L5ASSETS_STORAGE_ROOT=str(tmp_path / "out")
+    )
     env.pop("DAGSTER_HOME", None)
     env["L5ASSETS_CACHE_DIR"] = str(paths.cache_dir())  # reuse the compiled mechanisms
     env["L5ASSETS_DATA_DIR"] = str(tmp_path / "data")  # embedded instance goes under here
     proc = subprocess.run(
-        [sys.executable, "-m", "l5assets.cli", "run", "--param-set", "T_cli", "--seed", "3",
-         "--seed", "4", "--json"],
-        capture_output=True, text=True, env=env, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "l5assets.cli",
+            "run",
+            "--param-set",
+            "T_cli",
+            "--seed",
+            "3",
+            "--seed",
+            "4",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["seeds"] == [3, 4]
     assert Path(out["dagster_home"]) == tmp_path / "data" / "dagster_home"
-    assert [r["job"] for r in out["runs"]] == ["observe_sources_job", "cell_job", "seed_job",
-                                               "seed_job"]
+    assert [r["job"] for r in out["runs"]] == [
+        "observe_sources_job",
+        "cell_job",
+        "seed_job",
+        "seed_job",
+    ]
     assert all(r["success"] for r in out["runs"])
-    for asset in ("network", "exc_raster", "inh_rasters", "simulation_outputs",
-                  "simulation_summary"):
+    for asset in (
+        "network",
+        "exc_raster",
+        "inh_rasters",
+        "simulation_outputs",
+        "simulation_summary",
+    ):
         recs = out["assets"][asset]
         assert [r["partition_key"] for r in recs] == ["T_cli|3", "T_cli|4"]
         for r in recs:
@@ -140,7 +159,8 @@ def test_failed_run_still_prints_one_json_object(dirs, monkeypatch, capsys):
     out = json.loads(captured.out)
     assert out["ok"] is False and "no .mod files" in out["error"]
     assert [(r["job"], r["success"]) for r in out["runs"]] == [
-        ("observe_sources_job", True), ("cell_job", False)
+        ("observe_sources_job", True),
+        ("cell_job", False),
     ]
     assert "compiled_mechanisms" not in out["assets"]
     assert not (tmp / "out" / "T_fail" / "shared" / "compiled_mechanisms").exists()

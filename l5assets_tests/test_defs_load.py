@@ -8,32 +8,31 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from l5assets import graph as G
 from l5assets import paths
 from l5assets.definitions import defs
 from l5assets.defs.partitions import param_set_partitions, run_partitions
 from l5assets.defs.resources import NeuronRuntime, StorageResource
 
-SHARED = {"compiled_mechanisms", "segments_table"}
-SEEDED = {"functional_groups", "exc_raster", "inh_rasters", "network", "simulation_config",
-          "simulation_outputs", "simulation_summary"}
-GROUPS = {
-    "compiled_mechanisms": "cell", "segments_table": "cell", "functional_groups": "inputs",
-    "exc_raster": "inputs", "inh_rasters": "inputs", "network": "network",
-    "simulation_config": "simulation", "simulation_outputs": "simulation",
-    "simulation_summary": "simulation",
-}
-EDGES = {  # child: exactly its parents (a source edge = the asset reads those files itself)
-    "compiled_mechanisms": {"mechanism_files"},  # not the params, not the cell files
-    "segments_table": {"params_file", "cell_model_files", "compiled_mechanisms"},
-    "functional_groups": {"params_file", "segments_table"},
-    "exc_raster": {"params_file", "functional_groups"},
-    "inh_rasters": {"params_file", "exc_raster"},
-    "network": {"params_file", "synaptic_model_files", "functional_groups"},
-    "simulation_config": {"params_file", "network", "exc_raster", "inh_rasters"},
-    "simulation_outputs": {"params_file", "simulation_config", "compiled_mechanisms",
-                           "cell_model_files", "synaptic_model_files"},
-    "simulation_summary": {"params_file", "simulation_outputs", "exc_raster", "inh_rasters"},
-}
+SHARED = set(G.SHARED_ASSETS)
+SEEDED = set(G.SEED_ASSETS)
+
+
+def test_graph_spec_is_consistent():
+    """The spec itself: every parent is a node, sources are param-set-level, no cycles."""
+    seen: set[str] = set()
+    for node in G.ASSETS:  # listed in topological order
+        assert set(node.deps) <= seen, node.name
+        assert set(node.source_deps) <= set(G.SOURCE_ASSETS), node.name
+        seen.add(node.name)
+    assert SHARED.isdisjoint(SEEDED) and SHARED | SEEDED == seen
+    # what the rest of the project reads from the spec
+    assert G.PARAMS_READERS[G.COMPILED_MECHANISMS] is False
+    assert G.node(G.SIMULATION_OUTPUTS).source_deps == (
+        G.PARAMS_FILE,
+        G.CELL_MODEL_FILES,
+        G.SYNAPTIC_MODEL_FILES,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +49,16 @@ def test_every_domain_is_merged():
 
     merged = set(defs.resolve_asset_graph().get_all_asset_keys())
     for domain in definitions.DOMAINS:
-        own = {k for a in (domain.defs.assets or [])
-               for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
-        assert own and own <= merged, domain.__name__
+        own = {
+            k
+            for a in (domain.defs.assets or [])
+            for k in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])
+        }
+        assert own <= merged, domain.__name__
+        assert own or domain.defs.schedules or domain.defs.sensors, domain.__name__
+    # the whole spec is defined, nothing more outside the cell validation
+    names = {k.to_user_string() for k in merged}
+    assert {n for n in names if not n.startswith("validation_")} == set(G.NODES)
 
 
 def test_every_asset_is_documented_grouped_kinded_and_versioned(graph):
@@ -60,13 +66,14 @@ def test_every_asset_is_documented_grouped_kinded_and_versioned(graph):
     assert SHARED | SEEDED | {"params_file"} <= keys
     for name in SHARED | SEEDED:
         node = graph.get(dg.AssetKey(name))
-        assert node.group_name == GROUPS[name], name
+        assert node.group_name == G.node(name).group, name
         assert node.code_version, name
         assert node.kinds, name
         assert node.description and len(node.description) > 40, name
-    src = graph.get(dg.AssetKey("params_file"))
-    assert src.is_observable and src.group_name == "params"
-    assert src.partitions_def == param_set_partitions
+    for name in G.SOURCE_ASSETS:
+        src = graph.get(dg.AssetKey(name))
+        assert src.is_observable and src.group_name == "params", name
+        assert src.partitions_def == param_set_partitions, name
 
 
 def test_partitioning_and_mappings(graph):
@@ -85,9 +92,23 @@ def test_partitioning_and_mappings(graph):
 
 
 def test_dependencies(graph):
-    for child, parents in EDGES.items():
-        got = {p.to_user_string() for p in graph.get(dg.AssetKey(child)).parent_keys}
-        assert got == parents, (child, got ^ parents)
+    """The loaded Dagster graph has exactly the spec's edges (sources included), and every
+    parent below a seed-level asset's level fans out through the param_set dimension."""
+    for node in G.ASSETS:
+        key = dg.AssetKey(node.name)
+        got = {p.to_user_string() for p in graph.get(key).parent_keys}
+        assert got == set(node.parents), (node.name, got ^ set(node.parents))
+        for parent in node.parents:
+            m = graph.get_partition_mapping(key, dg.AssetKey(parent))
+            fan_out = node.level == "seed" and G.node(parent).level != "seed"
+            assert isinstance(m, dg.MultiToSingleDimensionPartitionMapping) == fan_out, (
+                node.name,
+                parent,
+            )
+    # a few edges spelled out, against a spec that drifts with the code it describes
+    parents = {n.name: set(n.parents) for n in G.ASSETS}
+    assert parents["compiled_mechanisms"] == {"mechanism_files"}
+    assert parents["network"] == {"params_file", "synaptic_model_files", "functional_groups"}
 
 
 def test_jobs_and_executor():
@@ -136,7 +157,10 @@ def test_workspace_yaml_loads_the_code_location():
     # what `dagster dev -w workspace.yaml` does first: load the module and list its assets
     out = subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "list", "-m", "l5assets.definitions"],
-        capture_output=True, text=True, timeout=120, cwd=paths.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=paths.PROJECT_ROOT,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     for name in SHARED | SEEDED:

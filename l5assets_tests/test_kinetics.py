@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from nml_oracle import NmlChannel, load_ca_dynamics, load_channel
 from scipy.integrate import solve_ivp
 
 from l5assets.cell import mechanisms
-from l5assets.cell.nml_oracle import NmlChannel, load_ca_dynamics, load_channel
 
 REL_TOL = 0.01
 INF_FLOOR = 1e-6

@@ -8,7 +8,6 @@ asset does.
 Param sets A and B use different biophysics files, so each edit must hit exactly one of them.
 """
 
-
 import importlib
 import json
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 from conftest import lineage_workspace
 
 from l5assets import storage
-from l5assets.defs.lineage import SOURCES, manifest_metadata, step_started_at
+from l5assets.defs.common import manifest_metadata, step_started_at
 from l5assets.defs.lineage.schedule import (
     FOLLOW_UP_SENSOR_NAME,
     SCHEDULE_NAME,
@@ -31,7 +30,8 @@ from l5assets.defs.lineage.schedule import (
     rerun_automation,
 )
 from l5assets.defs.lineage.sensor import params_files_sensor
-from l5assets.defs.params import params_file
+from l5assets.defs.lineage.status import status
+from l5assets.defs.params import SOURCES, params_file
 from l5assets.defs.partitions import (
     by_param_set,
     param_set_partitions,
@@ -40,7 +40,6 @@ from l5assets.defs.partitions import (
 )
 from l5assets.defs.resources import CellModelResource, StorageResource
 from l5assets.lineage.manifest import write_manifest
-from l5assets.lineage.status import status
 from l5assets.params import load_param_set
 from l5assets.rng import stage_rng
 
@@ -50,29 +49,50 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 def make_defs(resources: dict, segments_cv: str = "1", fg_cv: str = "1") -> dg.Definitions:
     """Two real assets in the project's layout, plus the lineage schedule and sensor."""
 
-    @dg.asset(key="segments_table", partitions_def=param_set_partitions, code_version=segments_cv,
-              deps=["params_file", "mechanism_files", "cell_model_files"])
-    def segments_table(context: dg.AssetExecutionContext,
-                       storage_res: StorageResource) -> dg.MaterializeResult:
+    @dg.asset(
+        key="segments_table",
+        partitions_def=param_set_partitions,
+        code_version=segments_cv,
+        deps=["params_file", "mechanism_files", "cell_model_files"],
+    )
+    def segments_table(
+        context: dg.AssetExecutionContext, storage_res: StorageResource
+    ) -> dg.MaterializeResult:
         name = context.partition_key
         params = storage_res.load_params(name)
         out = storage_res.partition_dir("segments_table", name)
         seg = out / "segments.npy"
         storage.atomic_write_bytes(seg, np.arange(0, 1000, params.dL).tobytes())
-        write_manifest(out, asset="segments_table", params=params, seed=None,
-                       code_version=segments_cv, outputs=[seg],
-                       inputs={"params_file": storage_res.params_file(name)},
-                       extra={"run_id": context.run.run_id, "started_at": step_started_at(context),
-                              "build_seconds": 0.5,
-                              # as its deps: the .mod files (directly here) and the cell files
-                              "reads_components": ["mechanisms", "biophysics", "morphology"]})
+        write_manifest(
+            out,
+            asset="segments_table",
+            params=params,
+            seed=None,
+            code_version=segments_cv,
+            outputs=[seg],
+            inputs={"params_file": storage_res.params_file(name)},
+            extra={
+                "run_id": context.run.run_id,
+                "started_at": step_started_at(context),
+                "build_seconds": 0.5,
+                # as its deps: the .mod files (directly here) and the cell files
+                "reads_components": ["mechanisms", "biophysics", "morphology"],
+            },
+        )
         return dg.MaterializeResult(data_version=dg.DataVersion(storage.file_sha256(seg)))
 
-    @dg.asset(key="functional_groups", partitions_def=run_partitions, code_version=fg_cv,
-              deps=[dg.AssetDep("params_file", partition_mapping=by_param_set),
-                    dg.AssetDep("segments_table", partition_mapping=by_param_set)])
-    def functional_groups(context: dg.AssetExecutionContext,
-                          storage_res: StorageResource) -> dg.MaterializeResult:
+    @dg.asset(
+        key="functional_groups",
+        partitions_def=run_partitions,
+        code_version=fg_cv,
+        deps=[
+            dg.AssetDep("params_file", partition_mapping=by_param_set),
+            dg.AssetDep("segments_table", partition_mapping=by_param_set),
+        ],
+    )
+    def functional_groups(
+        context: dg.AssetExecutionContext, storage_res: StorageResource
+    ) -> dg.MaterializeResult:
         keys = context.partition_key.keys_by_dimension
         name, seed = keys["param_set"], int(keys["seed"])
         params = storage_res.load_params(name)
@@ -81,11 +101,20 @@ def make_defs(resources: dict, segments_cv: str = "1", fg_cv: str = "1") -> dg.D
         groups = stage_rng(seed, "functional_groups").choice(np.frombuffer(seg.read_bytes()), 20)
         fg = out / "groups.npy"
         storage.atomic_write_bytes(fg, groups.tobytes())
-        manifest = write_manifest(out, asset="functional_groups", params=params, seed=seed,
-                                  code_version=fg_cv, outputs=[fg], inputs={"segments": seg},
-                                  extra={"run_id": context.run.run_id})
-        return dg.MaterializeResult(data_version=dg.DataVersion(storage.file_sha256(fg)),
-                                    metadata=manifest_metadata(manifest))
+        manifest = write_manifest(
+            out,
+            asset="functional_groups",
+            params=params,
+            seed=seed,
+            code_version=fg_cv,
+            outputs=[fg],
+            inputs={"segments": seg},
+            extra={"run_id": context.run.run_id},
+        )
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(storage.file_sha256(fg)),
+            metadata=manifest_metadata(manifest),
+        )
 
     cell_job = dg.define_asset_job("cell_job", selection=["segments_table"])
     seed_job = dg.define_asset_job("seed_job", selection=["functional_groups"])
@@ -102,8 +131,9 @@ def make_defs(resources: dict, segments_cv: str = "1", fg_cv: str = "1") -> dg.D
 def evaluate(env: SimpleNamespace, defs: dg.Definitions, name: str) -> list[dg.RunRequest]:
     """Evaluate one of the rerun schedules; its run requests (none if it skipped)."""
     repo = defs.get_repository_def()
-    with dg.build_schedule_context(instance=env.instance, repository_def=repo,
-                                   resources=env.resources) as ctx:
+    with dg.build_schedule_context(
+        instance=env.instance, repository_def=repo, resources=env.resources
+    ) as ctx:
         return list(repo.get_schedule_def(name).evaluate_tick(ctx).run_requests or [])
 
 
@@ -111,8 +141,11 @@ def launch(env: SimpleNamespace, defs: dg.Definitions, job: str, req: dg.RunRequ
     """Execute a run request of a rerun schedule/sensor as the daemon would (its job, partition,
     asset selection and tags)."""
     res = defs.resolve_job_def(job).execute_in_process(
-        instance=env.instance, partition_key=str(req.partition_key),
-        asset_selection=req.asset_selection, tags=req.tags)
+        instance=env.instance,
+        partition_key=str(req.partition_key),
+        asset_selection=req.asset_selection,
+        tags=req.tags,
+    )
     assert res.success
     return res
 
@@ -123,8 +156,11 @@ def follow_up(env: SimpleNamespace, defs: dg.Definitions, res) -> list[dg.RunReq
     success = next(e for e in res.all_events if e.event_type_value == "PIPELINE_SUCCESS")
     # (a context manager: it enters the instance, which must be left before the test ends)
     with dg.build_run_status_sensor_context(
-        sensor_name=FOLLOW_UP_SENSOR_NAME, dagster_event=success,
-        dagster_instance=env.instance, dagster_run=res.dagster_run, repository_def=repo,
+        sensor_name=FOLLOW_UP_SENSOR_NAME,
+        dagster_event=success,
+        dagster_instance=env.instance,
+        dagster_run=res.dagster_run,
+        repository_def=repo,
         resources=env.resources,
     ) as ctx:
         out = repo.get_sensor_def(FOLLOW_UP_SENSOR_NAME)(ctx)
@@ -134,22 +170,33 @@ def follow_up(env: SimpleNamespace, defs: dg.Definitions, res) -> list[dg.RunReq
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     comp, pdir, root, _ = lineage_workspace(
-        tmp_path, monkeypatch, cells={"L5PC_bbp": '{"v": 1}\n', "L5PC_reference": '{"v": 2}\n'},
+        tmp_path,
+        monkeypatch,
+        cells={"L5PC_bbp": '{"v": 1}\n', "L5PC_reference": '{"v": 2}\n'},
         mods={"Ih": "NEURON { SUFFIX Ih }\n"},
-        param_sets={"A": "L5PC_bbp", "B": "L5PC_reference"})
+        param_sets={"A": "L5PC_bbp", "B": "L5PC_reference"},
+    )
     res_storage = StorageResource(root=str(root), params_dir=str(pdir))
     with dg.instance_for_test() as instance:
         yield SimpleNamespace(
-            comp=comp, pdir=pdir, root=root, instance=instance, storage=res_storage,
-            resources={"storage": res_storage, "storage_res": res_storage,
-                       "cell_model": CellModelResource(mod_dir=str(comp / "mechanisms"))},
+            comp=comp,
+            pdir=pdir,
+            root=root,
+            instance=instance,
+            storage=res_storage,
+            resources={
+                "storage": res_storage,
+                "storage_res": res_storage,
+                "cell_model": CellModelResource(mod_dir=str(comp / "mechanisms")),
+            },
         )
 
 
 def tick(env: SimpleNamespace, cursor: str | None) -> dg.SensorResult:
     """Evaluate the sensor and apply its result as the sensor daemon would."""
-    with dg.build_sensor_context(instance=env.instance, cursor=cursor,
-                                 resources=env.resources) as ctx:
+    with dg.build_sensor_context(
+        instance=env.instance, cursor=cursor, resources=env.resources
+    ) as ctx:
         result = params_files_sensor(ctx)
     for event in result.asset_events:  # in the daemon's order: events, then partitions
         env.instance.report_runless_asset_event(event)
@@ -164,9 +211,12 @@ def observed(result: dg.SensorResult) -> set[tuple[str, str]]:
 
 def materialize(env: SimpleNamespace, defs: dg.Definitions, asset: str, key) -> None:
     job = defs.resolve_implicit_global_asset_job_def()
-    res = job.execute_in_process(instance=env.instance, partition_key=key,
-                                 asset_selection=[dg.AssetKey(asset)],
-                                 resources=env.resources)
+    res = job.execute_in_process(
+        instance=env.instance,
+        partition_key=key,
+        asset_selection=[dg.AssetKey(asset)],
+        resources=env.resources,
+    )
     assert res.success
 
 
@@ -183,8 +233,10 @@ def dagster_state(env: SimpleNamespace, defs: dg.Definitions) -> dict[tuple[str,
 
 def mine(env: SimpleNamespace, defs: dg.Definitions) -> dict[tuple[str, int], str]:
     """`l5assets status` states per (param_set, seed)."""
-    return {(r["param_set"], r["seed"]): r["state"]
-            for r in status(env.instance, defs, root=env.root, params_dir=env.pdir)}
+    return {
+        (r["param_set"], r["seed"]): r["state"]
+        for r in status(env.instance, defs, root=env.root, params_dir=env.pdir)
+    }
 
 
 def test_sensor_registers_new_params_files_and_reports_changes(env: SimpleNamespace) -> None:
@@ -214,7 +266,8 @@ def test_sensor_registers_new_params_files_and_reports_changes(env: SimpleNamesp
     # a synaptic model edit is reported for every param set
     (env.comp / "synaptic_models" / "PN2PN.json").write_text('{"tau1": 2}\n')
     assert observed(tick(env, fourth.cursor)) == {
-        ("synaptic_model_files", p) for p in ("A", "B", "C")}
+        ("synaptic_model_files", p) for p in ("A", "B", "C")
+    }
 
 
 def test_edits_make_exactly_the_affected_partitions_stale_and_schedule_reruns_them(
@@ -247,12 +300,14 @@ def test_edits_make_exactly_the_affected_partitions_stale_and_schedule_reruns_th
     # it and follow as soon as that run succeeds (the follow-up sensor, seed_job)
     reqs = evaluate(env, defs, SCHEDULE_NAME)
     assert [(r.partition_key, r.asset_selection) for r in reqs] == [
-        ("A", [dg.AssetKey("segments_table")])]
+        ("A", [dg.AssetKey("segments_table")])
+    ]
     assert evaluate(env, defs, SEED_SCHEDULE_NAME) == []  # deferred
     done = launch(env, defs, "cell_job", reqs[0])
     reqs = follow_up(env, defs, done)
     assert [(str(r.partition_key), r.asset_selection) for r in reqs] == [
-        ("A|1", [dg.AssetKey("functional_groups")])]
+        ("A|1", [dg.AssetKey("functional_groups")])
+    ]
     for r in reqs:
         launch(env, defs, "seed_job", r)
     assert set(mine(env, defs).values()) == {"fresh"}
@@ -266,12 +321,15 @@ def test_edits_make_exactly_the_affected_partitions_stale_and_schedule_reruns_th
     ui = dagster_state(env, defs)
     assert ui[("segments_table", "B")] == "stale"
     assert ui[("segments_table", "A")] == ui[("functional_groups", "B|1")] == "fresh"
-    rows = {(r["param_set"], r["seed"]): r for r in status(env.instance, defs, root=env.root,
-                                                           params_dir=env.pdir)}
+    rows = {
+        (r["param_set"], r["seed"]): r
+        for r in status(env.instance, defs, root=env.root, params_dir=env.pdir)
+    }
     assert rows[("A", 1)]["state"] == "fresh"
     assert rows[("B", 1)]["state"] == "stale"
     assert {(x["asset"], x["kind"]) for x in rows[("B", 1)]["reasons"]} == {
-        ("segments_table", "biophysics")}
+        ("segments_table", "biophysics")
+    }
     assert rows[("B", 1)]["assets"]["functional_groups"] == "fresh"
     reqs = evaluate(env, defs, SCHEDULE_NAME)
     assert [r.partition_key for r in reqs] == ["B"]
@@ -293,7 +351,9 @@ def test_edits_make_exactly_the_affected_partitions_stale_and_schedule_reruns_th
     bumped = make_defs(env.resources, fg_cv="2")
     assert evaluate(env, bumped, SCHEDULE_NAME) == []
     assert sorted(str(r.partition_key) for r in evaluate(env, bumped, SEED_SCHEDULE_NAME)) == [
-        "A|1", "B|1"]
+        "A|1",
+        "B|1",
+    ]
 
 
 def test_code_version_bump_is_stale_in_dagster_and_status(env: SimpleNamespace) -> None:
@@ -309,20 +369,27 @@ def test_code_version_bump_is_stale_in_dagster_and_status(env: SimpleNamespace) 
     assert meta["lineage_params_hash"].value == load_param_set("A").params_hash
     assert meta["lineage_seed"].value == 1
     assert meta["manifest_json"].value["stage_seeds"]["functional_groups"] > 0
-    seg_manifest = json.loads((env.root / "A" / "shared" / "segments_table" /
-                               "manifest.json").read_text())
+    seg_manifest = json.loads(
+        (env.root / "A" / "shared" / "segments_table" / "manifest.json").read_text()
+    )
     assert 0 < seg_manifest["run"]["wall_time_s"] < 600
     assert seg_manifest["run"]["timings"] == {"build_seconds": 0.5}
     assert "build_seconds" not in seg_manifest["extra"]
     bumped = make_defs(env.resources, segments_cv="2")
     assert dagster_state(env, bumped)[("segments_table", "A")] == "stale"
-    row = next(r for r in status(env.instance, bumped, root=env.root, params_dir=env.pdir)
-               if r["param_set"] == "A")
+    row = next(
+        r
+        for r in status(env.instance, bumped, root=env.root, params_dir=env.pdir)
+        if r["param_set"] == "A"
+    )
     assert row["state"] == "stale"
     assert {x["detail"] for x in row["reasons"]} == {"code_version of segments_table: 1 -> 2"}
     # B was never materialized: missing, with both assets listed
-    row_b = next(r for r in status(env.instance, bumped, root=env.root, params_dir=env.pdir)
-                 if r["param_set"] == "B")
+    row_b = next(
+        r
+        for r in status(env.instance, bumped, root=env.root, params_dir=env.pdir)
+        if r["param_set"] == "B"
+    )
     assert row_b["state"] == "missing"
     assert row_b["missing"] == ["functional_groups", "segments_table"]
 
@@ -364,15 +431,18 @@ def test_project_definitions_include_the_lineage_pieces() -> None:
     for source in ("mechanism_files", "cell_model_files", "synaptic_model_files"):
         assert dg.AssetKey(source) in graph.get_all_asset_keys()
     # exactly the readers depend on each source (the same edges as `status` uses)
-    from l5assets.lineage.status import COMPONENT_READERS, PARAMS_READERS
+    from l5assets.graph import COMPONENT_READERS, PARAMS_READERS
 
     def readers(source: str) -> set[str]:
         return {k.to_user_string() for k in graph.get(dg.AssetKey(source)).child_keys}
 
     assert readers("params_file") == {a for a, r in PARAMS_READERS.items() if r}
-    for source, comp in (("mechanism_files", "mechanisms"), ("cell_model_files", "biophysics"),
-                         ("cell_model_files", "morphology"),
-                         ("synaptic_model_files", "synaptic_models")):
+    for source, comp in (
+        ("mechanism_files", "mechanisms"),
+        ("cell_model_files", "biophysics"),
+        ("cell_model_files", "morphology"),
+        ("synaptic_model_files", "synaptic_models"),
+    ):
         assert readers(source) == {a for a, r in COMPONENT_READERS.items() if comp in r}, source
 
 
@@ -382,20 +452,40 @@ def test_cli_trace_diff_status_offline(env: SimpleNamespace) -> None:
     seg_dir = storage.partition_dir(env.root, "segments_table", "A")
     seg = seg_dir / "segments.npy"
     storage.atomic_write_bytes(seg, np.arange(10.0).tobytes())
-    write_manifest(seg_dir, asset="segments_table", params=params, seed=None, code_version="1",
-                   outputs=[seg], inputs={"params_file": env.pdir / "A.json"}, extra={})
+    write_manifest(
+        seg_dir,
+        asset="segments_table",
+        params=params,
+        seed=None,
+        code_version="1",
+        outputs=[seg],
+        inputs={"params_file": env.pdir / "A.json"},
+        extra={},
+    )
     outs = {}
     for seed in (1, 2):
         d = storage.partition_dir(env.root, "functional_groups", "A", seed)
         outs[seed] = d / "groups.npy"
         groups = stage_rng(seed, "functional_groups").choice(np.frombuffer(seg.read_bytes()), 5)
         storage.atomic_write_bytes(outs[seed], groups.tobytes())
-        write_manifest(d, asset="functional_groups", params=params, seed=seed, code_version="1",
-                       outputs=[outs[seed]], inputs={"segments": seg}, extra={})
+        write_manifest(
+            d,
+            asset="functional_groups",
+            params=params,
+            seed=seed,
+            code_version="1",
+            outputs=[outs[seed]],
+            inputs={"segments": seg},
+            extra={},
+        )
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "l5assets.cli", *args],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "l5assets.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     tr = cli("trace", str(outs[1]), "--json")
     assert tr.returncode == 0, tr.stderr

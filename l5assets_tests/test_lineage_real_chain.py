@@ -11,9 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from l5assets.defs.lineage.status import status
 from l5assets.lineage.diff import diff
 from l5assets.lineage.manifest import MANIFEST_NAME, strip_volatile
-from l5assets.lineage.status import status
 from l5assets.lineage.trace import trace
 from l5assets.params import load_param_set
 from l5assets.rng import all_stage_seeds
@@ -21,8 +21,14 @@ from l5assets.rng import all_stage_seeds
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 UPSTREAM_OF_SIMULATION = {
-    "compiled_mechanisms", "segments_table", "functional_groups", "exc_raster", "inh_rasters",
-    "network", "simulation_config", "simulation_outputs",
+    "compiled_mechanisms",
+    "segments_table",
+    "functional_groups",
+    "exc_raster",
+    "inh_rasters",
+    "network",
+    "simulation_config",
+    "simulation_outputs",
 }
 CHEAP = ("functional_groups", "exc_raster", "inh_rasters", "network", "simulation_config")
 
@@ -38,11 +44,17 @@ def test_real_chain_trace_and_identical_rematerialization(
     root = tmp_path / "outputs"
     with dg.instance_for_test() as instance:
         register_partitions(instance, ["L5_quick"], [1])
-        assert defs.resolve_job_def("cell_job").execute_in_process(
-            partition_key="L5_quick", instance=instance).success
+        assert (
+            defs.resolve_job_def("cell_job")
+            .execute_in_process(partition_key="L5_quick", instance=instance)
+            .success
+        )
         key = run_partition_key("L5_quick", 1)
-        assert defs.resolve_job_def("seed_job").execute_in_process(
-            partition_key=key, instance=instance).success
+        assert (
+            defs.resolve_job_def("seed_job")
+            .execute_in_process(partition_key=key, instance=instance)
+            .success
+        )
 
         seed_dir = root / "L5_quick" / "seed-1"
         spikes = seed_dir / "simulation_outputs" / "spikes.h5"
@@ -66,15 +78,22 @@ def test_real_chain_trace_and_identical_rematerialization(
         saved = tmp_path / "saved"
         saved.mkdir()
         (saved / MANIFEST_NAME).write_text(json.dumps(before["network"]))
-        assert defs.resolve_job_def("seed_job").execute_in_process(
-            partition_key=key, instance=instance,
-            asset_selection=[dg.AssetKey(a) for a in CHEAP]).success
+        assert (
+            defs.resolve_job_def("seed_job")
+            .execute_in_process(
+                partition_key=key,
+                instance=instance,
+                asset_selection=[dg.AssetKey(a) for a in CHEAP],
+            )
+            .success
+        )
         for a in CHEAP:
             after = json.loads((seed_dir / a / MANIFEST_NAME).read_text())
             assert strip_volatile(after) == strip_volatile(before[a]), a
             assert after["run"]["run_id"] != before[a]["run"]["run_id"]
         assert diff(saved / MANIFEST_NAME, seed_dir / "network")["identical"]
         # identical bytes re-written upstream: the simulation is still fresh
-        row = next(r for r in status(instance, defs, root=root, param_sets=["L5_quick"])
-                   if r["seed"] == 1)
+        row = next(
+            r for r in status(instance, defs, root=root, param_sets=["L5_quick"]) if r["seed"] == 1
+        )
         assert row["state"] == "fresh", row["reasons"]

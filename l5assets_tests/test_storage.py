@@ -58,3 +58,23 @@ def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(f.stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_cell_validation_namespace_is_no_param_set(tmp_path: Path):
+    from l5assets.params import ParamsError, is_param_set_name, validate_param_set_name
+    from l5assets.storage import CELLS_NAMESPACE, cell_dir
+
+    assert cell_dir(tmp_path, "validation_bap", "L5PC_bbp") == (
+        tmp_path / "_cells" / "L5PC_bbp" / "validation_bap"
+    )
+    assert not is_param_set_name(CELLS_NAMESPACE)
+    with pytest.raises(ParamsError, match="reserved"):
+        validate_param_set_name(CELLS_NAMESPACE)
+    # `status` lists param sets only, never the validation folder or its cells
+    from l5assets.lineage.status import status
+
+    (cell_dir(tmp_path / "out", "validation_bap", "L5PC_bbp")).mkdir(parents=True)
+    (tmp_path / "out" / "P1" / "seed-1").mkdir(parents=True)
+    (tmp_path / "params").mkdir()
+    rows = status(root=tmp_path / "out", params_dir=tmp_path / "params")
+    assert {r["param_set"] for r in rows} == {"P1"}

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from l5assets.cell import validation as V
+from l5assets.lineage.manifest import strip_volatile
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,10 @@ def test_targets_table_matches_spec() -> None:
     t = V.TARGETS_BY_FEATURE
     assert (t["bap.dend1.amplitude"].mean, t["bap.dend1.amplitude"].sd) == (45.0, 10.0)
     assert (t["bap.dend2.amplitude"].mean, t["bap.dend2.amplitude"].sd) == (36.0, 9.33)
-    freqs = [(t[f"steps.step{i}.mean_frequency"].mean, t[f"steps.step{i}.mean_frequency"].sd)
-             for i in (1, 2, 3)]
+    freqs = [
+        (t[f"steps.step{i}.mean_frequency"].mean, t[f"steps.step{i}.mean_frequency"].sd)
+        for i in (1, 2, 3)
+    ]
     assert freqs == [(6.0, 1.2), (8.5, 1.0), (17.5, 0.8)]
     assert t["bap.dend1.amplitude"].bounds() == (25.0, 65.0)
     steps = V.PROTOCOLS["steps"]
@@ -43,13 +46,17 @@ def test_targets_table_matches_spec() -> None:
     hay = V.PROTOCOLS["hay_steps"]
     assert hay.holding == 0.0 and [s.pulses[0].amp for s in hay.sweeps] == [0.619, 0.793, 1.507]
     assert all((p.delay, p.duration) == (700.0, 2000.0) for s in hay.sweeps for p in s.pulses)
-    hf = [(t[f"hay_steps.step{i}.mean_frequency"].mean, t[f"hay_steps.step{i}.mean_frequency"].sd)
-          for i in (1, 2, 3)]
+    hf = [
+        (t[f"hay_steps.step{i}.mean_frequency"].mean, t[f"hay_steps.step{i}.mean_frequency"].sd)
+        for i in (1, 2, 3)
+    ]
     assert hf == [(9.0, 0.88), (14.5, 0.56), (22.5, 2.2222)]
     assert [t[f"hay_steps.step{i}.AP_width"].mean for i in (1, 2, 3)] == [1.3077, 1.3833, 1.8647]
     assert (t["bac.paired.BAC_ISI"].mean, t["bac.paired.BAC_ISI"].sd) == (9.901, 0.8517)
     assert (t["bac.paired.caSpike_height"].mean, t["bac.paired.caSpike_width"].mean) == (
-        6.73, 37.43)
+        6.73,
+        37.43,
+    )
     assert t["bac.paired.BAC_ahpdepth"].mean == -65.0
     assert t["ca_train.critical_frequency"].bounds() == (60.0, 120.0)
     # the reference pipeline's own F-I protocol
@@ -67,14 +74,24 @@ def test_target_families_and_informational_rows() -> None:
     hay = {t.feature: t for t in V.targets_for(None, "hay2011")}
     # BluePyOpt's steps gate the BluePyOpt family only; Hay's steps the Hay family only
     assert bpo["steps.step1.mean_frequency"].gating and "steps.step1.mean_frequency" not in hay
-    assert hay["hay_steps.step2.mean_frequency"].gating and "hay_steps.step2.mean_frequency" \
-        not in bpo
+    assert (
+        hay["hay_steps.step2.mean_frequency"].gating and "hay_steps.step2.mean_frequency" not in bpo
+    )
     # Hay's BAC features gate Hay-family cells, are reported for the others
-    for f in ("bac.paired.BAC_ISI", "bac.paired.caSpike_height", "bac.paired.caSpike_width",
-              "bac.paired.BAC_ahpdepth"):
+    for f in (
+        "bac.paired.BAC_ISI",
+        "bac.paired.caSpike_height",
+        "bac.paired.caSpike_width",
+        "bac.paired.BAC_ahpdepth",
+    ):
         assert hay[f].gating and not bpo[f].gating
-    for f in ("bap.dend1.amplitude", "bac.paired.ca_spike", "ca_train.critical_frequency",
-              "ca_train.single.ca_spike", "fi.rheobase"):
+    for f in (
+        "bap.dend1.amplitude",
+        "bac.paired.ca_spike",
+        "ca_train.critical_frequency",
+        "ca_train.single.ca_spike",
+        "fi.rheobase",
+    ):
         assert hay[f].gating and bpo[f].gating
     # a cell's biophysics file can make a target informational, with its reason
     r = V.targets_for("ca_train", "hay2011", {"ca_train.critical_frequency": "why"})
@@ -86,8 +103,7 @@ def test_target_families_and_informational_rows() -> None:
     assert load_biophysics(V.DEFAULT_CELL).validation.sites == "main_bifurcation"
     assert load_biophysics("L5PC_hay2011").validation.sites == "absolute"
     assert load_biophysics("L5PC_bbp").validation.targets == "bluepyopt"
-    assert V.FAMILY_PROTOCOLS["hay2011"] == ("fi", "hay_steps", "bap", "bac", "ca_train",
-                                             "ref_fi")
+    assert V.FAMILY_PROTOCOLS["hay2011"] == ("fi", "hay_steps", "bap", "bac", "ca_train", "ref_fi")
 
 
 def test_plan_units_balances_sweeps_over_workers() -> None:
@@ -101,8 +117,12 @@ def test_plan_units_balances_sweeps_over_workers() -> None:
 
     loads = [sum(_cost(n, len(idx)) for n, idx in g) for g in groups]
     assert max(loads) / min(loads) < 1.3
-    assert V.plan_units(names, 1) == [[(n, list(range(len(V.PROTOCOLS[n].sweeps))))
-                                       for n in sorted(names, key=_cost, reverse=True)]]
+    assert V.plan_units(names, 1) == [
+        [
+            (n, list(range(len(V.PROTOCOLS[n].sweeps))))
+            for n in sorted(names, key=_cost, reverse=True)
+        ]
+    ]
 
 
 def test_reference_fi_and_ca_events_on_synthetic_traces() -> None:
@@ -115,8 +135,7 @@ def test_reference_fi_and_ca_events_on_synthetic_traces() -> None:
         v[(t >= s) & (t < s + 1.0)] = 20.0
     assert threshold_crossings(t, v, -10.0).size == len(np.arange(520.0, 3000.0, 50.0))
     names = [s.name for s in V.PROTOCOLS["ref_fi"].sweeps]
-    tr = V.ProtocolTraces("ref_fi", 0.1, names, ["soma"],
-                          np.stack([v[None, :]] * len(names)))
+    tr = V.ProtocolTraces("ref_fi", 0.1, names, ["soma"], np.stack([v[None, :]] * len(names)))
     f = _features_ref_fi(tr)
     assert f["ref_fi.curve"]["rates_Hz"] == [20.0] * 5 and f["ref_fi.0.4nA.rate"] == 20.0
     # continuous dendritic trace: two 30 ms plateaus and a 3 ms bAP -> two Ca2+ spikes
@@ -127,8 +146,9 @@ def test_reference_fi_and_ca_events_on_synthetic_traces() -> None:
     vd[(td > 700) & (td < 735)] = -5.0
     ev = V.ca_spike_events(td, vd, after=100.0)
     assert ev["count"] == 2 and ev["base_mv"] == -65.0
-    assert ev["times_ms"][0] == pytest.approx(200.1) and ev["half_widths_ms"][1] == \
-        pytest.approx(34.9, abs=0.11)
+    assert ev["times_ms"][0] == pytest.approx(200.1) and ev["half_widths_ms"][1] == pytest.approx(
+        34.9, abs=0.11
+    )
 
 
 def test_judge_and_missing_values() -> None:
@@ -143,8 +163,11 @@ def test_ca_spike_criterion_on_synthetic_traces() -> None:
     t = np.arange(0, 600, V.DT)
     base = -70.0
     # a 3 ms wide bAP with a slow passive tail: not a Ca2+ spike
-    bap = base + 55 * np.exp(-((t - 300) / 1.5) ** 2) + 12 * np.exp(-np.clip(t - 300, 0, None)
-                                                                    / 15) * (t > 300)
+    bap = (
+        base
+        + 55 * np.exp(-(((t - 300) / 1.5) ** 2))
+        + 12 * np.exp(-np.clip(t - 300, 0, None) / 15) * (t > 300)
+    )
     # a 30 ms plateau near -10 mV: a Ca2+ spike
     plateau = np.where((t > 300) & (t < 330), -10.0, base)
     assert not V.ca_spike(t, bap, 295.0)["present"]
@@ -231,8 +254,9 @@ def test_format_and_plot(bap_bac: dict[str, V.ProtocolTraces], tmp_path: Path) -
     ev = V.evaluate(bap_bac["bap"])
     png = V.plot_protocol(bap_bac["bap"], ev, tmp_path / "bap.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = V.format_validation({"cell": "L5PC_bbp", "features": ev["features"],
-                                "passed": ev["passed"], "measures": {}})
+    text = V.format_validation(
+        {"cell": "L5PC_bbp", "features": ev["features"], "passed": ev["passed"], "measures": {}}
+    )
     assert "bAP amplitude at trunk site 1 (660 um on cell1)" in text and "45 ± 10" in text
 
 
@@ -250,52 +274,89 @@ def test_asset_direct_invocation_and_checks(tmp_path: Path) -> None:
     storage = StorageResource(root=str(tmp_path))
     bap_asset = next(a for a in A.protocol_assets if a.key.to_user_string() == "validation_bap")
     ctx = dg.build_asset_context(partition_key="L5PC_bbp")
-    res = bap_asset(context=ctx, config=A.CellValidationConfig(), storage=storage,
-                    cell_model=CellModelResource())
+    res = bap_asset(
+        context=ctx,
+        config=A.CellValidationConfig(),
+        storage=storage,
+        cell_model=CellModelResource(),
+    )
     assert isinstance(res, dg.MaterializeResult)
     md = res.metadata
     assert "bAP amplitude at trunk site 1" in md["features"].value
     assert Path(md["plot"].value).exists()
-    out = tmp_path / "L5PC_bbp" / "shared" / "validation_bap"
+    # its own namespace, not a param set's folder, with a lineage manifest beside the outputs
+    out = tmp_path / "_cells" / "L5PC_bbp" / "validation_bap"
+    assert not (tmp_path / "L5PC_bbp").exists()
     rec = json.loads((out / A.FEATURES_FILE).read_text())
     assert rec["cell"] == "L5PC_bbp" and rec["mod_hash"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["asset"] == "validation_bap" and manifest["extra"]["cell"] == "L5PC_bbp"
+    assert {o["relpath"] for o in manifest["outputs"]} >= {A.FEATURES_FILE, "bap.png"}
+    assert "biophysics" in manifest["inputs"] and "morphology" in manifest["inputs"]
+    assert md["path_manifest"].value == str(out / "manifest.json")
     # the checks read the written features back
     for target in V.GATING_TARGETS:
         if target.protocol == "bap":
             r = A.evaluate_check(storage, "validation_bap", "L5PC_bbp", target)
             assert r.passed is True
             assert r.metadata["target"].text.startswith(target.text())
-    missing = A.evaluate_check(storage, "validation_bac", "L5PC_bbp",
-                               V.TARGETS_BY_FEATURE["bac.paired.ca_spike"])
+    missing = A.evaluate_check(
+        storage, "validation_bac", "L5PC_bbp", V.TARGETS_BY_FEATURE["bac.paired.ca_spike"]
+    )
     assert missing.passed is False
     # a protocol outside the cell's family is recorded as not applicable, without a run
-    hay_steps = next(a for a in A.protocol_assets
-                     if a.key.to_user_string() == "validation_hay_steps")
-    res2 = hay_steps(context=dg.build_asset_context(partition_key="L5PC_bbp"),
-                     config=A.CellValidationConfig(), storage=storage,
-                     cell_model=CellModelResource())
+    hay_steps = next(
+        a for a in A.protocol_assets if a.key.to_user_string() == "validation_hay_steps"
+    )
+    res2 = hay_steps(
+        context=dg.build_asset_context(partition_key="L5PC_bbp"),
+        config=A.CellValidationConfig(),
+        storage=storage,
+        cell_model=CellModelResource(),
+    )
     assert res2.metadata["applies"] is False
-    na = A.evaluate_check(storage, "validation_hay_steps", "L5PC_bbp",
-                          V.TARGETS_BY_FEATURE["hay_steps.step1.mean_frequency"])
+    na = A.evaluate_check(
+        storage,
+        "validation_hay_steps",
+        "L5PC_bbp",
+        V.TARGETS_BY_FEATURE["hay_steps.step1.mean_frequency"],
+    )
     assert na.passed is True and "not a target" in na.metadata["applies"].text
-    # same inputs -> byte-identical outputs
-    first = {p.name: p.read_bytes() for p in out.iterdir()}
-    bap_asset(context=dg.build_asset_context(partition_key="L5PC_bbp"),
-              config=A.CellValidationConfig(), storage=storage, cell_model=CellModelResource())
-    assert first == {p.name: p.read_bytes() for p in out.iterdir()}
+
+    # same inputs -> byte-identical outputs (the manifest differs only in its run section)
+    def outputs() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.name != "manifest.json"}
+
+    first, first_manifest = (
+        outputs(),
+        strip_volatile(json.loads((out / "manifest.json").read_text())),
+    )
+    res3 = bap_asset(
+        context=dg.build_asset_context(partition_key="L5PC_bbp"),
+        config=A.CellValidationConfig(),
+        storage=storage,
+        cell_model=CellModelResource(),
+    )
+    assert first == outputs()
+    assert first_manifest == strip_volatile(json.loads((out / "manifest.json").read_text()))
+    assert res3.data_version == res.data_version
 
 
-def test_reference_cell_without_morphology_fails_clearly(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_cell_without_morphology_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from l5assets.defs.cell_validation import assets as A
     from l5assets.defs.resources import CellModelResource, StorageResource
 
     monkeypatch.delenv(A.MORPHOLOGY_ENV, raising=False)
     bap_asset = next(a for a in A.protocol_assets if a.key.to_user_string() == "validation_bap")
     with pytest.raises(dg.Failure, match=A.MORPHOLOGY_ENV):
-        bap_asset(context=dg.build_asset_context(partition_key="L5PC_reference"),
-                  config=A.CellValidationConfig(), storage=StorageResource(root=str(tmp_path)),
-                  cell_model=CellModelResource())
+        bap_asset(
+            context=dg.build_asset_context(partition_key="L5PC_reference"),
+            config=A.CellValidationConfig(),
+            storage=StorageResource(root=str(tmp_path)),
+            cell_model=CellModelResource(),
+        )
 
 
 def test_materialize_with_checks(tmp_path: Path) -> None:
@@ -305,14 +366,19 @@ def test_materialize_with_checks(tmp_path: Path) -> None:
     from l5assets.defs.resources import CellModelResource, StorageResource
 
     bap_asset = next(a for a in A.protocol_assets if a.key.to_user_string() == "validation_bap")
-    checks = [c for c in A.protocol_checks
-              if any(k.asset_key.to_user_string() == "validation_bap" for k in c.check_keys)]
+    checks = [
+        c
+        for c in A.protocol_checks
+        if any(k.asset_key.to_user_string() == "validation_bap" for k in c.check_keys)
+    ]
     assert len(checks) == 2 and defs is not None
     result = dg.materialize(
         [bap_asset, *checks],
         partition_key="L5PC_bbp",
-        resources={"storage": StorageResource(root=str(tmp_path)),
-                   "cell_model": CellModelResource()},
+        resources={
+            "storage": StorageResource(root=str(tmp_path)),
+            "cell_model": CellModelResource(),
+        },
     )
     assert result.success
     evals = result.get_asset_check_evaluations()
@@ -344,14 +410,16 @@ def test_dagster_group_materializes_with_checks_and_summary(tmp_path: Path) -> N
     result = dg.materialize(
         [*A.protocol_assets, A.validation_summary, *A.protocol_checks],
         partition_key=V.DEFAULT_CELL,
-        resources={"storage": StorageResource(root=str(tmp_path)),
-                   "cell_model": CellModelResource()},
+        resources={
+            "storage": StorageResource(root=str(tmp_path)),
+            "cell_model": CellModelResource(),
+        },
     )
     assert result.success
     evals = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert len(evals) == len(A.protocol_checks)
     summary = json.loads(
-        (tmp_path / V.DEFAULT_CELL / "shared" / "validation_summary" / A.SUMMARY_FILE).read_text()
+        (tmp_path / "_cells" / V.DEFAULT_CELL / "validation_summary" / A.SUMMARY_FILE).read_text()
     )
     rows = {r["feature"]: r for r in summary["features"]}
     gating = [t for t in V.targets_for(None, "hay2011") if t.gating]

@@ -1,9 +1,10 @@
-"""Helpers shared by the asset domains: partition lookup, upstream files, results, manifests.
+"""The one asset-step helper every asset uses, and the pieces behind it.
 
-Assets never pass data through an IO manager: each writes its files atomically into its own
-per-partition folder (`StorageResource.partition_dir`) and returns a `dg.MaterializeResult`;
-downstream assets find those files by the same deterministic layout and declare the
-dependency with `deps`. Nothing is pickled.
+`graph_asset` declares an asset from its node in `l5assets.graph` (key, group, partitions,
+deps); `asset_step` runs the step: partition -> validated params -> temp folder beside the
+asset's per-partition folder -> manifest + `dg.MaterializeResult`, swapped into place
+together. Assets never pass data through an IO manager: downstream assets find upstream files
+by the layout of `l5assets.layout`. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -14,22 +15,37 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 
-from l5assets.lineage.manifest import MANIFEST_NAME, write_manifest
+from l5assets import graph as G
+from l5assets import layout
+from l5assets.layout import MissingUpstreamError
+from l5assets.lineage.manifest import MANIFEST_NAME, manifest_summary, read_manifest, write_manifest
 from l5assets.params import ParamSet
-from l5assets.storage import files_sha256
+from l5assets.rng import stage_rng
+from l5assets.storage import atomic_dir, files_sha256
 
-from .lineage.staleness import manifest_metadata, step_started_at
-from .resources import StorageResource
+from .partitions import by_param_set, param_set_partitions, partition_of, run_partitions
+from .resources import CellModelResource, StorageResource
 
-
-class MissingUpstreamError(FileNotFoundError):
-    """An upstream asset's file for this partition is not there: materialize it first."""
+__all__ = [
+    "AssetStep",
+    "MissingUpstreamError",
+    "SubprocessError",
+    "asset_result",
+    "asset_step",
+    "graph_asset",
+    "manifest_metadata",
+    "run_logged",
+    "step_started_at",
+    "upstream_file",
+]
 
 
 class SubprocessError(RuntimeError):
@@ -52,8 +68,12 @@ def run_logged(
     """
     context.log.info(f"running: {' '.join(cmd)}")
     proc = subprocess.Popen(
-        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(env) if env is not None else None, cwd=cwd,
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
         start_new_session=True,  # its own process group: a kill reaches its children too
     )
     timed_out = threading.Event()
@@ -82,8 +102,9 @@ def run_logged(
             kill_group()
             proc.wait()
     if timed_out.is_set():
-        raise SubprocessError(f"{' '.join(cmd[:3])} timed out after {timeout_s} s:\n"
-                              + "\n".join(tail))
+        raise SubprocessError(
+            f"{' '.join(cmd[:3])} timed out after {timeout_s} s:\n" + "\n".join(tail)
+        )
     if rc != 0:
         raise SubprocessError(
             f"{' '.join(cmd[:3])} failed with exit code {rc}:\n" + "\n".join(tail)
@@ -95,13 +116,7 @@ def upstream_file(
     storage: StorageResource, asset: str, param_set: str, seed: int | None, name: str
 ) -> Path:
     """Path of an upstream asset's file for a partition; raises if it was never materialized."""
-    path = storage.partition_dir(asset, param_set, seed) / name
-    if not path.exists():
-        part = param_set if seed is None else f"{param_set}|{seed}"
-        raise MissingUpstreamError(
-            f"{path} is missing: materialize asset '{asset}' for partition '{part}' first"
-        )
-    return path
+    return layout.upstream_file(storage.root_path(), asset, param_set, seed, name)
 
 
 def staged(path: Path, out_dir: Path, tmp_dir: Path) -> Path:
@@ -115,8 +130,35 @@ def staged(path: Path, out_dir: Path, tmp_dir: Path) -> Path:
 def content_hash(files: Mapping[str, Path], out_dir: Path, tmp_dir: Path) -> str:
     """Digest of an asset's output files (names relative to its folder, and bytes), read from
     the temp folder before the swap."""
-    return files_sha256([staged(Path(p), out_dir, tmp_dir) for p in files.values()],
-                        base=tmp_dir)
+    return files_sha256([staged(Path(p), out_dir, tmp_dir) for p in files.values()], base=tmp_dir)
+
+
+def manifest_metadata(manifest_path: Path, final_path: Path | None = None) -> dict[str, Any]:
+    """Dagster metadata of a manifest: its (final) path, key facts and the whole manifest as
+    JSON. `manifest_path` is where it is read now (e.g. the temp folder before the swap)."""
+    m = read_manifest(Path(manifest_path))
+    meta: dict[str, Any] = {
+        "path_manifest": dg.MetadataValue.path(str(final_path or manifest_path)),
+        "manifest_json": dg.MetadataValue.json(m),
+    }
+    for k, v in manifest_summary(m).items():
+        if v is not None:
+            meta[f"lineage_{k}"] = v
+    return meta
+
+
+def step_started_at(context: dg.AssetExecutionContext) -> float | None:
+    """Epoch seconds at which this asset's step started (from the run's event log), to pass
+    to `write_manifest(..., extra={"started_at": ...})` so the manifest records the wall time."""
+    try:
+        key = context.op_execution_context.get_step_execution_context().step.key
+        records = context.instance.all_logs(
+            context.run.run_id, of_type=dg.DagsterEventType.STEP_START
+        )
+    except Exception:  # noqa: BLE001 - a missing start time only leaves wall time empty
+        return None
+    times = [r.timestamp for r in records if r.step_key == key]
+    return max(times) if times else None
 
 
 def _metadata_value(v: Any) -> Any:
@@ -202,3 +244,174 @@ def asset_result(
     for k, v in (extra or {}).items():
         metadata[k] = _metadata_value(v)
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(digest))
+
+
+# --------------------------------------------------------------------------------------------
+# declaring an asset from the graph spec
+
+
+def asset_deps(name: str) -> list[dg.AssetDep]:
+    """Dagster deps of an asset, from its node in `l5assets.graph`: a param-set-level parent of
+    a seed-level asset feeds every seed through the `param_set` dimension."""
+    node = G.node(name)
+    deps = []
+    for parent in node.parents:
+        fan_out = node.level == "seed" and G.node(parent).level in ("source", "param_set")
+        deps.append(dg.AssetDep(parent, partition_mapping=by_param_set if fan_out else None))
+    return deps
+
+
+def graph_asset(
+    name: str,
+    *,
+    kinds: set[str],
+    code_version: str,
+    description: str,
+    resources: Iterable[str] = (),
+) -> Callable[[Callable[[AssetStep], dg.MaterializeResult]], dg.AssetsDefinition]:
+    """Declare an asset of `l5assets.graph` whose body is one `asset_step`.
+
+    Key, group, partitions and deps come from the spec; the asset gives what only it knows.
+    The decorated function receives the AssetStep (outputs go to `step.tmp`, its return value
+    is `step.result(...)`); `resources` are the keys it needs besides `storage` (reach them as
+    `step.resources.<key>`; "cell_model" is also recorded as the NMODL folder in use).
+    """
+    node = G.node(name)
+    keys = {"storage", *resources}
+
+    def decorate(fn: Callable[[AssetStep], dg.MaterializeResult]) -> dg.AssetsDefinition:
+        # unannotated: Dagster cannot resolve a postponed (string) annotation of `context`
+        def run(context) -> dg.MaterializeResult:
+            cell_model = context.resources.cell_model if "cell_model" in keys else None
+            with asset_step(context, context.resources.storage, cell_model) as step:
+                return fn(step)
+
+        run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+        return dg.asset(
+            key=name,
+            partitions_def=run_partitions if node.level == "seed" else param_set_partitions,
+            group_name=node.group,
+            kinds=kinds,
+            code_version=code_version,
+            deps=asset_deps(name),
+            description=description,
+            required_resource_keys=keys,
+        )(run)
+
+    return decorate
+
+
+# --------------------------------------------------------------------------------------------
+# running one asset step
+
+
+@dataclass
+class AssetStep:
+    """One materialization in progress: its partition, params and temp folder.
+
+    Write outputs into `tmp`; `read` finds an upstream file and records it as an input; call
+    `result` last, still inside the `asset_step` block.
+    """
+
+    context: dg.AssetExecutionContext
+    storage: StorageResource
+    asset: str
+    params: ParamSet
+    seed: int | None
+    out: Path
+    tmp: Path
+    mod_dir: Path | None = None
+    inputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def param_set(self) -> str:
+        return self.params.name
+
+    @property
+    def root(self) -> Path:
+        """The storage root."""
+        return self.storage.root_path()
+
+    @property
+    def resources(self) -> Any:
+        """The step's resources (`storage`, and those the asset declared)."""
+        return self.context.resources
+
+    def read(self, asset: str, name: str, *, as_: str | None = None) -> Path:
+        """An upstream file of this partition (its shared folder for a param-set-level asset),
+        recorded as input `as_` (default: the asset's key)."""
+        seed = self.seed if G.node(asset).level == "seed" else None
+        path = upstream_file(self.storage, asset, self.param_set, seed, name)
+        self.inputs[as_ or asset] = path
+        return path
+
+    def rng(self, stage: str) -> np.random.Generator:
+        """The random stream of one stage of this partition's seed."""
+        if self.seed is None:
+            raise ValueError(f"{self.asset}: a param-set-level asset has no seed to draw from")
+        return stage_rng(self.seed, stage)
+
+    def outputs_in_tmp(self, files: Sequence[Path] | None = None) -> dict[str, Path]:
+        """Final paths of files written into `tmp` (default: every visible file, sorted),
+        named by their path relative to the folder without suffix ("a/b.h5" -> "a_b")."""
+        if files is None:
+            files = sorted(
+                p for p in self.tmp.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        names = [Path(p).relative_to(self.tmp) for p in files]  # in the order given
+        return {str(n.with_suffix("")).replace("/", "_"): self.out / n for n in names}
+
+    def result(
+        self,
+        files: Mapping[str, str | Path],
+        *,
+        counts: Mapping[str, int | float] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        digest: str | None = None,
+        manifest_extra: Mapping[str, Any] | None = None,
+    ) -> dg.MaterializeResult:
+        """Manifest into the temp folder + the MaterializeResult (`asset_result`). `files` maps
+        a short name to an output: a name inside the asset folder, or a Path elsewhere."""
+        return asset_result(
+            self.context,
+            asset=self.asset,
+            params=self.params,
+            seed=self.seed,
+            out_dir=self.out,
+            tmp_dir=self.tmp,
+            files={k: self.out / v if isinstance(v, str) else v for k, v in files.items()},
+            counts=counts,
+            inputs=self.inputs,
+            extra=extra,
+            digest=digest,
+            params_file=self.storage.params_file(self.param_set),
+            mod_dir=self.mod_dir,
+            manifest_extra=manifest_extra,
+        )
+
+
+@contextlib.contextmanager
+def asset_step(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    cell_model: CellModelResource | None = None,
+) -> Iterator[AssetStep]:
+    """Run one asset step: validate the partition's params (a bad params file fails before
+    anything is written), then yield an AssetStep whose temp folder is swapped into the
+    asset's per-partition folder when the block succeeds (a failure keeps the previous one).
+    `cell_model`: recorded as the NMODL folder in use (assets that compile or run NEURON)."""
+    param_set, seed = partition_of(context.partition_key)
+    params = storage.load_params(param_set)
+    asset = context.asset_key.to_user_string()
+    out = storage.partition_dir(asset, param_set, seed)
+    with atomic_dir(out) as tmp:
+        yield AssetStep(
+            context=context,
+            storage=storage,
+            asset=asset,
+            params=params,
+            seed=seed,
+            out=out,
+            tmp=tmp,
+            mod_dir=cell_model.mod_path() if cell_model is not None else None,
+        )

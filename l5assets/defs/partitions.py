@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from l5assets.lineage.status import PARAM_SET_DIM, SEED_DIM
+from l5assets.graph import PARAM_SET_DIM, SEED_DIM
 from l5assets.params import ParamsError, validate_param_set_name, validate_seed
 
 param_set_partitions = dg.DynamicPartitionsDefinition(name=PARAM_SET_DIM)
@@ -25,16 +25,6 @@ run_partitions = dg.MultiPartitionsDefinition(
 
 # A param_set-only upstream feeds every seed of the same param set.
 by_param_set = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=PARAM_SET_DIM)
-
-# The dependency of every param_set x seed asset that reads its param set's values on the
-# `params_file` source (param_set-level readers name "params_file": identity mapping). A
-# params edit makes exactly these stale in the UI (`l5assets.lineage.status.PARAMS_READERS`
-# lists the same assets).
-PARAMS_DEP = dg.AssetDep("params_file", partition_mapping=by_param_set)
-# The model-component sources (lineage domain), for param_set x seed readers.
-MECHANISMS_DEP = dg.AssetDep("mechanism_files", partition_mapping=by_param_set)
-CELL_FILES_DEP = dg.AssetDep("cell_model_files", partition_mapping=by_param_set)
-SYNAPTIC_MODELS_DEP = dg.AssetDep("synaptic_model_files", partition_mapping=by_param_set)
 
 
 def run_partition_key(param_set: str, seed: int | str) -> dg.MultiPartitionKey:

@@ -94,7 +94,10 @@ def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(paths.PROJECT_ROOT), *args],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -107,8 +110,15 @@ def code_revision() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     dirty = None
     if commit:
-        status = _git("status", "--porcelain", "--untracked-files=no", "--",
-                      "l5assets", "biophys_components", "pyproject.toml")
+        status = _git(
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            "l5assets",
+            "biophys_components",
+            "pyproject.toml",
+        )
         dirty = bool(status) if status is not None else None
     return {
         "git_commit": commit,
@@ -141,10 +151,17 @@ def file_record(path: Path, rel_to: Path | None = None) -> dict[str, Any]:
         rec["relpath"] = os.path.relpath(p, Path(rel_to).resolve())
     if p.is_dir():
         # manifests are excluded: their `run` section differs between identical runs
-        files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                 and f.name != MANIFEST_NAME]
-        rec.update(kind="dir", sha256=storage.files_sha256(files, base=p), n_files=len(files),
-                   bytes=sum(f.stat().st_size for f in files))
+        files = [
+            f
+            for f in p.rglob("*")
+            if f.is_file() and not f.name.startswith(".") and f.name != MANIFEST_NAME
+        ]
+        rec.update(
+            kind="dir",
+            sha256=storage.files_sha256(files, base=p),
+            n_files=len(files),
+            bytes=sum(f.stat().st_size for f in files),
+        )
     elif p.is_file():
         rec.update(kind="file", sha256=storage.file_sha256(p), bytes=p.stat().st_size)
     else:
@@ -226,18 +243,21 @@ def params_file_content_hash(path: Path) -> str | None:
 
     Equals `ParamSet.params_hash` when the file still holds the params that were used.
     """
-    from l5assets.params import _normalise  # same normalisation ("None" -> null) as loading
+    from l5assets.params import normalise  # same normalisation ("None" -> null) as loading
 
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return params_hash(_normalise(raw))
+    return params_hash(normalise(raw))
 
 
 def _params_section(params: ParamSet, params_file: Path | None) -> dict[str, Any]:
-    resolved = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)
-                if f.name not in ("raw", "name")}
+    resolved = {
+        f.name: getattr(params, f.name)
+        for f in dataclasses.fields(params)
+        if f.name not in ("raw", "name")
+    }
     pfile = Path(params_file) if params_file else param_set_path(params.name)
     file_rec: dict[str, Any] = file_record(pfile)
     if file_rec.get("kind") == "file":
@@ -280,8 +300,10 @@ def find_manifest(path: Path, *, strict: bool = False) -> Path | None:
             data = read_manifest(m)
         except (OSError, ValueError) as e:
             if strict:
-                raise ValueError(f"{m} is not a readable l5assets manifest ({e}): "
-                                 "re-materialize the asset that wrote it") from e
+                raise ValueError(
+                    f"{m} is not a readable l5assets manifest ({e}): "
+                    "re-materialize the asset that wrote it"
+                ) from e
             continue
         for out in data.get("outputs", []):
             op = resolve_recorded_path(out, m.parent)
@@ -326,8 +348,10 @@ def _input_record(name: str, path: Path, out_dir: Path) -> dict[str, Any]:
         try:
             upstream = read_manifest(up)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{up} (manifest of input {name!r}) is not a readable l5assets "
-                             f"manifest ({e}): re-materialize the asset that wrote it") from e
+            raise ValueError(
+                f"{up} (manifest of input {name!r}) is not a readable l5assets "
+                f"manifest ({e}): re-materialize the asset that wrote it"
+            ) from e
         rec["manifest"] = {
             "path": str(up),
             "relpath": os.path.relpath(up, out_dir.resolve()),
@@ -343,7 +367,10 @@ def _input_record(name: str, path: Path, out_dir: Path) -> dict[str, Any]:
 def _is_timing(key: str) -> bool:
     """Extra keys that hold durations (volatile: they go under `run`)."""
     return key.endswith(("_seconds", "_time_s", "_elapsed_s")) or key in (
-        "elapsed_s", "duration_s", "seconds")
+        "elapsed_s",
+        "duration_s",
+        "seconds",
+    )
 
 
 def _as_datetime(value: Any) -> _dt.datetime | None:

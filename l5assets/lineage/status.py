@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from l5assets import graph as G
 from l5assets import paths, storage
 from l5assets.lineage.diff import flatten
 from l5assets.lineage.manifest import (
@@ -37,47 +38,41 @@ from l5assets.lineage.manifest import (
     synaptic_model_hashes,
 )
 
-# The asset graph's default asset lists (also the Dagster jobs' selections, l5assets.defs.jobs)
-# used when no Dagster definitions are given.
-DEFAULT_SHARED_ASSETS = ("compiled_mechanisms", "segments_table")
-DEFAULT_SEED_ASSETS = (
-    "functional_groups",
-    "exc_raster",
-    "inh_rasters",
-    "network",
-    "simulation_config",
-    "simulation_outputs",
-    "simulation_summary",
-)
-# Names of the two partition dimensions (l5assets.defs.partitions uses these).
-PARAM_SET_DIM = "param_set"
-SEED_DIM = "seed"
-CELL_COMPONENTS = ("mechanisms", "biophysics", "morphology", "synaptic_models")
+# The asset graph's lists and readers, spelled once in l5assets.graph.
+DEFAULT_SHARED_ASSETS = G.SHARED_ASSETS
+DEFAULT_SEED_ASSETS = G.SEED_ASSETS
+PARAM_SET_DIM = G.PARAM_SET_DIM
+SEED_DIM = G.SEED_DIM
+CELL_COMPONENTS = G.CELL_COMPONENTS
 # Which model components each asset's output depends on directly. Every manifest records all
-# of them (provenance), but only these make an asset stale -- the same edges as the Dagster
-# deps on the observable sources `mechanism_files`, `cell_model_files` and
-# `synaptic_model_files`, so that `status` and the UI flag the same assets. (Assets that read
-# a component only through an upstream output, e.g. the segments table through the compiled
-# library, become stale when that upstream is re-made with other content.) An asset may
+# of them (provenance), but only these make an asset stale: the same edges as the Dagster deps
+# on the observable sources, so that `status` and the UI flag the same assets. An asset may
 # declare its own list in the manifest's extra["reads_components"]; unknown assets count as
 # reading everything.
-COMPONENT_READERS: dict[str, tuple[str, ...]] = {
-    "compiled_mechanisms": ("mechanisms",),
-    "segments_table": ("biophysics", "morphology"),  # NEURON builds the cell
-    "functional_groups": (),
-    "exc_raster": (),
-    "inh_rasters": (),
-    "network": ("synaptic_models",),  # BMTK edge types read the synapse dynamics files
-    "simulation_config": (),
-    "simulation_outputs": ("biophysics", "morphology", "synaptic_models"),  # the runner
-    "simulation_summary": (),
-}
-# Whether an asset's output depends on the param set's values: the same edges as the Dagster
-# deps on `params_file` (PARAMS_DEP). The compiled mechanisms only validate the params, so a
-# params edit leaves them fresh. Unknown assets count as reading the params.
-PARAMS_READERS: dict[str, bool] = {
-    a: a != "compiled_mechanisms" for a in (*DEFAULT_SHARED_ASSETS, *DEFAULT_SEED_ASSETS)
-}
+COMPONENT_READERS = G.COMPONENT_READERS
+# Whether an asset's output depends on the param set's values (a dep on `params_file`).
+# Unknown assets count as reading the params.
+PARAMS_READERS = G.PARAMS_READERS
+
+
+class InstanceView(Protocol):
+    """What `status` asks of an orchestrator (the Dagster layer implements it:
+    `l5assets.defs.lineage.status`); the core itself never imports Dagster."""
+
+    def assets(self) -> tuple[list[str], list[str], dict[str, str | None]] | None:
+        """(param-set-level assets, seed assets, code versions), or None to use the graph's."""
+
+    def param_sets(self) -> set[str]:
+        """Registered param sets."""
+
+    def seeds(self) -> set[int]:
+        """Registered seeds."""
+
+    def materialized(self, assets: Iterable[str]) -> dict[str, dict[str, str]]:
+        """asset -> {partition key -> run id of its latest materialization}."""
+
+    def stale(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The orchestrator's own stale status of (asset, partition key) pairs."""
 
 
 def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
@@ -90,7 +85,7 @@ class _Current:
     """What would be used now for one param set (computed once per param set)."""
 
     def __init__(self, name: str, params_dir: Path, mod_dir: Path | None = None):
-        from l5assets.params import ParamsError, _normalise, load_param_set
+        from l5assets.params import ParamsError, load_param_set, normalise
 
         self.name = name
         self.file = params_dir / f"{name}.json"
@@ -103,7 +98,7 @@ class _Current:
         self.params = None
         if self.exists:
             try:
-                self.values = _normalise(json.loads(self.file.read_text()))
+                self.values = normalise(json.loads(self.file.read_text()))
                 self.params = load_param_set(self.file)
             except (ParamsError, json.JSONDecodeError, OSError) as e:
                 self.error = str(e)
@@ -120,8 +115,11 @@ class _Current:
     def cell_files(self) -> dict[str, Any]:
         """sha256 of the biophysics, morphology and synaptic model files used now."""
         if self._comp is None:
-            self._comp = {"biophysics": None, "morphology": None,
-                          "synaptic_models": synaptic_model_hashes()["sha256"]}
+            self._comp = {
+                "biophysics": None,
+                "morphology": None,
+                "synaptic_models": synaptic_model_hashes()["sha256"],
+            }
             if self.params is not None:
                 recs = cell_file_records(self.params)
                 self._comp.update({k: v.get("sha256") for k, v in recs.items()})
@@ -148,140 +146,97 @@ def _reads(asset: str, manifest: Mapping[str, Any]) -> tuple[str, ...]:
     return COMPONENT_READERS.get(asset, CELL_COMPONENTS)
 
 
-def _reasons_for(
-    asset: str, manifest_path: Path, current: _Current, code_versions: Mapping[str, str | None]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Stale reasons of one asset's manifest against the current state."""
-    m = read_manifest(manifest_path)
-    reasons: list[dict[str, Any]] = []
-
-    def add(kind: str, detail: str, **more: Any) -> None:
-        reasons.append({"asset": asset, "kind": kind, "detail": detail, **more})
-
+def _params_reasons(m: Mapping[str, Any], current: _Current) -> list[tuple[str, str, dict]]:
     params = m.get("params") or {}
-    if params and PARAMS_READERS.get(asset, True):
-        if not current.exists:
-            add("params", f"params file {current.file} is gone")
-        elif current.hash != params.get("hash"):
-            fields = changed_fields(params.get("values"), current.values)
-            add("params", "params changed: " + ", ".join(fields), fields=fields)
-        elif current.file_sha256 != (params.get("file") or {}).get("sha256"):
-            add("params_file", "params file rewritten (values unchanged)")
+    if not params:
+        return []
+    if not current.exists:
+        return [("params", f"params file {current.file} is gone", {})]
+    if current.hash != params.get("hash"):
+        fields = changed_fields(params.get("values"), current.values)
+        return [("params", "params changed: " + ", ".join(fields), {"fields": fields})]
+    if current.file_sha256 != (params.get("file") or {}).get("sha256"):
+        return [("params_file", "params file rewritten (values unchanged)", {})]
+    return []
+
+
+def _component_reasons(
+    m: Mapping[str, Any], reads: tuple[str, ...], current: _Current
+) -> list[tuple[str, str, dict]]:
+    out: list[tuple[str, str, dict]] = []
     comps = m.get("components") or {}
-    reads = _reads(asset, m)
     mech = comps.get("mechanisms") or {}
     if mech and "mechanisms" in reads:
         now = current.mechanisms()
         if now.get("sha256") != mech.get("sha256"):
             old_f, new_f = mech.get("files") or {}, now.get("files") or {}
             files = sorted(k for k in set(old_f) | set(new_f) if old_f.get(k) != new_f.get(k))
-            add("mechanisms", "mechanisms changed: " + ", ".join(files), files=files)
+            out.append(("mechanisms", "mechanisms changed: " + ", ".join(files), {"files": files}))
     if current.params is not None:
         cell_now = current.cell_files()
         for part in ("biophysics", "morphology", "synaptic_models"):
             rec = comps.get(part) if part in reads else None
             if rec is not None and rec.get("sha256") != cell_now[part]:
-                add(part, f"{part} file changed ({rec.get('path')})")
-    for a, cv in sorted((m.get("code_versions") or {}).items()):
-        if a in code_versions and code_versions[a] != cv:
-            add("code_version", f"code_version of {a}: {cv} -> {code_versions[a]}",
-                code_asset=a)
+                out.append((part, f"{part} file changed ({rec.get('path')})", {}))
+    return out
+
+
+def _upstream_reasons(m: Mapping[str, Any], here: Path) -> list[tuple[str, str, dict]]:
+    out: list[tuple[str, str, dict]] = []
     for name, rec in sorted((m.get("inputs") or {}).items()):
         up = rec.get("manifest")
         if not up:
             continue
-        upath = resolve_recorded_path(up, manifest_path.parent)
+        upath = resolve_recorded_path(up, here)
         if upath is None or not upath.is_file():
-            add("upstream", f"upstream {up.get('asset')} ({name}) is gone")
+            out.append(("upstream", f"upstream {up.get('asset')} ({name}) is gone", {}))
             continue
-        now = _upstream_content(read_manifest(upath), upath, rec, manifest_path.parent)
+        now = _upstream_content(read_manifest(upath), upath, rec, here)
         if now != rec.get("sha256"):
             # content, not the manifest, decides: a re-run that rewrote identical bytes
             # (e.g. after an unrelated component edit) does not make downstream stale
-            add("upstream", f"upstream {up.get('asset')} ({name}) re-materialized with "
-                            "different content since")
+            out.append(
+                (
+                    "upstream",
+                    f"upstream {up.get('asset')} ({name}) re-materialized "
+                    "with different content since",
+                    {},
+                )
+            )
+    return out
+
+
+def _reasons_for(
+    asset: str, manifest_path: Path, current: _Current, code_versions: Mapping[str, str | None]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Stale reasons of one asset's manifest against the current state."""
+    m = read_manifest(manifest_path)
+    found = _params_reasons(m, current) if PARAMS_READERS.get(asset, True) else []
+    found += _component_reasons(m, _reads(asset, m), current)
+    for a, cv in sorted((m.get("code_versions") or {}).items()):
+        if a in code_versions and code_versions[a] != cv:
+            found.append(
+                (
+                    "code_version",
+                    f"code_version of {a}: {cv} -> {code_versions[a]}",
+                    {"code_asset": a},
+                )
+            )
+    found += _upstream_reasons(m, manifest_path.parent)
+    reasons = [{"asset": asset, "kind": k, "detail": d, **more} for k, d, more in found]
     return reasons, m
 
 
-def asset_graph_of(defs: Any) -> Any:
-    """The asset graph of Dagster Definitions, a RepositoryDefinition, or an asset graph."""
-    if hasattr(defs, "resolve_asset_graph"):
-        return defs.resolve_asset_graph()
-    if hasattr(defs, "asset_graph"):
-        return defs.asset_graph
-    return defs
-
-
-def _definitions_info(defs: Any) -> tuple[list[str], list[str], dict[str, str | None]]:
-    """(shared assets, seed assets, code versions) from Dagster definitions."""
-    import dagster as dg
-
-    graph = asset_graph_of(defs)
-    shared, seeded, cvs = [], [], {}
-    for key in graph.materializable_asset_keys:
-        node = graph.get(key)
-        name = key.to_user_string()
-        cvs[name] = node.code_version
-        pdef = node.partitions_def
-        if isinstance(pdef, dg.MultiPartitionsDefinition):
-            dims = {d.name for d in pdef.partitions_defs}
-            if dims == {PARAM_SET_DIM, SEED_DIM}:
-                seeded.append(name)
-        elif isinstance(pdef, dg.DynamicPartitionsDefinition) and pdef.name == PARAM_SET_DIM:
-            shared.append(name)
-    return sorted(shared), sorted(seeded), cvs
-
-
-def _instance_materialized(instance: Any, assets: Iterable[str]) -> dict[str, dict[str, str]]:
-    """asset -> {partition key -> run id of its latest materialization}."""
-    import dagster as dg
-    from dagster._core.events import DagsterEventType
-
-    out: dict[str, dict[str, str]] = {}
-    for name in assets:
-        key = dg.AssetKey.from_user_string(name)
-        ids = instance.get_latest_storage_id_by_partition(
-            key, DagsterEventType.ASSET_MATERIALIZATION
-        )
-        runs: dict[str, str] = {}
-        if ids:
-            res = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values())),
-                limit=len(ids),
-            )
-            for rec in res.records:
-                runs[str(rec.partition_key)] = rec.run_id
-        out[name] = runs
-    return out
-
-
-def _dagster_stale(instance: Any, defs: Any, keys: list[tuple[str, str]]) -> dict[tuple, str]:
-    """Dagster's own stale status (what the UI shows) for (asset, partition key) pairs."""
-    import dagster as dg
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-    from dagster._time import get_current_datetime
-
-    graph = asset_graph_of(defs)
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph,
-                                          loading_context=view)
-    out = {}
-    for asset, pk in keys:
-        st = resolver.get_status(dg.AssetKey.from_user_string(asset), pk)
-        out[(asset, pk)] = st.value.lower()
-    return out
-
-
 def _asset_state(
-    root: Path, asset: str, name: str, seed: int | None, current: _Current,
-    code_versions: Mapping[str, str | None], reasons: list[dict[str, Any]],
+    root: Path,
+    asset: str,
+    name: str,
+    seed: int | None,
+    current: _Current,
+    code_versions: Mapping[str, str | None],
+    reasons: list[dict[str, Any]],
 ) -> str:
-    """"missing" | "fresh" | "stale" of one asset partition; its stale reasons are appended."""
+    """ "missing" | "fresh" | "stale" of one asset partition; its stale reasons are appended."""
     mp = storage.partition_dir(root, asset, name, seed) / MANIFEST_NAME
     if not mp.is_file():
         return "missing"
@@ -290,9 +245,86 @@ def _asset_state(
     return "stale" if found else "fresh"
 
 
+def _param_set_names(
+    root: Path, params_dir: Path, view: InstanceView | None, param_sets: Iterable[str] | None
+) -> tuple[set[str], dict[str, set[int]]]:
+    """Param sets to list (params files, output folders, registered) and the seeds on disk."""
+    from l5assets.params import is_param_set_name, validate_param_set_name
+
+    names = {p.stem for p in params_dir.glob("*.json") if is_param_set_name(p.stem)}
+    seeds_of: dict[str, set[int]] = {}
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_dir() and is_param_set_name(d.name):  # not the cell-validation folder
+                names.add(d.name)
+                seeds = {int(s.name[5:]) for s in d.glob("seed-*") if s.name[5:].isdigit()}
+                if seeds:
+                    seeds_of[d.name] = seeds
+    if view is not None:
+        names |= view.param_sets()
+    if param_sets is not None:
+        names &= {validate_param_set_name(p) for p in param_sets}
+    return names, seeds_of
+
+
+def _instance_notes(
+    assets: Mapping[str, str],
+    shared: list[str],
+    name: str,
+    seed: int | None,
+    materialized: Mapping[str, Mapping[str, str]],
+) -> list[str]:
+    """Where the instance and the files on disk disagree."""
+    notes = []
+    for asset, state in assets.items():
+        pk = name if asset in shared else f"{name}|{seed}"
+        run = (materialized.get(asset) or {}).get(pk)
+        if state == "missing" and run:
+            notes.append(f"{asset}: materialized in run {run[:8]} but its files are gone")
+        if state != "missing" and not run:
+            notes.append(f"{asset}: files on disk but no materialization in the instance")
+    return notes
+
+
+def _row(
+    name: str,
+    seed: int | None,
+    assets: dict[str, str],
+    reasons: list[dict[str, Any]],
+    notes: list[str],
+) -> dict[str, Any]:
+    missing = sorted(a for a, s in assets.items() if s == "missing")
+    state = "stale" if reasons else "missing" if missing else "fresh"
+    return {
+        "param_set": name,
+        "seed": seed,
+        "state": state,
+        "reasons": reasons,
+        "missing": missing,
+        "assets": assets,
+        "notes": sorted(set(notes)),
+    }
+
+
+def _add_stale_status(
+    rows: list[dict[str, Any]], view: InstanceView, shared: list[str], pairs: list[tuple[str, str]]
+) -> None:
+    """The orchestrator's own stale status per asset ("dagster" field of each row)."""
+    try:
+        ds = view.stale(pairs)
+    except Exception as e:  # noqa: BLE001 - orchestrator internals: report, never fail status
+        for row in rows:
+            row["notes"].append(f"Dagster stale status unavailable: {e}")
+        return
+    for row in rows:
+        row["dagster"] = {
+            a: ds.get((a, row["param_set"] if a in shared else f"{row['param_set']}|{row['seed']}"))
+            for a in row["assets"]
+        }
+
+
 def status(
-    instance: Any = None,
-    defs: Any = None,
+    view: InstanceView | None = None,
     *,
     root: Path | None = None,
     params_dir: Path | None = None,
@@ -305,113 +337,52 @@ def status(
 ) -> list[dict[str, Any]]:
     """One row per param set x seed: state "missing" | "fresh" | "stale", with reasons.
 
-    instance: a DagsterInstance (optional): its dynamic partitions are listed too, and its
-    materialization records are checked against the files on disk. defs: the Dagster
-    Definitions, a RepositoryDefinition or an asset graph (optional): which assets exist,
-    their partitioning and current code_versions (else DEFAULT_SHARED_ASSETS /
-    DEFAULT_SEED_ASSETS and `code_versions`); with an instance, also Dagster's own per-asset
-    stale status ("dagster" field). root / params_dir default to l5assets.paths. param_sets
-    restricts the listing (names are validated: ParamsError). shared_assets / seed_assets
-    override the asset lists. mod_dir: the NMODL folder in use now (the `cell_model`
-    resource's; default l5assets.paths.mechanisms_dir()).
+    view: the orchestrator (optional; `l5assets.defs.lineage.status.status` passes the Dagster
+    instance and definitions): its registered partitions are listed too, its materialization
+    records are checked against the files on disk, its asset lists and code versions replace
+    the graph's, and (with_dagster_status) its own per-asset stale status is added ("dagster"
+    field). root / params_dir default to l5assets.paths. param_sets restricts the listing
+    (names are validated: ParamsError). shared_assets / seed_assets override the asset lists.
+    mod_dir: the NMODL folder in use now (default l5assets.paths.mechanisms_dir()).
 
     Row keys: param_set, seed (None if no seed exists for that param set), state, reasons
     (list of {asset, kind, detail, ...}), missing (assets without a manifest), assets
     ({asset: "missing" | "fresh" | "stale"}), notes (instance vs disk remarks), dagster
-    ({asset: Dagster stale status}, only with instance and defs).
+    ({asset: Dagster stale status}, only with a view).
     """
     root = Path(root) if root else paths.storage_root()
     params_dir = Path(params_dir) if params_dir else paths.params_dir()
-    if defs is not None:
-        shared, seeded, cvs = _definitions_info(defs)
-        cvs = {**cvs, **dict(code_versions or {})}
-    else:
-        shared, seeded = list(DEFAULT_SHARED_ASSETS), list(DEFAULT_SEED_ASSETS)
-        cvs = dict(code_versions or {})
-    if shared_assets is not None:
-        shared = list(shared_assets)
-    if seed_assets is not None:
-        seeded = list(seed_assets)
+    info = view.assets() if view is not None else None
+    shared, seeded, cvs = info or (list(G.SHARED_ASSETS), list(G.SEED_ASSETS), {})
+    cvs = {**cvs, **dict(code_versions or {})}
+    shared = list(shared_assets) if shared_assets is not None else shared
+    seeded = list(seed_assets) if seed_assets is not None else seeded
 
-    from l5assets.params import PARTITION_KEY_RE
-
-    names: set[str] = {p.stem for p in params_dir.glob("*.json") if PARTITION_KEY_RE.match(p.stem)}
-    seeds_of: dict[str, set[int]] = {}
-    if root.is_dir():
-        for d in root.iterdir():
-            if d.is_dir() and PARTITION_KEY_RE.match(d.name):
-                names.add(d.name)
-                for s in d.glob("seed-*"):
-                    if s.name[5:].isdigit():
-                        seeds_of.setdefault(d.name, set()).add(int(s.name[5:]))
-    inst_seeds: set[int] = set()
-    if instance is not None:
-        names |= set(instance.get_dynamic_partitions(PARAM_SET_DIM))
-        inst_seeds = {int(s) for s in instance.get_dynamic_partitions(SEED_DIM) if s.isdigit()}
-    if param_sets is not None:
-        from l5assets.params import validate_param_set_name
-
-        names &= {validate_param_set_name(p) for p in param_sets}
-
-    materialized = (
-        _instance_materialized(instance, shared + seeded) if instance is not None else {}
-    )
+    names, seeds_of = _param_set_names(root, params_dir, view, param_sets)
+    inst_seeds = view.seeds() if view is not None else set()
+    materialized = view.materialized(shared + seeded) if view is not None else {}
     rows: list[dict[str, Any]] = []
     pairs: list[tuple[str, str]] = []
     for name in sorted(names):
         current = _Current(name, params_dir, mod_dir)
-        shared_state: dict[str, Any] = {}
+        shared_state: dict[str, str] = {}
         shared_reasons: list[dict[str, Any]] = []
         for asset in shared:
-            shared_state[asset] = _asset_state(root, asset, name, None, current, cvs,
-                                               shared_reasons)
+            shared_state[asset] = _asset_state(
+                root, asset, name, None, current, cvs, shared_reasons
+            )
             pairs.append((asset, name))
-        seeds = sorted(seeds_of.get(name, set()) | inst_seeds) or [None]
-        for seed in seeds:
-            assets = dict(shared_state)
-            reasons = list(shared_reasons)
-            notes: list[str] = []
-            if current.error:
-                notes.append(f"params file invalid: {current.error}")
+        for seed in sorted(seeds_of.get(name, set()) | inst_seeds) or [None]:
+            assets, reasons = dict(shared_state), list(shared_reasons)
+            notes = [f"params file invalid: {current.error}"] if current.error else []
             for asset in seeded if seed is not None else []:
                 assets[asset] = _asset_state(root, asset, name, seed, current, cvs, reasons)
                 pairs.append((asset, f"{name}|{seed}"))
-            for asset, state in assets.items():
-                pk = name if asset in shared else f"{name}|{seed}"
-                run = (materialized.get(asset) or {}).get(pk)
-                if instance is not None and state == "missing" and run:
-                    notes.append(f"{asset}: materialized in run {run[:8]} but its files are gone")
-                if instance is not None and state != "missing" and not run:
-                    notes.append(f"{asset}: files on disk but no materialization in the instance")
-            missing = sorted(a for a, s in assets.items() if s == "missing")
-            if reasons:
-                state = "stale"
-            elif missing:
-                state = "missing"
-            else:
-                state = "fresh"
-            rows.append({
-                "param_set": name,
-                "seed": seed,
-                "state": state,
-                "reasons": reasons,
-                "missing": missing,
-                "assets": assets,
-                "notes": sorted(set(notes)),
-            })
-    if instance is not None and defs is not None and with_dagster_status:
-        try:
-            ds = _dagster_stale(instance, defs, pairs)
-        except Exception as e:  # noqa: BLE001 - Dagster internals: report, never fail status
-            for row in rows:
-                row["notes"].append(f"Dagster stale status unavailable: {e}")
-        else:
-            for row in rows:
-                row["dagster"] = {
-                    a: ds.get((a, row["param_set"] if a in shared
-                               else f"{row['param_set']}|{row['seed']}"))
-                    for a in row["assets"]
-                }
+            if view is not None:
+                notes += _instance_notes(assets, shared, name, seed, materialized)
+            rows.append(_row(name, seed, assets, reasons, notes))
+    if view is not None and with_dagster_status:
+        _add_stale_status(rows, view, shared, pairs)
     return rows
 
 

@@ -53,6 +53,72 @@ def _node(manifest_path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _queried_output(
+    top: Mapping[str, Any], start: Path, query: Path, problems: list[str]
+) -> dict[str, Any] | None:
+    """The recorded output that is (or contains) the queried path: recorded vs current hash."""
+    for rec in top.get("outputs", []):
+        op = resolve_recorded_path(rec, start.parent)
+        if op is not None and (op == query or op in query.parents):
+            now = _current_sha(op, rec.get("kind"))
+            output = {
+                "path": str(op),
+                "sha256_recorded": rec.get("sha256"),
+                "sha256_now": now,
+                "matches": now == rec.get("sha256"),
+            }
+            if not output["matches"]:
+                problems.append(
+                    f"{op} changed after it was written (sha256 now {str(now)[:12]}, "
+                    f"manifest says {str(rec.get('sha256'))[:12]})"
+                )
+            return output
+    return None
+
+
+def _traced_input(
+    name: str,
+    rec: Mapping[str, Any],
+    mpath: Path,
+    asset: str,
+    problems: list[str],
+    notes: list[str],
+) -> tuple[dict[str, Any], Path | None]:
+    """One input of a chain node (recorded vs current hash) and its upstream manifest's path
+    (None if it has none or it is gone)."""
+    ip = resolve_recorded_path(rec, mpath.parent)
+    now = _current_sha(ip, rec.get("kind"))
+    inp: dict[str, Any] = {
+        "name": name,
+        "path": str(ip) if ip else rec.get("path"),
+        "sha256_recorded": rec.get("sha256"),
+        "sha256_now": now,
+        "matches": now == rec.get("sha256"),
+        "from_manifest": None,
+        "from_asset": None,
+    }
+    if not inp["matches"]:
+        what = "is gone" if now is None else "has changed since (re-materialized?)"
+        problems.append(f"input {name!r} of {asset} ({inp['path']}) {what}")
+    up = rec.get("manifest")
+    if not up:
+        return inp, None
+    upath = resolve_recorded_path(up, mpath.parent)
+    if upath is None or not upath.is_file():
+        problems.append(f"manifest of input {name!r} of {asset} is gone")
+        return inp, None
+    inp["from_manifest"] = str(upath)
+    inp["from_asset"] = up.get("asset")
+    later = up.get("digest") and manifest_digest(read_manifest(upath)) != up["digest"]
+    if inp["matches"] and later:
+        # same bytes, but the manifest now describes a later materialization
+        notes.append(
+            f"upstream {up.get('asset')} was re-materialized (same content) "
+            f"after {asset} read it; its manifest is the later one"
+        )
+    return inp, upath
+
+
 def trace(path: str | Path) -> dict[str, Any]:
     """Walk from an output back through the manifests to its params file and seed.
 
@@ -73,23 +139,7 @@ def trace(path: str | Path) -> dict[str, Any]:
     notes: list[str] = []
     top = read_manifest(start)
 
-    output: dict[str, Any] | None = None
-    for rec in top.get("outputs", []):
-        op = resolve_recorded_path(rec, start.parent)
-        if op is not None and (op == query or op in query.parents):
-            now = _current_sha(op, rec.get("kind"))
-            output = {
-                "path": str(op),
-                "sha256_recorded": rec.get("sha256"),
-                "sha256_now": now,
-                "matches": now == rec.get("sha256"),
-            }
-            if not output["matches"]:
-                problems.append(
-                    f"{op} changed after it was written (sha256 now {str(now)[:12]}, "
-                    f"manifest says {str(rec.get('sha256'))[:12]})"
-                )
-            break
+    output = _queried_output(top, start, query, problems)
 
     chain: list[dict[str, Any]] = []
     seen: dict[Path, int] = {}
@@ -117,37 +167,9 @@ def trace(path: str | Path) -> dict[str, Any]:
                 f"not {params_sec['hash'][:12]} like the rest of the chain"  # type: ignore[index]
             )
         for name, rec in sorted((data.get("inputs") or {}).items()):
-            ip = resolve_recorded_path(rec, mpath.parent)
-            now = _current_sha(ip, rec.get("kind"))
-            inp: dict[str, Any] = {
-                "name": name,
-                "path": str(ip) if ip else rec.get("path"),
-                "sha256_recorded": rec.get("sha256"),
-                "sha256_now": now,
-                "matches": now == rec.get("sha256"),
-                "from_manifest": None,
-                "from_asset": None,
-            }
-            if not inp["matches"]:
-                what = "is gone" if now is None else "has changed since (re-materialized?)"
-                problems.append(f"input {name!r} of {node['asset']} ({inp['path']}) {what}")
-            up = rec.get("manifest")
-            if up:
-                upath = resolve_recorded_path(up, mpath.parent)
-                if upath is None or not upath.is_file():
-                    problems.append(f"manifest of input {name!r} of {node['asset']} is gone")
-                else:
-                    inp["from_manifest"] = str(upath)
-                    inp["from_asset"] = up.get("asset")
-                    if upath not in seen:
-                        todo.append(upath)
-                    if (inp["matches"] and up.get("digest")
-                            and manifest_digest(read_manifest(upath)) != up["digest"]):
-                        # same bytes, but the manifest now describes a later materialization
-                        notes.append(
-                            f"upstream {up.get('asset')} was re-materialized (same content) "
-                            f"after {node['asset']} read it; its manifest is the later one"
-                        )
+            inp, upath = _traced_input(name, rec, mpath, node["asset"], problems, notes)
+            if upath is not None and upath not in seen:
+                todo.append(upath)
             node["inputs"].append(inp)
 
     params_out: dict[str, Any] | None = None
@@ -220,8 +242,10 @@ def format_trace(d: Mapping[str, Any]) -> str:
         lines.append(f"{pad}   manifest {node['manifest']}")
         for inp in node.get("inputs", []):
             flag = "" if inp["matches"] else "  CHANGED"
-            lines.append(f"{pad}   reads {inp['name']}: {inp['path']} "
-                         f"sha256 {_short(inp['sha256_recorded'])}{flag}")
+            lines.append(
+                f"{pad}   reads {inp['name']}: {inp['path']} "
+                f"sha256 {_short(inp['sha256_recorded'])}{flag}"
+            )
         for inp in node.get("inputs", []):
             up = by_manifest.get(inp.get("from_manifest"))
             if up is not None:
@@ -232,24 +256,33 @@ def format_trace(d: Mapping[str, Any]) -> str:
     p = d.get("params")
     if p:
         state = "unchanged" if p["file_matches"] else "EDITED SINCE"
-        lines.append(f"params: {p['name']}  hash {_short(p['hash'])}  "
-                     f"file {p['file']} ({state})")
+        lines.append(f"params: {p['name']}  hash {_short(p['hash'])}  file {p['file']} ({state})")
     seeds = d.get("stage_seeds") or {}
-    lines.append(f"seed: {d.get('seed')}"
-                 + (("  stage seeds: " + ", ".join(f"{k}={v}" for k, v in sorted(seeds.items())))
-                    if seeds else ""))
+    lines.append(
+        f"seed: {d.get('seed')}"
+        + (
+            ("  stage seeds: " + ", ".join(f"{k}={v}" for k, v in sorted(seeds.items())))
+            if seeds
+            else ""
+        )
+    )
     cvs = d.get("code_versions") or {}
     code = d.get("code") or {}
-    lines.append(f"code: git {code.get('git_commit') or '(no commit)'}"
-                 f"{' (dirty)' if code.get('git_dirty') else ''}, package "
-                 f"{code.get('package_version')}; code versions: "
-                 + ", ".join(f"{k}={v}" for k, v in sorted(cvs.items(), key=lambda kv: str(kv[0]))))
+    lines.append(
+        f"code: git {code.get('git_commit') or '(no commit)'}"
+        f"{' (dirty)' if code.get('git_dirty') else ''}, package "
+        f"{code.get('package_version')}; code versions: "
+        + ", ".join(f"{k}={v}" for k, v in sorted(cvs.items(), key=lambda kv: str(kv[0])))
+    )
     comps = d.get("components") or {}
     if comps:
         lines.append(
-            "components: mechanisms " + _short((comps.get("mechanisms") or {}).get("sha256"))
-            + ", biophysics " + _short((comps.get("biophysics") or {}).get("sha256"))
-            + ", morphology " + _short((comps.get("morphology") or {}).get("sha256"))
+            "components: mechanisms "
+            + _short((comps.get("mechanisms") or {}).get("sha256"))
+            + ", biophysics "
+            + _short((comps.get("biophysics") or {}).get("sha256"))
+            + ", morphology "
+            + _short((comps.get("morphology") or {}).get("sha256"))
         )
     vers = d.get("versions") or {}
     if vers:

@@ -99,8 +99,12 @@ class NetworkFiles:
 
     def all_files(self) -> list[Path]:
         """Every file of the network, sorted."""
-        files = [*self.nodes.values(), *self.node_types.values(), *self.edges.values(),
-                 *self.edge_types.values()]
+        files = [
+            *self.nodes.values(),
+            *self.node_types.values(),
+            *self.edges.values(),
+            *self.edge_types.values(),
+        ]
         return sorted(files)
 
 
@@ -200,44 +204,23 @@ def _normalise_types_csv(path: Path, first: tuple[str, ...]) -> None:
             w.writerow([r[i] for i in idx])
 
 
-def build_network(
-    out_dir: Path,
-    params: ParamSet,
-    groups: FunctionalGroups,
-    seed: int,
-    *,
-    cell_node: Mapping[str, Any] | None = None,
-    models_dir: Path | None = None,
-) -> NetworkFiles:
-    """Write the SONATA network into `out_dir` (created; an earlier network there is replaced).
-
-    `groups` is the functional-groups result of the same (params, seed); `cell_node` overrides
-    the biophysical node's properties (default: `cell_node_properties(params)`).
-    """
+def _add_exc_inputs(net: Any, groups: FunctionalGroups, models_dir: Path | None) -> Any:
+    """The excitatory input population (one pop_name and one edge type per functional group)
+    and its edges onto the cell; returns its NetworkBuilder."""
     from bmtk.builder import NetworkBuilder
-
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in network_files(out).all_files():  # a population may now be empty: no stale files
-        old.unlink()
-    node_props = dict(cell_node) if cell_node is not None else cell_node_properties(params)
 
     syn = groups.synapses
     gtab = groups.groups.sort_values("first_node_id", kind="stable").reset_index(drop=True)
     n_exc = int(gtab["n_cells"].sum())
-
-    net = NetworkBuilder(CELL_POP)
-    net.add_nodes(N=1, pop_name="Pyrc", potential="exc", **node_props)
-
-    # --- excitatory inputs: one pop_name and one edge type per functional group
     exc = NetworkBuilder(EXC_POP)
     pop_names = _group_pop_names(gtab)
     next_id = 0
     for name, first, n in zip(pop_names, gtab["first_node_id"], gtab["n_cells"], strict=True):
         if int(first) != next_id:
-            raise ValueError(f"functional groups are not contiguous: group {name} starts at "
-                             f"node {first}, expected {next_id}")
+            raise ValueError(
+                f"functional groups are not contiguous: group {name} starts at "
+                f"node {first}, expected {next_id}"
+            )
         exc.add_nodes(N=int(n), pop_name=name, potential="exc", model_type="virtual")
         next_id += int(n)
 
@@ -271,9 +254,16 @@ def build_network(
             model_template=pn2pn_template,
         )
         cm.add_properties(["sec_id", "sec_x"], values=locs, dtypes=[np.int64, np.float64])
+    return exc
 
-    # --- inhibitory inputs: nsyns per connection, BMTK places them at simulation time
-    nsyns = draw_inh_nsyns(params, seed)
+
+def _add_inh_inputs(
+    net: Any, params: ParamSet, nsyns: Mapping[str, np.ndarray], models_dir: Path | None
+) -> dict[str, Any]:
+    """The two inhibitory input populations and their edges onto the cell (nsyns per
+    connection: BMTK places them at simulation time); returns their NetworkBuilders."""
+    from bmtk.builder import NetworkBuilder
+
     inh_builders = {PROX_POP: NetworkBuilder(PROX_POP), DIST_POP: NetworkBuilder(DIST_POP)}
     targets = inh_targets(params.som_model)
     for t in targets:
@@ -298,11 +288,58 @@ def build_network(
             target_sections=list(t.target_sections),
             distance_range=list(t.distance_range),
         )
+    return inh_builders
+
+
+def _network_counts(groups: FunctionalGroups, nsyns: Mapping[str, np.ndarray]) -> dict[str, int]:
+    counts = {
+        "exc_nodes": int(groups.groups["n_cells"].sum()),
+        "exc_edges": int(len(groups.synapses)),
+        "exc_groups": int(len(groups.groups)),
+    }
+    for t in INH_TARGETS:
+        k = nsyns[f"{t.population}/{t.pop_name}"]
+        counts[f"{t.population}.{t.pop_name}.nodes"] = int(len(k))
+        counts[f"{t.population}.{t.pop_name}.nsyns"] = int(k.sum())
+    counts["pv_synapses"] = sum(counts[f"{PROX_POP}.{p}.nsyns"] for p in ("on_soma", "on_dend"))
+    counts["som_synapses"] = sum(counts[f"{DIST_POP}.{p}.nsyns"] for p in ("dend", "apic"))
+    counts["total_synapses"] = counts["exc_edges"] + counts["pv_synapses"] + counts["som_synapses"]
+    return counts
+
+
+def build_network(
+    out_dir: Path,
+    params: ParamSet,
+    groups: FunctionalGroups,
+    seed: int,
+    *,
+    cell_node: Mapping[str, Any] | None = None,
+    models_dir: Path | None = None,
+) -> NetworkFiles:
+    """Write the SONATA network into `out_dir` (created; an earlier network there is replaced).
+
+    `groups` is the functional-groups result of the same (params, seed); `cell_node` overrides
+    the biophysical node's properties (default: `cell_node_properties(params)`).
+    """
+    from bmtk.builder import NetworkBuilder
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in network_files(out).all_files():  # a population may now be empty: no stale files
+        old.unlink()
+    node_props = dict(cell_node) if cell_node is not None else cell_node_properties(params)
+
+    net = NetworkBuilder(CELL_POP)
+    net.add_nodes(N=1, pop_name="Pyrc", potential="exc", **node_props)
+    exc = _add_exc_inputs(net, groups, models_dir)
+    nsyns = draw_inh_nsyns(params, seed)
+    inh_builders = _add_inh_inputs(net, params, nsyns, models_dir)
 
     net.build()
     net.save_nodes(output_dir=str(out))
     net.save_edges(output_dir=str(out))
-    n_nodes = {EXC_POP: n_exc}
+    n_nodes = {EXC_POP: int(groups.groups["n_cells"].sum())}
     for t in INH_TARGETS:
         k = len(nsyns[f"{t.population}/{t.pop_name}"])
         n_nodes[t.population] = n_nodes.get(t.population, 0) + k
@@ -317,26 +354,12 @@ def build_network(
     for p in files.edge_types.values():
         _normalise_types_csv(p, ("edge_type_id", "target_query", "source_query"))
 
-    counts = {
-        "exc_nodes": n_exc,
-        "exc_edges": int(len(syn)),
-        "exc_groups": int(len(gtab)),
-    }
-    for t in INH_TARGETS:
-        k = nsyns[f"{t.population}/{t.pop_name}"]
-        counts[f"{t.population}.{t.pop_name}.nodes"] = int(len(k))
-        counts[f"{t.population}.{t.pop_name}.nsyns"] = int(k.sum())
-    counts["pv_synapses"] = sum(
-        counts[f"{PROX_POP}.{p}.nsyns"] for p in ("on_soma", "on_dend")
-    )
-    counts["som_synapses"] = sum(counts[f"{DIST_POP}.{p}.nsyns"] for p in ("dend", "apic"))
-    counts["total_synapses"] = counts["exc_edges"] + counts["pv_synapses"] + counts["som_synapses"]
     return NetworkFiles(
         network_dir=out,
         nodes=files.nodes,
         node_types=files.node_types,
         edges=files.edges,
         edge_types=files.edge_types,
-        counts=counts,
+        counts=_network_counts(groups, nsyns),
         build_seconds=time.perf_counter() - t0,
     )

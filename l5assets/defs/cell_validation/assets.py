@@ -1,16 +1,19 @@
 """Cell validation assets: one per protocol, partitioned by cell, plus a per-cell summary.
 
 Each protocol asset simulates its protocol in a fresh NEURON subprocess
-(`l5assets.cell.validation.run_protocols`), writes traces, features and a plot into
-`<storage root>/<cell>/shared/<asset>/`, and reports every feature next to its target in the
-materialization metadata. One non-blocking asset check per gating target reads the written
-features back, so a failing target shows as a failed check, not a failed run.
+(`l5assets.cell.validation.run_protocols`), writes traces, features and a plot with a lineage
+manifest into `<storage root>/_cells/<cell>/<asset>/` (not a param set's folder), and reports
+every feature next to its target in the materialization metadata. One non-blocking asset
+check per gating target reads the written features back, so a failing target shows as a
+failed check, not a failed run.
 """
 
 import base64
+import contextlib
 import json
 import os
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,10 @@ from pydantic import Field
 
 from l5assets import paths
 from l5assets.cell import validation as V
-from l5assets.storage import atomic_dir, dir_sha256, file_sha256, partition_dir
+from l5assets.lineage.manifest import write_manifest
+from l5assets.storage import atomic_dir, cell_dir, dir_sha256, file_sha256
 
+from ..common import manifest_metadata, step_started_at
 from ..resources import CellModelResource, StorageResource
 
 GROUP = "cell_validation"
@@ -68,7 +73,51 @@ def check_name(feature: str) -> str:
 
 
 def _out_dir(storage: StorageResource, asset: str, cell: str) -> Path:
-    return partition_dir(storage.root_path(), asset, cell)
+    return cell_dir(storage.root_path(), asset, cell)
+
+
+@contextlib.contextmanager
+def _cell_outputs(
+    context: dg.AssetExecutionContext,
+    out: Path,
+    cell: str,
+    *,
+    inputs: Mapping[str, Path],
+    mod_dir: Path | None = None,
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Temp folder for one cell's outputs; on success, writes the lineage manifest into it and
+    swaps both into `out` together. The dict yielded is filled on exit with the data version
+    (outputs only: the manifest's run section varies) and the manifest's metadata."""
+    done: dict[str, Any] = {}
+    with atomic_dir(out) as tmp:
+        yield tmp, done
+        digest = dir_sha256(tmp)
+        outputs = sorted(p for p in tmp.rglob("*") if p.is_file() and not p.name.startswith("."))
+        staged = write_manifest(
+            out,
+            asset=context.asset_key.to_user_string(),
+            params=None,
+            seed=None,
+            code_version=V.CODE_VERSION,
+            outputs=[out / p.relative_to(tmp) for p in outputs],
+            inputs={k: v for k, v in inputs.items() if v is not None},
+            extra={
+                "cell": cell,
+                "partition_key": cell,
+                "content_hash": digest,
+                "started_at": step_started_at(context),
+                **({"mod_dir": mod_dir} if mod_dir is not None else {}),
+            },
+            staging_dir=tmp,
+        )
+        done["data_version"] = dg.DataVersion(digest)
+        done["metadata"] = manifest_metadata(staged, out / "manifest.json")
+
+
+def _cell_inputs(cell: str, morph: Path | None) -> dict[str, Path]:
+    """The cell files a validation asset reads, as manifest inputs."""
+    bio = paths.cells_dir() / f"{cell}.json"
+    return {"biophysics": bio, **({"morphology": morph} if morph is not None else {})}
 
 
 def _resolve_morphology(cell: str, morphology: str | None) -> Path | None:
@@ -144,24 +193,50 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
         out = _out_dir(storage, key, cell)
         if protocol not in V.FAMILY_PROTOCOLS[spec.targets]:
             # e.g. BluePyOpt's steps for a Hay-family cell: recorded as not applicable
-            with atomic_dir(out) as tmp:
-                (tmp / FEATURES_FILE).write_text(json.dumps(
-                    {"cell": cell, "protocol": protocol, "applies": False, "features": [],
-                     "measures": {}, "passed": True, "targets": spec.targets},
-                    indent=2, sort_keys=True) + "\n")
+            with _cell_outputs(context, out, cell, inputs=_cell_inputs(cell, None)) as (tmp, done):
+                (tmp / FEATURES_FILE).write_text(
+                    json.dumps(
+                        {
+                            "cell": cell,
+                            "protocol": protocol,
+                            "applies": False,
+                            "features": [],
+                            "measures": {},
+                            "passed": True,
+                            "targets": spec.targets,
+                        },
+                        indent=2,
+                        sort_keys=True,
+                    )
+                    + "\n"
+                )
             return dg.MaterializeResult(
-                metadata={"cell": cell, "applies": False,
-                          "why": f"not a protocol of the '{spec.targets}' target family"},
-                data_version=dg.DataVersion(dir_sha256(out)))
+                metadata={
+                    "cell": cell,
+                    "applies": False,
+                    "why": f"not a protocol of the '{spec.targets}' target family",
+                    **done["metadata"],
+                },
+                data_version=done["data_version"],
+            )
         morph = _resolve_morphology(cell, config.morphology)
         traces = V.run_protocols(
-            cell, morph, [protocol],
-            mod_dir=cell_model.mod_path(), cache_root=cell_model.cache_path(),
+            cell,
+            morph,
+            [protocol],
+            mod_dir=cell_model.mod_path(),
+            cache_root=cell_model.cache_path(),
         )[protocol]
         ev = V.evaluate(traces, spec.targets, spec.informational)
-        record = {**_provenance(cell, morph, cell_model.mod_path()), **ev, "applies": True,
-                  "targets": spec.targets}
-        with atomic_dir(out) as tmp:
+        record = {
+            **_provenance(cell, morph, cell_model.mod_path()),
+            **ev,
+            "applies": True,
+            "targets": spec.targets,
+        }
+        with _cell_outputs(
+            context, out, cell, inputs=_cell_inputs(cell, morph), mod_dir=cell_model.mod_path()
+        ) as (tmp, done):
             traces.save(tmp)
             V.plot_protocol(traces, ev, tmp / f"{protocol}.png")
             (tmp / FEATURES_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -178,13 +253,13 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
             "plot": dg.MetadataValue.path(str(plot)),
             "path_features": dg.MetadataValue.path(str(out / FEATURES_FILE)),
             "dir": dg.MetadataValue.path(str(out)),
+            **done["metadata"],
         }
         for r in rows:
             if r["gating"]:
                 val = "n/a" if r["value"] is None else f"{r['value']:.4g}"
                 metadata[f"feature/{r['feature']}"] = (
-                    f"{val} {r['unit']} (target {r['target']}) "
-                    f"{'PASS' if r['passed'] else 'FAIL'}"
+                    f"{val} {r['unit']} (target {r['target']}) {'PASS' if r['passed'] else 'FAIL'}"
                 )
         image = _inline_png(plot)
         if image:
@@ -193,12 +268,11 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
             c = ev["measures"]["fi.curve"]
             metadata["fi_curve"] = dg.MetadataValue.md(
                 "| I (nA) | rate (Hz) |\n|---|---|\n"
-                + "\n".join(f"| {a:g} | {r:g} |" for a, r in zip(c["amps_nA"], c["rates_Hz"],
-                                                                    strict=True))
+                + "\n".join(
+                    f"| {a:g} | {r:g} |" for a, r in zip(c["amps_nA"], c["rates_Hz"], strict=True)
+                )
             )
-        return dg.MaterializeResult(
-            metadata=metadata, data_version=dg.DataVersion(dir_sha256(out))
-        )
+        return dg.MaterializeResult(metadata=metadata, data_version=done["data_version"])
 
     return _asset
 
@@ -232,12 +306,18 @@ def evaluate_check(
         )
     rec = json.loads(path.read_text())
     rows = {r["feature"]: r for r in rec["features"]}
-    if target.feature not in rows and (not rec.get("applies", True) or target.feature
-                                       not in {t.feature for t in V.targets_for(
-                                           target.protocol, rec.get("targets", "bluepyopt"))}):
+    if target.feature not in rows and (
+        not rec.get("applies", True)
+        or target.feature
+        not in {t.feature for t in V.targets_for(target.protocol, rec.get("targets", "bluepyopt"))}
+    ):
         return dg.AssetCheckResult(
-            passed=True, metadata={"applies": f"no: not a target of the cell's family "
-                                              f"({rec.get('targets', 'bluepyopt')})"})
+            passed=True,
+            metadata={
+                "applies": f"no: not a target of the cell's family "
+                f"({rec.get('targets', 'bluepyopt')})"
+            },
+        )
     row = rows.get(target.feature) or V.judge(target, None)
     informational = not row.get("gating", True)
     return dg.AssetCheckResult(
@@ -262,10 +342,10 @@ with warnings.catch_warnings():
     # cell's checks are judged on that cell's files
     warnings.simplefilter("ignore", dg.PreviewWarning)
     # one check per target that gates some family (a cell of another family: not applicable)
-    _gating = {t.feature: t for fam in V.FAMILIES for t in V.targets_for(None, fam)
-               if t.gating}
-    protocol_checks = [_make_check(t.protocol, V.TARGETS_BY_FEATURE[f])
-                       for f, t in sorted(_gating.items())]
+    _gating = {t.feature: t for fam in V.FAMILIES for t in V.targets_for(None, fam) if t.gating}
+    protocol_checks = [
+        _make_check(t.protocol, V.TARGETS_BY_FEATURE[f]) for f, t in sorted(_gating.items())
+    ]
 
 
 @dg.asset(
@@ -289,8 +369,9 @@ def validation_summary(
     measures: dict[str, Any] = {}
     morphology = None
     names = list(V.FAMILY_PROTOCOLS[spec.targets])
+    inputs: dict[str, Path] = {}
     for p in names:
-        path = _out_dir(storage, asset_key(p), cell) / FEATURES_FILE
+        path = inputs[asset_key(p)] = _out_dir(storage, asset_key(p), cell) / FEATURES_FILE
         if not path.exists():
             raise dg.Failure(description=f"{path} missing: materialize {asset_key(p)} first")
         rec = json.loads(path.read_text())
@@ -308,7 +389,7 @@ def validation_summary(
     }
     report = V.format_validation(summary)
     out = _out_dir(storage, "validation_summary", cell)
-    with atomic_dir(out) as tmp:
+    with _cell_outputs(context, out, cell, inputs=inputs) as (tmp, done):
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         (tmp / REPORT_FILE).write_text(report + "\n")
     gating = [r for r in features if r["gating"]]
@@ -322,6 +403,7 @@ def validation_summary(
             "features": dg.MetadataValue.md(_feature_table(features)),
             "path_summary": dg.MetadataValue.path(str(out / SUMMARY_FILE)),
             "path_report": dg.MetadataValue.path(str(out / REPORT_FILE)),
+            **done["metadata"],
         },
-        data_version=dg.DataVersion(dir_sha256(out)),
+        data_version=done["data_version"],
     )

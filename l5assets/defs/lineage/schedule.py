@@ -28,13 +28,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 
-from l5assets.lineage.status import _definitions_info, asset_graph_of, status
-
+from ..dagster_private import is_valid_cron
 from ..jobs import cell_job, seed_job
 from ..partitions import PARAM_SET_DIM, SEED_DIM
 from ..resources import CellModelResource, StorageResource
+from .status import asset_graph_of, definitions_info, status
 
 SCHEDULE_NAME = "rerun_stale_partitions"
 SEED_SCHEDULE_NAME = "rerun_stale_seeds"
@@ -54,9 +53,10 @@ def rerun_cron() -> str:
     """The schedules' cron: $L5ASSETS_RERUN_CRON if valid, else the default (with a warning:
     a typo must not break loading the code location)."""
     cron = os.environ.get(CRON_ENV, "").strip() or DEFAULT_CRON
-    if not is_valid_cron_string(cron):
-        warnings.warn(f"{CRON_ENV}={cron!r} is not a valid cron string; using "
-                      f"'{DEFAULT_CRON}'", stacklevel=2)
+    if not is_valid_cron(cron):
+        warnings.warn(
+            f"{CRON_ENV}={cron!r} is not a valid cron string; using '{DEFAULT_CRON}'", stacklevel=2
+        )
         return DEFAULT_CRON
     return cron
 
@@ -93,7 +93,7 @@ def plan_reruns(
     Seed partitions of a param set whose param-set-level assets are stale are deferred (the
     follow-up sensor requests them once those runs succeed).
     """
-    shared, seeded, _ = _definitions_info(graph)
+    shared, seeded, _ = definitions_info(graph)
     shared_reqs: list[dg.RunRequest] = []
     seed_reqs: list[dg.RunRequest] = []
     notes: list[str] = []
@@ -112,15 +112,24 @@ def plan_reruns(
         elif ps in busy_partitions:
             notes.append(f"{ps}: a run is in progress")
         else:
-            reasons = [x for r in rows if r["param_set"] == ps for x in r["reasons"]
-                       if x["asset"] in shared]
-            shared_reqs.append(dg.RunRequest(
-                run_key=_run_key(ps, reasons),
-                partition_key=ps,
-                asset_selection=[dg.AssetKey.from_user_string(a)
-                                 for a in _with_downstream(graph, bad, set(shared))],
-                tags={RERUN_TAG: "stale"},
-            ))
+            reasons = [
+                x
+                for r in rows
+                if r["param_set"] == ps
+                for x in r["reasons"]
+                if x["asset"] in shared
+            ]
+            shared_reqs.append(
+                dg.RunRequest(
+                    run_key=_run_key(ps, reasons),
+                    partition_key=ps,
+                    asset_selection=[
+                        dg.AssetKey.from_user_string(a)
+                        for a in _with_downstream(graph, bad, set(shared))
+                    ],
+                    tags={RERUN_TAG: "stale"},
+                )
+            )
     for r in rows:
         if r["state"] != "stale" or r["seed"] is None:
             continue
@@ -137,13 +146,17 @@ def plan_reruns(
             continue
         stale = {x["asset"] for x in r["reasons"] if x["asset"] in seeded}
         stale |= {a for a in seeded if r["assets"].get(a) == "missing"}
-        seed_reqs.append(dg.RunRequest(
-            run_key=_run_key(pk, r["reasons"]),
-            partition_key=dg.MultiPartitionKey({PARAM_SET_DIM: ps, SEED_DIM: seed}),
-            asset_selection=[dg.AssetKey.from_user_string(a)
-                             for a in _with_downstream(graph, stale, set(seeded))],
-            tags={RERUN_TAG: "stale"},
-        ))
+        seed_reqs.append(
+            dg.RunRequest(
+                run_key=_run_key(pk, r["reasons"]),
+                partition_key=dg.MultiPartitionKey({PARAM_SET_DIM: ps, SEED_DIM: seed}),
+                asset_selection=[
+                    dg.AssetKey.from_user_string(a)
+                    for a in _with_downstream(graph, stale, set(seeded))
+                ],
+                tags={RERUN_TAG: "stale"},
+            )
+        )
     return shared_reqs, seed_reqs, notes
 
 
@@ -161,9 +174,15 @@ def _plan(
 ) -> tuple[list[dg.RunRequest], list[dg.RunRequest], list[str]]:
     graph = asset_graph_of(repository_def)
     instance = context.instance
-    rows = status(instance, graph, root=storage.root_path(), params_dir=storage.params_path(),
-                  mod_dir=cell_model.mod_path(), param_sets=param_sets,
-                  with_dagster_status=False)
+    rows = status(
+        instance,
+        graph,
+        root=storage.root_path(),
+        params_dir=storage.params_path(),
+        mod_dir=cell_model.mod_path(),
+        param_sets=param_sets,
+        with_dagster_status=False,
+    )
     shared_reqs, seed_reqs, notes = plan_reruns(
         rows,
         graph,
@@ -195,16 +214,16 @@ def _rerun_schedule(
         job=job,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=f"{description} Off by default; cron from ${CRON_ENV} (default "
-                    f"'{DEFAULT_CRON}', UTC).",
+        f"'{DEFAULT_CRON}', UTC).",
     )
     def _rerun(
-        context: dg.ScheduleEvaluationContext, storage: StorageResource,
+        context: dg.ScheduleEvaluationContext,
+        storage: StorageResource,
         cell_model: CellModelResource,
     ) -> list[dg.RunRequest] | dg.SkipReason:
         if context.repository_def is None:
             return dg.SkipReason("no repository definition in the schedule context")
-        shared_reqs, seed_reqs, notes = _plan(context, context.repository_def, storage,
-                                              cell_model)
+        shared_reqs, seed_reqs, notes = _plan(context, context.repository_def, storage, cell_model)
         if seeds:
             return _result(seed_reqs, notes, "seed partitions")
         return _result(shared_reqs, notes, "param-set-level partitions")
@@ -219,13 +238,19 @@ def rerun_automation(
     `cell_job` / `seed_job`; tests pass jobs over a smaller graph)."""
     cron = rerun_cron()
     rerun_stale_partitions = _rerun_schedule(
-        SCHEDULE_NAME, cell_job, False, cron,
+        SCHEDULE_NAME,
+        cell_job,
+        False,
+        cron,
         "Re-materializes the stale param-set-level partitions (compiled mechanisms, segments "
         "table); their stale seed partitions follow as soon as each run succeeds "
         f"({FOLLOW_UP_SENSOR_NAME}). Turn on together with {SEED_SCHEDULE_NAME}.",
     )
     rerun_stale_seeds = _rerun_schedule(
-        SEED_SCHEDULE_NAME, seed_job, True, cron,
+        SEED_SCHEDULE_NAME,
+        seed_job,
+        True,
+        cron,
         "Re-materializes the stale param_set x seed partitions whose param-set-level assets "
         f"are fresh (the others follow {SCHEDULE_NAME}'s runs).",
     )
@@ -242,7 +267,8 @@ def rerun_automation(
         ),
     )
     def rerun_seeds_after_param_set(
-        context: dg.RunStatusSensorContext, storage: StorageResource,
+        context: dg.RunStatusSensorContext,
+        storage: StorageResource,
         cell_model: CellModelResource,
     ) -> list[dg.RunRequest] | dg.SkipReason:
         """seed_job RunRequests for the param set whose param-set-level rerun succeeded."""
@@ -252,8 +278,9 @@ def rerun_automation(
         if context.repository_def is None:
             return dg.SkipReason("no repository definition in the sensor context")
         param_set = run.tags["dagster/partition"]
-        _, seed_reqs, notes = _plan(context, context.repository_def, storage, cell_model,
-                                    param_sets=[param_set])
+        _, seed_reqs, notes = _plan(
+            context, context.repository_def, storage, cell_model, param_sets=[param_set]
+        )
         return _result(seed_reqs, notes, f"seed partitions of {param_set}")
 
     return rerun_stale_partitions, rerun_stale_seeds, rerun_seeds_after_param_set

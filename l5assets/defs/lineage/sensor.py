@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from l5assets.params import ParamsError, list_param_sets, load_param_set
 
+from ..dagster_private import DATA_VERSION_TAG
+from ..params.sources import SOURCE_ASSETS, current_versions
 from ..partitions import PARAM_SET_DIM
 from ..resources import CellModelResource, StorageResource
-from .staleness import SOURCE_ASSETS, current_versions
 
 SENSOR_NAME = "params_files_sensor"
 

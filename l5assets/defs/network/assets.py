@@ -2,48 +2,30 @@
 
 import dagster as dg
 
-from l5assets.storage import atomic_dir
+from l5assets import graph as G
+from l5assets.layout import load_functional_groups
 
-from ..common import asset_result
-from ..inputs.assets import load_functional_groups
-from ..partitions import PARAMS_DEP, SYNAPTIC_MODELS_DEP, partition_of, run_partitions
-from ..resources import StorageResource
+from ..common import AssetStep, graph_asset
 
 
-@dg.asset(
-    key="network",
-    partitions_def=run_partitions,
-    group_name="network",
+@graph_asset(
+    G.NETWORK,
     kinds={"bmtk", "hdf5", "sonata"},
     code_version="1",
-    deps=[PARAMS_DEP, SYNAPTIC_MODELS_DEP, "functional_groups"],
     description=(
         "SONATA network written with BMTK (SPEC 5): populations `biophysical` (the L5 cell), "
         "`exc_stim`, `prox_inh_stim`, `dist_inh_stim`; one excitatory edge per synapse at its "
         "functional-group location, inhibitory edges with nsyns counts placed by BMTK."
     ),
 )
-def network(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def network(step: AssetStep) -> dg.MaterializeResult:
     from l5assets.network.build import build_network
 
-    param_set, seed = partition_of(context.partition_key)
-    params = storage.load_params(param_set)
-    fg, fg_paths = load_functional_groups(storage, param_set, seed)
-    out = storage.partition_dir("network", param_set, seed)
-    with atomic_dir(out) as tmp:
-        built = build_network(tmp, params, fg, seed)
-        names = [p.relative_to(tmp) for p in built.all_files()]
-        files = {str(n.with_suffix("")).replace("/", "_"): out / n for n in names}
-        return asset_result(
-            context,
-            asset="network",
-            params=params,
-            seed=seed,
-            out_dir=out,
-            tmp_dir=tmp,
-            files=files,
-            counts=built.counts,
-            inputs=fg_paths,
-            extra={"build_seconds": round(built.build_seconds, 3)},
-            params_file=storage.params_file(param_set),
-        )
+    fg, fg_paths = load_functional_groups(step.root, step.param_set, step.seed)
+    step.inputs.update(fg_paths)
+    built = build_network(step.tmp, step.params, fg, step.seed)
+    return step.result(
+        step.outputs_in_tmp(built.all_files()),
+        counts=built.counts,
+        extra={"build_seconds": round(built.build_seconds, 3)},
+    )

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from l5assets import graph as G
 from l5assets.params import list_param_sets
 from l5assets.storage import file_sha256
 
@@ -10,9 +11,9 @@ from ..resources import StorageResource
 
 
 @dg.observable_source_asset(
-    key="params_file",
+    key=G.PARAMS_FILE,
     partitions_def=param_set_partitions,
-    group_name="params",
+    group_name=G.node(G.PARAMS_FILE).group,
     tags={"dagster/kind/json": ""},
     description=(
         "One JSON param set per file in the params dir; the file stem is the `param_set` "
