@@ -50,17 +50,32 @@ def _run(name: str, params: dict[str, Any], seed: int, work: Path) -> dict[str, 
     (pdir / f"{name}.json").write_text(json.dumps(params, indent=2))
     env = dict(os.environ, DAGSTER_HOME=str(work / "dagster_home"))
     (work / "dagster_home").mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "l5assets.cli", "run", "--param-set", name, "--seed",
-           str(seed), "--json", "--params-dir", str(pdir), "--storage-root",
-           str(work / "outputs")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "l5assets.cli",
+        "run",
+        "--param-set",
+        name,
+        "--seed",
+        str(seed),
+        "--json",
+        "--params-dir",
+        str(pdir),
+        "--storage-root",
+        str(work / "outputs"),
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({name}, seed {seed}):\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout)
     rec = out["assets"]["simulation_summary"][0]
-    summary_file = next(p for k, p in rec["paths"].items() if k.endswith("summary.json")
-                        or p.endswith("summary.json"))
+    summary_file = next(
+        p
+        for k, p in rec["paths"].items()
+        if k.endswith("summary.json") or p.endswith("summary.json")
+    )
     s = json.loads(Path(summary_file).read_text())
     s["wall_s"] = time.monotonic() - t0
     return s
@@ -68,13 +83,16 @@ def _run(name: str, params: dict[str, Any], seed: int, work: Path) -> dict[str, 
 
 def _row(label: str, s: dict[str, Any]) -> str:
     inp = s.get("input_spikes", {})
-    rates = "  ".join(f"{pop} {v['mean_rate_per_active_node_hz']:.2f}"
-                      for pop, v in sorted(inp.items()))
+    rates = "  ".join(
+        f"{pop} {v['mean_rate_per_active_node_hz']:.2f}" for pop, v in sorted(inp.items())
+    )
     cv = "n/a" if s.get("isi_cv") is None else f"{s['isi_cv']:.3f}"
     ca = s.get("dend_ca_spikes", {})
     ca_txt = f"  Ca2+ spikes {ca.get('count')} ({ca.get('rate_hz', 0):.2f} Hz)" if ca else ""
-    return (f"{label:<28} {s['spike_count']:>5} spikes  {s['firing_rate_hz']:6.2f} Hz  "
-            f"ISI CV {cv:>6}  inputs Hz: {rates}{ca_txt}")
+    return (
+        f"{label:<28} {s['spike_count']:>5} spikes  {s['firing_rate_hz']:6.2f} Hz  "
+        f"ISI CV {cv:>6}  inputs Hz: {rates}{ca_txt}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,26 +108,34 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(morph).is_file():
         raise SystemExit(f"morphology not found: {morph}")
     runs: dict[str, list[dict[str, Any]]] = {}
-    configs = [("fidelity_reference_cell", _params("L5PC_reference", morph, args.stop,
-                                                    args.som_model))]
+    configs = [
+        ("fidelity_reference_cell", _params("L5PC_reference", morph, args.stop, args.som_model))
+    ]
     if args.default_cell:
         configs.append(("fidelity_default_cell", _params(None, None, args.stop, args.som_model)))
     with tempfile.TemporaryDirectory(prefix="l5fidelity-") as tmp:
         for name, params in configs:
             for seed in args.seeds:
                 runs.setdefault(name, []).append(
-                    {"seed": seed, **_run(name, params, seed, Path(tmp))})
-    result = {"reference": REFERENCE, "stop_s": args.stop, "som_model": args.som_model,
-              "runs": runs}
+                    {"seed": seed, **_run(name, params, seed, Path(tmp))}
+                )
+    result = {
+        "reference": REFERENCE,
+        "stop_s": args.stop,
+        "som_model": args.som_model,
+        "runs": runs,
+    }
     for name, rs in runs.items():
         result[f"{name}.mean_rate_hz"] = statistics.fmean(r["firing_rate_hz"] for r in rs)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return 0
     print(f"L5_quick drive, {args.stop:g} s, SOM+ synapses {args.som_model}")
-    print(f"reference pipeline (Hay cell1, L5PC_reference): {REFERENCE['spikes_2s_seed123']} "
-          f"spikes in 2 s (seed 123) = {REFERENCE['rate_hz_2s']:.1f} Hz; 30 s run "
-          f"{REFERENCE['rate_hz_30s']:.1f} Hz")
+    print(
+        f"reference pipeline (Hay cell1, L5PC_reference): {REFERENCE['spikes_2s_seed123']} "
+        f"spikes in 2 s (seed 123) = {REFERENCE['rate_hz_2s']:.1f} Hz; 30 s run "
+        f"{REFERENCE['rate_hz_30s']:.1f} Hz"
+    )
     for name, rs in runs.items():
         print(f"-- {name}")
         for r in rs:
@@ -117,15 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         mean = result[f"{name}.mean_rate_hz"]
         ratio = mean / REFERENCE["rate_hz_2s"]
         cvs = [r["isi_cv"] for r in rs if r.get("isi_cv") is not None]
-        print(f"mean over seeds {args.seeds}: {mean:.2f} Hz = {ratio:.2f} x reference"
-              + (f", ISI CV {statistics.fmean(cvs):.3f}" if cvs else ""))
+        print(
+            f"mean over seeds {args.seeds}: {mean:.2f} Hz = {ratio:.2f} x reference"
+            + (f", ISI CV {statistics.fmean(cvs):.3f}" if cvs else "")
+        )
         if name == "fidelity_reference_cell":
             pick = [r["firing_rate_hz"] for r in rs if r["seed"] in (123, 124)]
             if len(pick) == 2:
                 m = statistics.fmean(pick)
                 ok = abs(m - REFERENCE["rate_hz_2s"]) <= TOLERANCE * REFERENCE["rate_hz_2s"]
-                print(f"seeds 123 + 124: {m:.2f} Hz, within 20% of 20 Hz: "
-                      f"{'yes' if ok else 'NO'}")
+                print(f"seeds 123 + 124: {m:.2f} Hz, within 20% of 20 Hz: {'yes' if ok else 'NO'}")
     return 0
 
 

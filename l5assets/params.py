@@ -340,15 +340,12 @@ def _cell_fields(cell: Mapping[str, Any]) -> tuple[str, str | None]:
         morph = str(morph_path.resolve())
     else:
         # a cell without a packaged default morphology (L5PC_reference) needs a user path
-        from l5assets.cell.biophysics import BiophysicsError
-        from l5assets.cell.morphology import MorphologyError, default_morphology
+        from l5assets.components import ComponentError, packaged_morphology
 
         try:
-            default_morphology(biophys)
-        except MorphologyError as e:
+            packaged_morphology(biophys)
+        except (ComponentError, ValueError, KeyError) as e:
             raise ParamsError(f"params field 'cell.morphology': {e}") from None
-        except BiophysicsError as e:
-            raise ParamsError(f"params field 'cell.biophysics': {e}") from None
     return biophys, morph
 
 

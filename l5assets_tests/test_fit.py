@@ -61,14 +61,16 @@ class _Sphere:
     def __init__(self) -> None:
         import bluepyopt as bpop
 
-        self.params = [bpop.parameters.Parameter(p.name, bounds=[p.lower, p.upper])
-                       for p in fit.PARAMETERS]
+        self.params = [
+            bpop.parameters.Parameter(p.name, bounds=[p.lower, p.upper]) for p in fit.PARAMETERS
+        ]
         self.param_names = list(fit.PARAM_NAMES)
         self.objectives = [bpop.objectives.Objective(o.name) for o in fit.OBJECTIVES]
 
     def init_simulator_and_evaluate_with_lists(self, values):
-        rel = [(v - p.start) / (p.upper - p.lower) for p, v in zip(fit.PARAMETERS, values,
-                                                                     strict=True)]
+        rel = [
+            (v - p.start) / (p.upper - p.lower) for p, v in zip(fit.PARAMETERS, values, strict=True)
+        ]
         return [abs(rel[i % len(rel)]) * (i + 1) for i in range(len(fit.OBJECTIVES))]
 
 
@@ -82,14 +84,56 @@ def test_checkpoint_resumes_to_the_same_result(tmp_path: Path) -> None:
     """3 generations in one go == 2, then 1 more resumed from the checkpoint (same seed)."""
     start = fit.initial_population(4, 1)
     one = tmp_path / "one.pkl"
-    fit.run_fit(one, generations=2, offspring=4, seed=1, workers=1, evaluator=_Sphere(),
-                start=start, log=lambda m: None)
+    fit.run_fit(
+        one,
+        generations=2,
+        offspring=4,
+        seed=1,
+        workers=1,
+        evaluator=_Sphere(),
+        start=start,
+        log=lambda m: None,
+    )
     two = tmp_path / "two.pkl"
-    fit.run_fit(two, generations=1, offspring=4, seed=1, workers=1, evaluator=_Sphere(),
-                start=start, log=lambda m: None)
+    fit.run_fit(
+        two,
+        generations=1,
+        offspring=4,
+        seed=1,
+        workers=1,
+        evaluator=_Sphere(),
+        start=start,
+        log=lambda m: None,
+    )
     assert _state(two)[0] == 2
-    fit.run_fit(two, generations=1, offspring=4, seed=1, workers=1, evaluator=_Sphere(),
-                log=lambda m: None)
+    fit.run_fit(
+        two, generations=1, offspring=4, seed=1, workers=1, evaluator=_Sphere(), log=lambda m: None
+    )
     assert _state(one) == _state(two) and _state(two)[0] == 3
     best = fit.best_individual(two)
     assert best["generation"] == 3 and len(best["values"]) == len(fit.PARAMETERS)
+
+
+def _maybe_slow(values):
+    import time
+
+    if values[0] < 0:
+        time.sleep(30)
+    if values[0] == 0:
+        raise RuntimeError("NEURON crashed")
+    return [float(values[0])]
+
+
+def test_timed_map_cuts_off_stuck_and_failed_evaluations() -> None:
+    import multiprocessing as mp
+
+    from pebble import ProcessPool
+
+    with ProcessPool(2, context=mp.get_context("spawn")) as pool:
+        m = fit.timed_map(pool, timeout_s=5.0, n_objectives=1)
+        assert m(_maybe_slow, [[1.0], [-1.0], [0.0], [2.0]]) == [
+            [1.0],
+            [fit.MAX_SCORE],
+            [fit.MAX_SCORE],
+            [2.0],
+        ]

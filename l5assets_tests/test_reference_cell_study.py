@@ -28,8 +28,9 @@ def _cell1() -> Path | None:
 CELL1 = _cell1()
 
 
-@pytest.mark.skipif(CELL1 is None, reason="no copy of Hay's cell1.asc (set "
-                    "L5ASSETS_REFERENCE_MORPHOLOGY)")
+@pytest.mark.skipif(
+    CELL1 is None, reason="no copy of Hay's cell1.asc (set L5ASSETS_REFERENCE_MORPHOLOGY)"
+)
 def test_reference_study_on_reference_cell(tmp_path: Path, monkeypatch, capsys) -> None:
     raw = json.loads((paths.PROJECT_ROOT / "data" / "params" / "L5_quick.json").read_text())
     raw["description"] = "L5_quick on the reference cell (test)"
@@ -39,13 +40,31 @@ def test_reference_study_on_reference_cell(tmp_path: Path, monkeypatch, capsys) 
     params_dir.mkdir()
     (params_dir / "T_refcell.json").write_text(json.dumps(raw, indent=1))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    rc = cli.main(["run", "--param-set", "T_refcell", "--seed", "123", "--json",
-                   "--params-dir", str(params_dir), "--storage-root", str(tmp_path / "out")])
+    # `run --params-dir/--storage-root` set these for the process: keep them to this test
+    monkeypatch.setenv("L5ASSETS_PARAMS_DIR", str(params_dir))
+    monkeypatch.setenv("L5ASSETS_STORAGE_ROOT", str(tmp_path / "out"))
+    rc = cli.main(
+        [
+            "run",
+            "--param-set",
+            "T_refcell",
+            "--seed",
+            "123",
+            "--json",
+            "--params-dir",
+            str(params_dir),
+            "--storage-root",
+            str(tmp_path / "out"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == cli.EXIT_OK, out
     summary = json.loads(out)
-    seg = next(p for k, p in summary["assets"]["segments_table"][0]["paths"].items()
-               if str(p).endswith(".parquet"))
+    seg = next(
+        p
+        for k, p in summary["assets"]["segments_table"][0]["paths"].items()
+        if str(p).endswith(".parquet")
+    )
     # Hay's cell1 at dL 5 um: the reference segments table's 2,526 rows
     assert len(pd.read_parquet(seg)) == 2526
     md = summary["assets"]["simulation_summary"][0]["metadata"]

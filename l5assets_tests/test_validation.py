@@ -203,7 +203,8 @@ def test_bap_on_default_cell(bap_bac: dict[str, V.ProtocolTraces]) -> None:
     shift = 374.7 - 626.8
     for site, d in (("dend1", 660.0 + shift), ("dend2", 800.0 + shift)):
         info = tr.site_info[site]
-        assert abs(info["distance"] - d) < 5.0, info
+        # the segment holding the site (Hay's dL 20 um: segments up to ~40 um long)
+        assert abs(info["distance"] - d) < 20.0, info
         assert ".apic[" in info["section"]
     ev = V.evaluate(tr, "hay2011")
     assert _row(ev, "bap.soma.Spikecount")["value"] == 1.0

@@ -293,8 +293,9 @@ def _validation(name: str, v: Any) -> ValidationSpec:
     _check_keys(name, "validation", d, {"targets", "sites", "informational"})
     targets = d.get("targets", "bluepyopt")
     if targets not in TARGET_FAMILIES:
-        raise _err(name, "validation.targets", f"must be one of {list(TARGET_FAMILIES)}, "
-                   f"got {targets!r}")
+        raise _err(
+            name, "validation.targets", f"must be one of {list(TARGET_FAMILIES)}, got {targets!r}"
+        )
     sites = d.get("sites", "absolute")
     if sites not in SITE_RULES:
         raise _err(name, "validation.sites", f"must be one of {list(SITE_RULES)}, got {sites!r}")
@@ -334,8 +335,11 @@ def parse_biophysics(data: Mapping[str, Any], path: Path | None = None) -> Bioph
         raise _err(name, "distance_origin_x", f"must be in [0, 1], got {origin}")
     origin_section = data.get("distance_origin_section", "soma")
     if origin_section not in ORIGIN_SECTIONS:
-        raise _err(name, "distance_origin_section",
-                   f"must be one of {list(ORIGIN_SECTIONS)}, got {origin_section!r}")
+        raise _err(
+            name,
+            "distance_origin_section",
+            f"must be one of {list(ORIGIN_SECTIONS)}, got {origin_section!r}",
+        )
     dm = data.get("default_morphology")
     if dm is not None:
         dmm = _mapping(name, "default_morphology", dm)

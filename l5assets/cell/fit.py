@@ -79,8 +79,7 @@ PARAMETERS: tuple[FitParameter, ...] = (
     FitParameter("gK_Pstbar_soma", "soma", "K_Pst", "gK_Pstbar", 0.00223, 0.0, 1.0, _HAY),
     FitParameter("gNap_Et2bar_soma", "soma", "Nap_Et2", "gNap_Et2bar", 0.00172, 0.0, 0.01, _HAY),
     FitParameter("gCa_HVAbar_soma", "soma", "Ca_HVA", "gCa_HVAbar", 9.92e-4, 0.0, 0.001, _HAY),
-    FitParameter("gCa_LVAstbar_soma", "soma", "Ca_LVAst", "gCa_LVAstbar", 0.00343, 0.0, 0.01,
-                 _HAY),
+    FitParameter("gCa_LVAstbar_soma", "soma", "Ca_LVAst", "gCa_LVAstbar", 0.00343, 0.0, 0.01, _HAY),
     FitParameter("gamma_soma", "soma", "CaDynamics_E2", "gamma", 5.01e-4, 5e-4, 0.05, _HAY),
     FitParameter("decay_soma", "soma", "CaDynamics_E2", "decay", 460.0, 20.0, 1000.0, _HAY),
 )
@@ -147,13 +146,14 @@ def template() -> dict[str, Any]:
     return json.loads((paths.cells_dir() / f"{TEMPLATE_CELL}.json").read_text())
 
 
-def biophysics_for(values: Sequence[float], base: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+def biophysics_for(values: Sequence[float], base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The biophysics mapping of the default cell for one parameter vector."""
     d = copy.deepcopy(base if base is not None else template())
     d["name"] = FIT_CELL
-    d["default_morphology"] = {"package": "bluepyopt",
-                               "path": "tests/test_ephys/testdata/acc/l5pc/C060114A7.asc"}
+    d["default_morphology"] = {
+        "package": "bluepyopt",
+        "path": "tests/test_ephys/testdata/acc/l5pc/C060114A7.asc",
+    }
     d["validation"] = {"targets": "hay2011", "sites": "main_bifurcation"}
     vals = dict(zip(PARAM_NAMES, (float(v) for v in values), strict=True))
     start, end = vals["zone_start"], vals["zone_start"] + vals["zone_length"]
@@ -211,8 +211,9 @@ def simulate(values: Sequence[float], dL: float = FIT_DL) -> dict[str, Any]:
     for name, sweeps in FIT_UNITS:
         proto = PROTOCOLS[name]
         t0 = time.monotonic()
-        tr = _run_protocol(h, cell, proto, cvode=True, use_savestate=True, shift=shift,
-                           sweeps=sweeps)
+        tr = _run_protocol(
+            h, cell, proto, cvode=True, use_savestate=True, shift=shift, sweeps=sweeps
+        )
         measures[f"_runtime.{name}"] = time.monotonic() - t0
         if sweeps is not None:  # feature extraction expects every sweep: use a sub-protocol
             from dataclasses import replace
@@ -243,8 +244,9 @@ class HayFitEvaluator:
         import bluepyopt as bpop
 
         self.dL = dL
-        self.params = [bpop.parameters.Parameter(p.name, bounds=[p.lower, p.upper])
-                       for p in PARAMETERS]
+        self.params = [
+            bpop.parameters.Parameter(p.name, bounds=[p.lower, p.upper]) for p in PARAMETERS
+        ]
         self.param_names = list(PARAM_NAMES)
         self.objectives = [bpop.objectives.Objective(o.name) for o in OBJECTIVES]
 
@@ -260,8 +262,7 @@ class HayFitEvaluator:
 
     def evaluate_with_dicts(self, param_dict: dict[str, float]) -> dict[str, float]:
         vals = [param_dict[n] for n in PARAM_NAMES]
-        return dict(zip([o.name for o in OBJECTIVES], self.evaluate_with_lists(vals),
-                        strict=True))
+        return dict(zip([o.name for o in OBJECTIVES], self.evaluate_with_lists(vals), strict=True))
 
 
 def initial_population(n: int, seed: int, spread: float = 0.3) -> list[list[float]]:
@@ -281,10 +282,39 @@ def _pool_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def run_fit(checkpoint: Path, *, generations: int | None = None, minutes: float | None = None,
-            offspring: int = 16, seed: int = 1, workers: int | None = None,
-            log: Any = print, evaluator: Any = None,
-            start: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+EVAL_TIMEOUT_S = 600.0  # a normal evaluation takes ~40 s; a stuck integration is cut off
+
+
+def timed_map(pool: Any, timeout_s: float, n_objectives: int) -> Any:
+    """A map for DEAP over a pebble ProcessPool: an evaluation that exceeds `timeout_s` (its
+    worker is killed and replaced) or crashes scores MAX_SCORE on every objective."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    def _map(f: Any, items: Any) -> list[Any]:
+        futures = [pool.schedule(f, args=(list(x),), timeout=timeout_s) for x in items]
+        out = []
+        for fut in futures:
+            try:
+                out.append(fut.result())
+            except (FutureTimeout, Exception):  # noqa: BLE001 - a failed candidate is bad
+                out.append([MAX_SCORE] * n_objectives)
+        return out
+
+    return _map
+
+
+def run_fit(
+    checkpoint: Path,
+    *,
+    generations: int | None = None,
+    minutes: float | None = None,
+    offspring: int = 16,
+    seed: int = 1,
+    workers: int | None = None,
+    log: Any = print,
+    evaluator: Any = None,
+    start: Sequence[Sequence[float]] | None = None,
+) -> dict[str, Any]:
     """Run (or continue, if `checkpoint` exists) the IBEA fit for `generations` more
     generations or until `minutes` have passed (checked after each generation).
 
@@ -293,17 +323,22 @@ def run_fit(checkpoint: Path, *, generations: int | None = None, minutes: float 
     import multiprocessing as mp
 
     import bluepyopt as bpop
+    from pebble import ProcessPool
 
     checkpoint = Path(checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     n_workers = workers or os.cpu_count() or 1
     ctx = mp.get_context("spawn")
     t0 = time.monotonic()
-    with ctx.Pool(n_workers, initializer=_pool_init) as pool:
+    with ProcessPool(n_workers, initializer=_pool_init, context=ctx) as pool:
         evaluator = evaluator if evaluator is not None else HayFitEvaluator()
         opt = bpop.deapext.optimisations.DEAPOptimisation(
-            evaluator=evaluator, offspring_size=offspring, seed=seed, map_function=pool.map,
-            selector_name="IBEA")
+            evaluator=evaluator,
+            offspring_size=offspring,
+            seed=seed,
+            map_function=timed_map(pool, EVAL_TIMEOUT_S, len(evaluator.objectives)),
+            selector_name="IBEA",
+        )
         gen = _generation(checkpoint)
         done = 0
         while True:
@@ -314,16 +349,21 @@ def run_fit(checkpoint: Path, *, generations: int | None = None, minutes: float 
             if gen == 0:
                 # DEAP checkpoints from generation 2 on: the first chunk evaluates the seeded
                 # population and one generation of offspring
-                pop = [list(p) for p in start] if start is not None else \
-                    initial_population(offspring, seed)
+                pop = (
+                    [list(p) for p in start]
+                    if start is not None
+                    else initial_population(offspring, seed)
+                )
                 opt.run(max_ngen=2, cp_filename=str(checkpoint), parent_population=pop)
             else:
                 opt.run(max_ngen=gen + 1, cp_filename=str(checkpoint), continue_cp=True)
             gen = _generation(checkpoint)
             done += 1
             best = best_individual(checkpoint)
-            log(f"generation {gen}: best total score {best['total']:.2f} "
-                f"({(time.monotonic() - t0) / 60.0:.1f} min)")
+            log(
+                f"generation {gen}: best total score {best['total']:.2f} "
+                f"({(time.monotonic() - t0) / 60.0:.1f} min)"
+            )
     return {"generation": gen, "best": best_individual(checkpoint)}
 
 
@@ -341,12 +381,22 @@ def best_individual(checkpoint: Path) -> dict[str, Any]:
         cp = pickle.load(f)
     cands = list(cp["halloffame"]) + list(cp["population"])
     best = min(cands, key=lambda ind: sum(ind.fitness.values))
-    return {"values": [float(v) for v in best], "scores": [float(s) for s in best.fitness.values],
-            "total": float(sum(best.fitness.values)), "generation": int(cp["generation"])}
+    return {
+        "values": [float(v) for v in best],
+        "scores": [float(s) for s in best.fitness.values],
+        "total": float(sum(best.fitness.values)),
+        "generation": int(cp["generation"]),
+    }
 
 
-def export_fit(checkpoint: Path, out_cell: Path, out_record: Path, *, seed: int,
-               values: Sequence[float] | None = None) -> dict[str, Any]:
+def export_fit(
+    checkpoint: Path,
+    out_cell: Path,
+    out_record: Path,
+    *,
+    seed: int,
+    values: Sequence[float] | None = None,
+) -> dict[str, Any]:
     """Write the best individual as the biophysics file and its fit record (re-simulated here
     at the fit's dL for the record's feature values)."""
     best = best_individual(checkpoint)
@@ -354,17 +404,21 @@ def export_fit(checkpoint: Path, out_cell: Path, out_record: Path, *, seed: int,
     measures = simulate(vals, FIT_DL)
     sc = scores(measures)
     bio = biophysics_for(vals)
-    bio["description"] = ("Hay-style thick-tufted L5b PC on the packaged morphology C060114A7 "
-                          "(BluePyOpt's L5PC reconstruction): Hay et al. 2011 biophys3 channel "
-                          "set and values as the start, hot zone, apical and somatic channels "
-                          "fitted to Hay 2011's targets (see L5PC_hay_C060114A7.fit.json). "
-                          "Default cell of l5assets.")
-    bio["source"] = ("Fitted by l5assets.cell.fit (BluePyOpt IBEA, eFEL) from Hay et al. 2011 "
-                     "biophys3 (ModelDB 139653; SPEC 8b). Morphology C060114A7.asc loaded at "
-                     "run time from the installed bluepyopt package (upstream licence "
-                     "CC-BY-NC-SA 4.0; never redistributed here). Hot zone placed as a "
-                     "distance window from apic[0](0); the validation's trunk sites follow "
-                     "the main bifurcation.")
+    bio["description"] = (
+        "Hay-style thick-tufted L5b PC on the packaged morphology C060114A7 "
+        "(BluePyOpt's L5PC reconstruction): Hay et al. 2011 biophys3 channel "
+        "set and values as the start, hot zone, apical and somatic channels "
+        "fitted to Hay 2011's targets (see L5PC_hay_C060114A7.fit.json). "
+        "Default cell of l5assets."
+    )
+    bio["source"] = (
+        "Fitted by l5assets.cell.fit (BluePyOpt IBEA, eFEL) from Hay et al. 2011 "
+        "biophys3 (ModelDB 139653; SPEC 8b). Morphology C060114A7.asc loaded at "
+        "run time from the installed bluepyopt package (upstream licence "
+        "CC-BY-NC-SA 4.0; never redistributed here). Hot zone placed as a "
+        "distance window from apic[0](0); the validation's trunk sites follow "
+        "the main bifurcation."
+    )
     from l5assets.storage import atomic_write_text
 
     atomic_write_text(out_cell, json.dumps(bio, indent=2) + "\n")
@@ -378,15 +432,30 @@ def export_fit(checkpoint: Path, out_cell: Path, out_record: Path, *, seed: int,
         "dL_um": FIT_DL,
         "protocols": [[n, None if s is None else list(s)] for n, s in FIT_UNITS],
         "parameters": [
-            {"name": p.name, "region": p.region, "mechanism": p.mechanism, "param": p.param,
-             "start": p.start, "lower": p.lower, "upper": p.upper, "bounds_from": p.bound_source,
-             "value": v}
+            {
+                "name": p.name,
+                "region": p.region,
+                "mechanism": p.mechanism,
+                "param": p.param,
+                "start": p.start,
+                "lower": p.lower,
+                "upper": p.upper,
+                "bounds_from": p.bound_source,
+                "value": v,
+            }
             for p, v in zip(PARAMETERS, vals, strict=True)
         ],
         "objectives": [
-            {"name": o.name, "feature": o.feature, "mean": o.mean, "sd": o.sd,
-             "expect": o.expect, "at_least": o.at_least,
-             "value": measures.get(o.feature), "score": s}
+            {
+                "name": o.name,
+                "feature": o.feature,
+                "mean": o.mean,
+                "sd": o.sd,
+                "expect": o.expect,
+                "at_least": o.at_least,
+                "value": measures.get(o.feature),
+                "score": s,
+            }
             for o, s in zip(OBJECTIVES, sc, strict=True)
         ],
         "total_score": float(sum(sc)),

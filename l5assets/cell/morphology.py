@@ -8,10 +8,10 @@ cell object (no hoc template), so several cells can coexist in one process.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
+from l5assets import components
 from l5assets.cell.biophysics import DEFAULT_CELL, Biophysics, load_biophysics
 
 MORPHOLOGY_SUFFIXES = (".asc", ".swc")
@@ -24,10 +24,10 @@ class MorphologyError(ValueError):
 
 def package_dir(package: str) -> Path:
     """Folder of an installed package, without importing it (bluepyopt imports are slow)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise MorphologyError(f"package {package!r} is not installed (pip install {package})")
-    return Path(next(iter(spec.submodule_search_locations)))
+    try:
+        return components.package_dir(package)
+    except components.ComponentError as e:
+        raise MorphologyError(str(e)) from None
 
 
 def default_morphology(biophysics: str | Path | Biophysics = DEFAULT_CELL) -> Path:
@@ -39,12 +39,10 @@ def default_morphology(biophysics: str | Path | Biophysics = DEFAULT_CELL) -> Pa
             f"biophysics {bio.name!r} has no default morphology: give a morphology path "
             "(param set field 'cell.morphology', e.g. your copy of Hay's cell1.asc)"
         )
-    path = package_dir(dm["package"]) / dm["path"]
-    if not path.is_file():
-        raise MorphologyError(
-            f"default morphology of {bio.name!r} not found in package {dm['package']!r}: {path}"
-        )
-    return path
+    try:
+        return components.packaged_file(bio.name, dm["package"], dm["path"])
+    except components.ComponentError as e:
+        raise MorphologyError(str(e)) from None
 
 
 def resolve_morphology(biophysics: str | Path | Biophysics, morphology: str | Path | None) -> Path:

@@ -82,10 +82,30 @@ EXC_MECHANISM = "L5ExcSyn"
 GABA_MECHANISM = "L5GabaSyn"
 
 EXC_FIELDS: tuple[str, ...] = (
-    "weight", "W", "sid", "nev", "nrel", "D1", "D2", "F", "tlast", "fac",
+    "weight",
+    "W",
+    "sid",
+    "nev",
+    "nrel",
+    "D1",
+    "D2",
+    "F",
+    "tlast",
+    "fac",
 )
 GABA_FIELDS: tuple[str, ...] = (
-    "weight", "W", "sid", "nev", "nrel", "D1", "D2", "tlast", "fac", "r0", "t0", "npend",
+    "weight",
+    "W",
+    "sid",
+    "nev",
+    "nrel",
+    "D1",
+    "D2",
+    "tlast",
+    "fac",
+    "r0",
+    "t0",
+    "npend",
 )
 FIELDS: dict[str, tuple[str, ...]] = {EXC_MECHANISM: EXC_FIELDS, GABA_MECHANISM: GABA_FIELDS}
 
@@ -97,11 +117,33 @@ DEFAULT_STRIDE = 65536  # the smallest stride: fixed up to 65.5 s, so those runs
 # Mechanism parameters a dynamics file may set (RANGE PARAMETERs of the .mod files).
 MECHANISM_PARAMS: dict[str, tuple[str, ...]] = {
     EXC_MECHANISM: (
-        "tau_r_AMPA", "tau_d_AMPA", "tau_r_NMDA", "tau_d_NMDA", "e", "mg",
-        "P", "d1", "tauD1", "d2", "tauD2", "f", "tauF", "fac_min",
+        "tau_r_AMPA",
+        "tau_d_AMPA",
+        "tau_r_NMDA",
+        "tau_d_NMDA",
+        "e",
+        "mg",
+        "P",
+        "d1",
+        "tauD1",
+        "d2",
+        "tauD2",
+        "f",
+        "tauF",
+        "fac_min",
     ),
     GABA_MECHANISM: (
-        "Cdur", "Alpha", "Beta", "e", "gbar", "P", "d1", "tauD1", "d2", "tauD2", "fac_min",
+        "Cdur",
+        "Alpha",
+        "Beta",
+        "e",
+        "gbar",
+        "P",
+        "d1",
+        "tauD1",
+        "d2",
+        "tauD2",
+        "fac_min",
     ),
 }
 # Per-connection scale parameters (not mechanism parameters) and pure metadata keys.
@@ -346,9 +388,7 @@ class SynapsePool:
         self._parsed[id(dynamics)] = (dynamics, model)
         return model
 
-    def configure_netcon(
-        self, nc: Any, *, W: float, sid: int, weight: float | None = None
-    ) -> None:
+    def configure_netcon(self, nc: Any, *, W: float, sid: int, weight: float | None = None) -> None:
         """Write a connection's W and stream index (and optionally weight) into its NetCon."""
         pp = nc.syn()
         mech = mechanism_of(pp)
@@ -488,17 +528,19 @@ def configure_bmtk_connections(graph: Any, pool: SynapsePool, *, weight_seed: in
                 continue
             seg = pp.get_segment()
             sec = seg.sec
-            rows.append({
-                "mechanism": mech,
-                "model": pool.model_of(pp).name,
-                "source_population": str(conn._edge_prop.source_population),
-                "source_node_id": int(conn.source_node.node_id),
-                "sec_id": int(sec_ids[sec.name()]),
-                "sec_x": float(seg.x),
-                "section": sec.name(),
-                "netcon": nc,
-                "_pp": pp,
-            })
+            rows.append(
+                {
+                    "mechanism": mech,
+                    "model": pool.model_of(pp).name,
+                    "source_population": str(conn._edge_prop.source_population),
+                    "source_node_id": int(conn.source_node.node_id),
+                    "sec_id": int(sec_ids[sec.name()]),
+                    "sec_x": float(seg.x),
+                    "section": sec.name(),
+                    "netcon": nc,
+                    "_pp": pp,
+                }
+            )
     return _configure_rows(rows, pool, weight_seed)
 
 
@@ -510,17 +552,19 @@ def configure_connections(
     for nc, key in netcons:
         pp = nc.syn()
         seg = pp.get_segment()
-        rows.append({
-            "mechanism": mechanism_of(pp),
-            "model": pool.model_of(pp).name,
-            "source_population": key.source_population,
-            "source_node_id": int(key.source_node_id),
-            "sec_id": int(key.sec_id),
-            "sec_x": float(key.x),
-            "section": seg.sec.name(),
-            "netcon": nc,
-            "_pp": pp,
-        })
+        rows.append(
+            {
+                "mechanism": mechanism_of(pp),
+                "model": pool.model_of(pp).name,
+                "source_population": key.source_population,
+                "source_node_id": int(key.source_node_id),
+                "sec_id": int(key.sec_id),
+                "sec_x": float(key.x),
+                "section": seg.sec.name(),
+                "netcon": nc,
+                "_pp": pp,
+            }
+        )
     return _configure_rows(rows, pool, weight_seed)
 
 
@@ -528,8 +572,10 @@ def _configure_rows(
     rows: list[dict[str, Any]], pool: SynapsePool, weight_seed: int
 ) -> pd.DataFrame:
     keys = [
-        (r["mechanism"], ConnectionKey(r["source_population"], r["source_node_id"],
-                                       r["sec_id"], r["sec_x"]))
+        (
+            r["mechanism"],
+            ConnectionKey(r["source_population"], r["source_node_id"], r["sec_id"], r["sec_x"]),
+        )
         for r in rows
     ]
     n_by_mech: dict[str, int] = {}
@@ -555,8 +601,26 @@ def _configure_rows(
         else:
             W = gaba_W(model, pp.get_segment().sec)
         pool.configure_netcon(r["netcon"], W=W, sid=sid)
-        r.update(sid=sid, W=W, P=model.param("P"), weight=float(r["netcon"].weight[0]),
-                 delay=float(r["netcon"].delay))
-    cols = ["mechanism", "model", "sid", "source_population", "source_node_id", "sec_id",
-            "sec_x", "section", "W", "P", "weight", "delay", "netcon"]
+        r.update(
+            sid=sid,
+            W=W,
+            P=model.param("P"),
+            weight=float(r["netcon"].weight[0]),
+            delay=float(r["netcon"].delay),
+        )
+    cols = [
+        "mechanism",
+        "model",
+        "sid",
+        "source_population",
+        "source_node_id",
+        "sec_id",
+        "sec_x",
+        "section",
+        "W",
+        "P",
+        "weight",
+        "delay",
+        "netcon",
+    ]
     return pd.DataFrame(rows, columns=cols)

@@ -199,12 +199,10 @@ def resolve_morphology(params: ParamSet) -> Path | None:
     """The morphology file a param set uses: its own path, else the biophysics default."""
     if params.morphology:
         return Path(params.morphology)
+    from l5assets.components import packaged_morphology
+
     try:
-        from l5assets.cell.morphology import default_morphology
-    except ImportError:  # cell package not importable: record the gap rather than fail
-        return None
-    try:
-        return Path(default_morphology(params.biophysics))
+        return packaged_morphology(params.biophysics)
     except Exception:  # noqa: BLE001 - a missing default is recorded as null, not fatal
         return None
 

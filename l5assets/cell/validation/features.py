@@ -30,8 +30,13 @@ CA_SPIKE_MIN_WIDTH = 15.0  # ms above DEND_THRESHOLD, contiguous
 CA_SPIKE_MIN_PEAK = -30.0  # mV
 
 
-def _efel(t: np.ndarray, v: np.ndarray, window: tuple[float, float], names: Sequence[str],
-          threshold: float) -> dict[str, np.ndarray | None]:
+def _efel(
+    t: np.ndarray,
+    v: np.ndarray,
+    window: tuple[float, float],
+    names: Sequence[str],
+    threshold: float,
+) -> dict[str, np.ndarray | None]:
     import efel
 
     efel.reset()
@@ -50,8 +55,9 @@ def _mean(arr: np.ndarray | None) -> float | None:
     return None if arr is None or len(arr) == 0 else float(np.mean(arr))
 
 
-def spike_count(t: np.ndarray, v: np.ndarray, window: tuple[float, float],
-                threshold: float = SOMA_THRESHOLD) -> int:
+def spike_count(
+    t: np.ndarray, v: np.ndarray, window: tuple[float, float], threshold: float = SOMA_THRESHOLD
+) -> int:
     """Number of APs in the stimulus window (eFEL spike_count_stimint)."""
     val = _first(_efel(t, v, window, ["spike_count_stimint"], threshold)["spike_count_stimint"])
     return int(val or 0)
@@ -84,12 +90,16 @@ def ca_spike(t: np.ndarray, v_dend: np.ndarray, after: float) -> dict[str, float
     width = _longest_run(vv > DEND_THRESHOLD) * dt
     half_width = _longest_run(vv > half) * dt
     present = bool(half_width >= CA_SPIKE_MIN_WIDTH and peak >= CA_SPIKE_MIN_PEAK)
-    return {"peak": peak, "base": base, "width": width, "half_width": half_width,
-            "present": present}
+    return {
+        "peak": peak,
+        "base": base,
+        "width": width,
+        "half_width": half_width,
+        "present": present,
+    }
 
 
-def ca_spike_events(t: np.ndarray, v_dend: np.ndarray, after: float = 0.0
-                    ) -> dict[str, Any]:
+def ca_spike_events(t: np.ndarray, v_dend: np.ndarray, after: float = 0.0) -> dict[str, Any]:
     """Dendritic Ca2+ spikes in a continuous trace (the simulation's hot-zone recording), by
     the validation's criterion: an event peaks above CA_SPIKE_MIN_PEAK and stays above half
     its amplitude over the base for >= CA_SPIKE_MIN_WIDTH ms. The base is the trace's median
@@ -144,9 +154,19 @@ def _features_fi(tr: ProtocolTraces) -> dict[str, Any]:
 def _features_steps(tr: ProtocolTraces) -> dict[str, Any]:
     t = tr.t
     p = PROTOCOLS[tr.protocol]
-    names = ["mean_frequency", "spike_count_stimint", "AP_height", "AHP_depth_abs",
-             "AHP_depth_abs_slow", "AHP_slow_time", "AP_width", "ISI_CV", "adaptation_index2",
-             "doublet_ISI", "time_to_first_spike"]
+    names = [
+        "mean_frequency",
+        "spike_count_stimint",
+        "AP_height",
+        "AHP_depth_abs",
+        "AHP_depth_abs_slow",
+        "AHP_slow_time",
+        "AP_width",
+        "ISI_CV",
+        "adaptation_index2",
+        "doublet_ISI",
+        "time_to_first_spike",
+    ]
     out: dict[str, Any] = {}
     for s in p.sweeps:
         f = _efel(t, tr.v(s.name, "soma"), p.stim_window, names, SOMA_THRESHOLD)
@@ -165,15 +185,21 @@ def _features_bap(tr: ProtocolTraces) -> dict[str, Any]:
     t = tr.t
     p = PROTOCOLS["bap"]
     out: dict[str, Any] = {}
-    soma = _efel(t, tr.v("bap", "soma"), p.stim_window, ["AP_height", "AP_width", "spike_count"],
-                 SOMA_THRESHOLD)
+    soma = _efel(
+        t,
+        tr.v("bap", "soma"),
+        p.stim_window,
+        ["AP_height", "AP_width", "spike_count"],
+        SOMA_THRESHOLD,
+    )
     out["bap.soma.AP_height"] = _mean(soma["AP_height"])
     out["bap.soma.AP_width"] = _mean(soma["AP_width"])
     out["bap.soma.Spikecount"] = _first(soma["spike_count"])
     for site in ("dend1", "dend2"):
         v = tr.v("bap", site)
-        f = _efel(t, v, p.stim_window, ["AP_amplitude_from_voltagebase", "voltage_base"],
-                  DEND_THRESHOLD)
+        f = _efel(
+            t, v, p.stim_window, ["AP_amplitude_from_voltagebase", "voltage_base"], DEND_THRESHOLD
+        )
         amp = _first(f["AP_amplitude_from_voltagebase"])
         out[f"bap.{site}.amplitude"] = amp
         # The same quantity without a threshold (peak minus pre-stimulus base), so a bAP that
@@ -199,9 +225,13 @@ def _features_bac(tr: ProtocolTraces) -> dict[str, Any]:
         out[f"{pre}.dend_peak"] = ca["peak"]
         out[f"{pre}.dend_width_55"] = ca["width"]
         out[f"{pre}.ca_half_width"] = ca["half_width"]
-    f = _efel(t, tr.v("paired", "soma"), p.stim_window,
-              ["spike_count_stimint", "peak_time", "peak_voltage", "AHP_depth_abs"],
-              SOMA_THRESHOLD)
+    f = _efel(
+        t,
+        tr.v("paired", "soma"),
+        p.stim_window,
+        ["spike_count_stimint", "peak_time", "peak_voltage", "AHP_depth_abs"],
+        SOMA_THRESHOLD,
+    )
     out["bac.paired.BAC_spikecount"] = _first(f["spike_count_stimint"])
     # all ISIs of the burst from the peak times (eFEL's ISI_values skips the first one)
     times = f["peak_time"]
@@ -248,10 +278,18 @@ def _features_ref_fi(tr: ProtocolTraces) -> dict[str, Any]:
         n = int(((times >= lo) & (times < hi)).sum())
         amps.append(float(s.value or 0.0))
         rates.append(n / ((hi - lo) / 1000.0))
-    return {"ref_fi.curve": {"amps_nA": amps, "rates_Hz": rates},
-            **{f"ref_fi.{a:.1f}nA.rate": r for a, r in zip(amps, rates, strict=True)}}
+    return {
+        "ref_fi.curve": {"amps_nA": amps, "rates_Hz": rates},
+        **{f"ref_fi.{a:.1f}nA.rate": r for a, r in zip(amps, rates, strict=True)},
+    }
 
 
-_EXTRACT = {"fi": _features_fi, "steps": _features_steps, "hay_steps": _features_steps,
-            "ref_fi": _features_ref_fi, "bap": _features_bap,
-            "bac": _features_bac, "ca_train": _features_ca_train}
+_EXTRACT = {
+    "fi": _features_fi,
+    "steps": _features_steps,
+    "hay_steps": _features_steps,
+    "ref_fi": _features_ref_fi,
+    "bap": _features_bap,
+    "bac": _features_bac,
+    "ca_train": _features_ca_train,
+}

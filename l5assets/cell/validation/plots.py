@@ -40,8 +40,11 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         c = m["ref_fi.curve"]
         axes[0].plot(c["amps_nA"], c["rates_Hz"], "o-")
-        axes[0].set(xlabel="step (nA)", ylabel="rate over 1-3 s (Hz)",
-                    title="reference pipeline's F-I (dt 0.1 ms, -10 mV)")
+        axes[0].set(
+            xlabel="step (nA)",
+            ylabel="rate over 1-3 s (Hz)",
+            title="reference pipeline's F-I (dt 0.1 ms, -10 mV)",
+        )
         for name in ("0.8nA", "2.0nA"):
             if name in tr.sweeps:
                 axes[1].plot(t, tr.v(name, "soma"), lw=0.5, label=name)
@@ -66,8 +69,9 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
         n = len(tr.sweeps)
         cols = min(n, 4)
         rows_n = -(-n // cols)
-        fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 3.0 * rows_n + 0.8),
-                                 sharey=True, squeeze=False)
+        fig, axes = plt.subplots(
+            rows_n, cols, figsize=(3.2 * cols, 3.0 * rows_n + 0.8), sharey=True, squeeze=False
+        )
         win = (t >= 285) & (t <= 420)
         for ax in axes.flat[n:]:
             ax.set_visible(False)
@@ -81,7 +85,8 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
         np.atleast_1d(axes)[0].legend(fontsize=7)
     text = "\n".join(
         f"{'✓' if r['passed'] else '✗'} {r['label']}: {_fmt(r['value'])} (target {r['target']})"
-        for r in rows if r["gating"]
+        for r in rows
+        if r["gating"]
     )
     title = PROTOCOLS[tr.protocol].title
     pulse = tr.site_info.get("soma", {}).get("pulse_nA")

@@ -115,19 +115,21 @@ REF_FI_THRESHOLD = -10.0  # mV
 
 def _train(freq: float, amp: float = TRAIN_PULSE[1]) -> Sweep:
     period = 1000.0 / freq
-    pulses = tuple(
-        Pulse("soma", TRAIN_START + k * period, TRAIN_PULSE[0], amp) for k in range(5)
-    )
+    pulses = tuple(Pulse("soma", TRAIN_START + k * period, TRAIN_PULSE[0], amp) for k in range(5))
     return Sweep(f"{freq:g}Hz", pulses=pulses, value=freq)
 
 
-def train_protocol(amp: float, freqs: tuple[float, ...] = TRAIN_FREQS,
-                   single: bool = True, tstop: float = 600.0) -> Protocol:
+def train_protocol(
+    amp: float, freqs: tuple[float, ...] = TRAIN_FREQS, single: bool = True, tstop: float = 600.0
+) -> Protocol:
     """The ca_train protocol with pulses of `amp` nA (the worker calibrates `amp` per cell:
     the weakest 2 ms pulse that evokes an AP at every pulse of a 100 Hz train, as Larkum et
     al. 1999 adjusted theirs to evoke one AP per pulse)."""
-    sweeps = (Sweep("single", pulses=(Pulse("soma", TRAIN_START, TRAIN_PULSE[0], amp),),
-                    value=0.0),) if single else ()
+    sweeps = (
+        (Sweep("single", pulses=(Pulse("soma", TRAIN_START, TRAIN_PULSE[0], amp),), value=0.0),)
+        if single
+        else ()
+    )
     return Protocol(
         name="ca_train",
         title=f"Ca2+ spike after 5 somatic APs: 2 ms x {amp:.2f} nA pulses at 50-150 Hz",
@@ -171,10 +173,12 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         stim_window=(FI_START, FI_START + FI_DURATION),
     ),
-    "steps": _steps("steps", "BluePyOpt Step1-3: 2 s steps on a -0.126 nA holding current",
-                    STEP_AMPS, -0.126),
-    "hay_steps": _steps("hay_steps", "Hay 2011 steps: 2 s of 0.619 / 0.793 / 1.507 nA",
-                        HAY_STEP_AMPS, 0.0),
+    "steps": _steps(
+        "steps", "BluePyOpt Step1-3: 2 s steps on a -0.126 nA holding current", STEP_AMPS, -0.126
+    ),
+    "hay_steps": _steps(
+        "hay_steps", "Hay 2011 steps: 2 s of 0.619 / 0.793 / 1.507 nA", HAY_STEP_AMPS, 0.0
+    ),
     "bap": Protocol(
         name="bap",
         title="Back-propagating AP: 1.9 nA x 5 ms somatic pulse",
@@ -205,8 +209,11 @@ PROTOCOLS: dict[str, Protocol] = {
         lead_in=REF_FI_START,
         sites=(("soma", None),),
         sweeps=tuple(
-            Sweep(f"{a:.1f}nA", pulses=(Pulse("soma", REF_FI_START, REF_FI_STOP - REF_FI_START,
-                                              a),), value=a)
+            Sweep(
+                f"{a:.1f}nA",
+                pulses=(Pulse("soma", REF_FI_START, REF_FI_STOP - REF_FI_START, a),),
+                value=a,
+            )
             for a in REF_FI_AMPS
         ),
         stim_window=REF_FI_WINDOW,

@@ -76,8 +76,9 @@ def plan_units(names: Sequence[str], workers: int) -> list[list[tuple[str, list[
         idx = list(range(k))
         for c in range(chunks):
             units.append((n, idx[c::chunks]))
-    groups: list[list[tuple[str, list[int]]]] = [[] for _ in range(max(1, min(workers,
-                                                                               len(units))))]
+    groups: list[list[tuple[str, list[int]]]] = [
+        [] for _ in range(max(1, min(workers, len(units))))
+    ]
     loads = [0.0] * len(groups)
     for u in sorted(units, key=lambda u: _cost(u[0], len(u[1])), reverse=True):
         g = loads.index(min(loads))
@@ -93,18 +94,33 @@ def _merge(name: str, parts: list[tuple[list[int], ProtocolTraces]]) -> Protocol
     order = sorted((i, tr, j) for idx, tr in parts for j, i in enumerate(idx))
     first = parts[0][1]
     data = np.stack([tr.data[j] for _, tr, j in order])
-    merged = ProtocolTraces(name, first.dt, [PROTOCOLS[name].sweeps[i].name for i, _, _ in order],
-                            first.sites, data, first.site_info)
+    merged = ProtocolTraces(
+        name,
+        first.dt,
+        [PROTOCOLS[name].sweeps[i].name for i, _, _ in order],
+        first.sites,
+        data,
+        first.site_info,
+    )
     merged.runtime_s = sum(tr.runtime_s for _, tr in parts)
     return merged
 
 
-def run_protocols(cell: str, morphology: str | Path | None, protocols: Iterable[str],
-                  *, workers: int | None = None, timeout_s: float = 3600.0,
-                  mod_dir: Path | None = None, cache_root: Path | None = None,
-                  cvode: bool = True, savestate: bool = True,
-                  atol: float | None = None, dt: float = DT, dL: float = VALIDATION_DL,
-                  ) -> dict[str, ProtocolTraces]:
+def run_protocols(
+    cell: str,
+    morphology: str | Path | None,
+    protocols: Iterable[str],
+    *,
+    workers: int | None = None,
+    timeout_s: float = 3600.0,
+    mod_dir: Path | None = None,
+    cache_root: Path | None = None,
+    cvode: bool = True,
+    savestate: bool = True,
+    atol: float | None = None,
+    dt: float = DT,
+    dL: float = VALIDATION_DL,
+) -> dict[str, ProtocolTraces]:
     """Simulate protocols in fresh NEURON subprocesses (the cell is built once per process).
 
     The protocols' sweeps are spread over `workers` processes running at once (default: one
@@ -133,14 +149,26 @@ def run_protocols(cell: str, morphology: str | Path | None, protocols: Iterable[
             for k, group in enumerate(groups):
                 out = Path(tmp) / f"worker{k}"
                 out.mkdir()
-                req = {"cell": cell, "morphology": None if morph is None else str(morph),
-                       "units": group, "out": str(out), "cvode": cvode,
-                       "no_savestate": not savestate, "dt": dt, "dL": dL,
-                       "atol": CVODE_ATOL if atol is None else atol,
-                       "mod_dir": None if mod_dir is None else str(mod_dir),
-                       "cache_root": None if cache_root is None else str(cache_root)}
-                cmd = [sys.executable, "-m", "l5assets.cell.validation", "--worker",
-                       json.dumps(req)]
+                req = {
+                    "cell": cell,
+                    "morphology": None if morph is None else str(morph),
+                    "units": group,
+                    "out": str(out),
+                    "cvode": cvode,
+                    "no_savestate": not savestate,
+                    "dt": dt,
+                    "dL": dL,
+                    "atol": CVODE_ATOL if atol is None else atol,
+                    "mod_dir": None if mod_dir is None else str(mod_dir),
+                    "cache_root": None if cache_root is None else str(cache_root),
+                }
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "l5assets.cell.validation",
+                    "--worker",
+                    json.dumps(req),
+                ]
                 with open(out / "worker.log", "wb") as log:
                     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
                 running.append((group, proc, out))
@@ -150,8 +178,9 @@ def run_protocols(cell: str, morphology: str | Path | None, protocols: Iterable[
                 try:
                     rc = proc.wait(timeout=max(1.0, timeout_s - (time.monotonic() - t0)))
                 except subprocess.TimeoutExpired as exc:
-                    raise ValidationError(f"protocols {label} timed out after {timeout_s} s") \
-                        from exc
+                    raise ValidationError(
+                        f"protocols {label} timed out after {timeout_s} s"
+                    ) from exc
                 if rc != 0:
                     tail = (out / "worker.log").read_text(errors="replace")[-4000:]
                     raise ValidationError(f"protocols {label} failed (exit {rc}):\n{tail}")
@@ -169,10 +198,15 @@ def run_protocols(cell: str, morphology: str | Path | None, protocols: Iterable[
     return {n: _merge(n, parts[n]) for n in names}
 
 
-def validate_cell(cell: str = DEFAULT_CELL, morphology: str | Path | None = None,
-                  protocols: Sequence[str] | None = None, *, workers: int | None = None,
-                  out_dir: str | Path | None = None, dL: float = VALIDATION_DL
-                  ) -> dict[str, Any]:
+def validate_cell(
+    cell: str = DEFAULT_CELL,
+    morphology: str | Path | None = None,
+    protocols: Sequence[str] | None = None,
+    *,
+    workers: int | None = None,
+    out_dir: str | Path | None = None,
+    dL: float = VALIDATION_DL,
+) -> dict[str, Any]:
     """Run the validation protocols on a cell and judge every feature against its target.
 
     `protocols` defaults to the cell's target family's protocols (FAMILY_PROTOCOLS); they run
@@ -190,10 +224,17 @@ def validate_cell(cell: str = DEFAULT_CELL, morphology: str | Path | None = None
     morph = resolve_morphology(cell, morphology)
     traces = run_protocols(cell, morph, names, workers=workers, dL=dL)
     result: dict[str, Any] = {
-        "cell": cell, "morphology": None if morph is None else str(morph),
-        "protocols": names, "features": [], "measures": {}, "sites": {},
-        "runtime_s": {}, "code_version": CODE_VERSION, "targets": spec.targets,
-        "site_rule": spec.sites, "dL": dL,
+        "cell": cell,
+        "morphology": None if morph is None else str(morph),
+        "protocols": names,
+        "features": [],
+        "measures": {},
+        "sites": {},
+        "runtime_s": {},
+        "code_version": CODE_VERSION,
+        "targets": spec.targets,
+        "site_rule": spec.sites,
+        "dL": dL,
     }
     plots: dict[str, str] = {}
     for name in names:
@@ -212,6 +253,8 @@ def validate_cell(cell: str = DEFAULT_CELL, morphology: str | Path | None = None
         from l5assets.storage import atomic_write_text
 
         result["plots"] = plots
-        atomic_write_text(Path(out_dir) / "validation.json",
-                          json.dumps(_jsonable(result), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(
+            Path(out_dir) / "validation.json",
+            json.dumps(_jsonable(result), indent=2, sort_keys=True) + "\n",
+        )
     return _jsonable(result)

@@ -42,9 +42,14 @@ class ProtocolTraces:
         return npy, meta
 
     def meta(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "dt": self.dt, "sweeps": self.sweeps,
-                "sites": self.sites, "site_info": self.site_info,
-                "shape": list(self.data.shape)}
+        return {
+            "protocol": self.protocol,
+            "dt": self.dt,
+            "sweeps": self.sweeps,
+            "sites": self.sites,
+            "site_info": self.site_info,
+            "shape": list(self.data.shape),
+        }
 
     @classmethod
     def load(cls, folder: Path, protocol: str) -> ProtocolTraces:

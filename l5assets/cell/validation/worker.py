@@ -114,8 +114,10 @@ def main_bifurcation(cell: Any) -> float:
         kids.sort(key=lambda c: c(0.5 / c.nseg).diam, reverse=True)
         d_bp = h.distance(soma(0.5), sec(1.0))
         a, b = kids[0], kids[1]
-        if (b(0.5 / b.nseg).diam >= BIFURCATION_DIAM_RATIO * a(0.5 / a.nseg).diam
-                and min(reach(a), reach(b)) >= d_bp + BIFURCATION_MIN_EXTENT):
+        if (
+            b(0.5 / b.nseg).diam >= BIFURCATION_DIAM_RATIO * a(0.5 / a.nseg).diam
+            and min(reach(a), reach(b)) >= d_bp + BIFURCATION_MIN_EXTENT
+        ):
             return float(d_bp)
     raise ValidationError("no main apical bifurcation found on the trunk")
 
@@ -156,8 +158,9 @@ def _advance(tstop: float) -> None:
         h.fadvance()
 
 
-def calibrate_train_pulse(h: Any, cell: Any, *, shift: float, cvode: bool, atol: float,
-                          dt: float) -> float:
+def calibrate_train_pulse(
+    h: Any, cell: Any, *, shift: float, cvode: bool, atol: float, dt: float
+) -> float:
     """The weakest 2 ms somatic pulse (nA, to TRAIN_CALIBRATION's resolution) at which every
     pulse of a 5-pulse train at TRAIN_CALIBRATION_FREQ evokes an AP (bisection)."""
     from l5assets.cell.validation.features import spike_count
@@ -166,10 +169,20 @@ def calibrate_train_pulse(h: Any, cell: Any, *, shift: float, cvode: bool, atol:
 
     def ok(amp: float) -> bool:
         # the 5 pulses span 40 ms: 70 ms after the lead-in are enough to count the APs
-        proto = train_protocol(amp, (TRAIN_CALIBRATION_FREQ,), single=False,
-                               tstop=TRAIN_START + 70.0)
-        tr = _run_protocol(h, cell, proto, cvode=cvode, use_savestate=True, atol=atol, dt=dt,
-                           shift=shift, calibrate=False)
+        proto = train_protocol(
+            amp, (TRAIN_CALIBRATION_FREQ,), single=False, tstop=TRAIN_START + 70.0
+        )
+        tr = _run_protocol(
+            h,
+            cell,
+            proto,
+            cvode=cvode,
+            use_savestate=True,
+            atol=atol,
+            dt=dt,
+            shift=shift,
+            calibrate=False,
+        )
         return spike_count(tr.t, tr.v(proto.sweeps[0].name, "soma"), proto.stim_window) >= 5
 
     if not ok(hi):
@@ -180,28 +193,12 @@ def calibrate_train_pulse(h: Any, cell: Any, *, shift: float, cvode: bool, atol:
     return round(hi, 3)
 
 
-def _run_protocol(h: Any, cell: Any, proto: Protocol, *, cvode: bool,
-                  use_savestate: bool, atol: float = CVODE_ATOL,
-                  dt: float = DT, shift: float = 0.0,
-                  sweeps: Sequence[int] | None = None,
-                  calibrate: bool = True) -> ProtocolTraces:
-    """Simulate one protocol on an already built cell; every NEURON object it makes dies here.
-
-    `shift` moves every trunk site (um); `sweeps` selects sweep indices (default all). A
-    protocol with `fixed_dt` always integrates with that fixed step."""
-    t_start = time.monotonic()
-    pulse_amp = None
-    if proto.name == "ca_train" and calibrate:
-        pulse_amp = calibrate_train_pulse(h, cell, shift=shift, cvode=cvode, atol=atol, dt=dt)
-        proto = train_protocol(pulse_amp)
-    if proto.fixed_dt is not None:
-        cvode, dt = False, proto.fixed_dt
-    grid_dt = proto.fixed_dt or DT
-    chosen = [proto.sweeps[i] for i in (range(len(proto.sweeps)) if sweeps is None else sweeps)]
+def _place_sites(
+    h: Any, cell: Any, proto: Protocol, shift: float, pulse_amp: float | None
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The recording segments of a protocol's sites, and what to record about them."""
     soma = cell.soma[0]
-    h.celsius = CELSIUS
     origin = soma(0.5)
-
     segs: dict[str, Any] = {}
     info: dict[str, dict[str, Any]] = {}
     dists = [d + shift for d in proto.trunk_distances()]
@@ -210,25 +207,31 @@ def _run_protocol(h: Any, cell: Any, proto: Protocol, *, cvode: bool,
         sec, x = (soma, 0.5) if d is None else trunk_point(trunk, soma, d + shift)
         seg = sec(x)
         segs[name] = seg
-        info[name] = {"section": sec.name(), "x": round(float(seg.x), 6),
-                      "distance": round(float(h.distance(origin, seg)), 3),
-                      "requested": d, "diam": round(float(seg.diam), 4)}
+        info[name] = {
+            "section": sec.name(),
+            "x": round(float(seg.x), 6),
+            "distance": round(float(h.distance(origin, seg)), 3),
+            "requested": d,
+            "diam": round(float(seg.diam), 4),
+        }
         if pulse_amp is not None:
             info[name]["pulse_nA"] = pulse_amp
+    return segs, info
 
-    # Stimuli are created once (SaveState needs the same objects); parameters set per sweep.
-    hold = h.IClamp(soma(0.5))
-    hold.delay, hold.dur, hold.amp = 0.0, 1e9, proto.holding
-    n_pulse = max(len(s.pulses) for s in chosen)
-    pulses = [h.IClamp(soma(0.5)) for _ in range(n_pulse)]
-    # EPSP-shaped currents: NEURON's Exp2Syn (its conductance peaks at the NetCon weight) with a
-    # reversal potential so far away that g*(v - e) is a voltage-independent current: with
-    # e = E_FAR and weight = peak/E_FAR the current is -peak*(1 - v/E_FAR), i.e. within 1e-4 of
-    # an injected double-exponential current (event-driven, so exact under CVode too).
-    epsp_syn = {}
+
+def _epsp_sources(h: Any, proto: Protocol, segs: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """EPSP-shaped currents: NEURON's Exp2Syn (its conductance peaks at the NetCon weight) with
+    a reversal potential so far away that g*(v - e) is a voltage-independent current: with
+    e = E_FAR and weight = peak/E_FAR the current is -peak*(1 - v/E_FAR), i.e. within 1e-4 of
+    an injected double-exponential current (event-driven, so exact under CVode too)."""
+    out = {}
     for site in sorted({e.site for s in proto.sweeps for e in s.epsps}):
-        kinds = {(e.tau_rise, e.tau_decay, e.peak) for s in proto.sweeps for e in s.epsps
-                 if e.site == site}
+        kinds = {
+            (e.tau_rise, e.tau_decay, e.peak)
+            for s in proto.sweeps
+            for e in s.epsps
+            if e.site == site
+        }
         if len(kinds) != 1:
             raise ValidationError(f"{proto.name}: one EPSP kind per site, got {kinds}")
         tau_rise, tau_decay, peak = next(iter(kinds))
@@ -239,101 +242,175 @@ def _run_protocol(h: Any, cell: Any, proto: Protocol, *, cvode: bool,
         syn.tau1, syn.tau2 = tau_rise, tau_decay
         nc = h.NetCon(None, syn)
         nc.weight[0] = peak / E_FAR
-        epsp_syn[site] = (syn, nc)
-    epsp_events: list[tuple[Any, float]] = []
+        out[site] = (syn, nc)
+    return out
 
-    trec = h.Vector()
-    trec.record(h._ref_t)
-    recs = {}
-    for name, seg in segs.items():
-        v = h.Vector()
-        v.record(seg._ref_v, sec=seg.sec)
-        recs[name] = v
 
-    def init_rest() -> None:
-        # Relax to the resting steady state with every stimulus off (they act at t >= 0 only):
-        # large implicit fixed steps at t < 0, then t = 0 and the recordings start.
+class _ProtocolRun:
+    """The NEURON objects of one protocol run (made once: SaveState needs the same objects)
+    and the steps of a sweep; every object dies with the instance."""
+
+    def __init__(
+        self,
+        h: Any,
+        cell: Any,
+        proto: Protocol,
+        segs: dict[str, Any],
+        n_pulse: int,
+        *,
+        cvode: bool,
+        atol: float,
+        dt: float,
+    ) -> None:
+        self.h, self.cell, self.proto = h, cell, proto
+        self.cvode, self.atol, self.dt = cvode, atol, dt
+        soma = cell.soma[0]
+        self.hold = h.IClamp(soma(0.5))
+        self.hold.delay, self.hold.dur, self.hold.amp = 0.0, 1e9, proto.holding
+        self.pulses = [h.IClamp(soma(0.5)) for _ in range(n_pulse)]
+        self.epsp_syn = _epsp_sources(h, proto, segs)
+        self.epsp_events: list[tuple[Any, float]] = []
+        self.trec = h.Vector()
+        self.trec.record(h._ref_t)
+        self.recs = {}
+        for name, seg in segs.items():
+            v = h.Vector()
+            v.record(seg._ref_v, sec=seg.sec)
+            self.recs[name] = v
+
+    def init_rest(self) -> None:
+        """Relax to the resting steady state with every stimulus off (they act at t >= 0
+        only): large implicit fixed steps at t < 0, then t = 0 and the recordings start."""
+        h = self.h
         h.cvode_active(0)
-        h.finitialize(float(getattr(cell, "v_init", V_INIT)))
+        h.finitialize(float(getattr(self.cell, "v_init", V_INIT)))
         h.t = -1e4
         h.dt = 10.0
         while h.t < -15.0:
             h.fadvance()
-        h.dt = dt
+        h.dt = self.dt
         h.t = 0.0
-        h.cvode_active(1 if cvode else 0)
-        if cvode:
-            h.cvode.atol(atol)
+        h.cvode_active(1 if self.cvode else 0)
+        if self.cvode:
+            h.cvode.atol(self.atol)
             h.cvode.re_init()
         else:
             h.fcurrent()
         h.frecord_init()
 
-    def set_sweep(sw: Sweep) -> None:
-        if any(p.delay < proto.lead_in for p in sw.pulses) or any(
-            e.onset < proto.lead_in for e in sw.epsps
-        ):
-            raise ValidationError(f"{proto.name}/{sw.name}: stimulus inside the lead-in")
-        for k, clamp in enumerate(pulses):
+    def set_sweep(self, sw: Sweep) -> None:
+        lead_in = self.proto.lead_in
+        if any(p.delay < lead_in for p in sw.pulses) or any(e.onset < lead_in for e in sw.epsps):
+            raise ValidationError(f"{self.proto.name}/{sw.name}: stimulus inside the lead-in")
+        for k, clamp in enumerate(self.pulses):
             # an unused clamp is off and never starts (no at_time discontinuity for CVode)
             pk = sw.pulses[k] if k < len(sw.pulses) else Pulse("soma", 1e9, 0.0, 0.0)
             clamp.delay, clamp.dur, clamp.amp = pk.delay, pk.duration, pk.amp
-        epsp_events.clear()
-        for e in sw.epsps:
-            epsp_events.append((epsp_syn[e.site][1], e.onset))
+        self.epsp_events = [(self.epsp_syn[e.site][1], e.onset) for e in sw.epsps]
 
-    def queue_events() -> None:
-        for nc, onset in epsp_events:
+    def queue_events(self) -> None:
+        for nc, onset in self.epsp_events:
             nc.event(onset)
 
-    def advance(tstop: float) -> None:
-        if cvode:
-            h.continuerun(tstop)
+    def advance(self, tstop: float) -> None:
+        if self.cvode:
+            self.h.continuerun(tstop)
         else:
             _advance(tstop)
 
-    if use_savestate:
-        # The lead-in is stimulus-free for every sweep: simulate it once and restore it.
-        set_sweep(Sweep("lead-in"))
-        init_rest()
-        advance(proto.lead_in)
-        lead_t = np.array(trec)
-        lead = {k: np.array(v) for k, v in recs.items()}
-        state = h.SaveState()
+    def lead_in(self) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
+        """The stimulus-free lead-in shared by every sweep: simulated once and saved."""
+        self.set_sweep(Sweep("lead-in"))
+        self.init_rest()
+        self.advance(self.proto.lead_in)
+        lead_t = np.array(self.trec)
+        lead = {k: np.array(v) for k, v in self.recs.items()}
+        state = self.h.SaveState()
         state.save()
+        return lead_t, lead, state
 
+    def start_sweep(self, sw: Sweep, state: Any) -> None:
+        """Bring the cell to the end of the lead-in with this sweep's stimuli queued."""
+        self.set_sweep(sw)
+        if state is not None:
+            state.restore()
+            if self.cvode:
+                self.h.cvode.re_init()
+            self.h.frecord_init()
+        else:
+            self.init_rest()
+            self.queue_events()
+            self.advance(self.proto.lead_in)
+            if self.cvode:  # the restore path re-initialises the integrator here too
+                self.h.cvode.re_init()
+        if state is not None:
+            self.queue_events()
+
+
+def _resample(run: _ProtocolRun, grid: np.ndarray, grid_dt: float, lead: Any) -> np.ndarray:
+    """One sweep's traces (sites x samples) on the uniform output grid."""
+    proto = run.proto
+    t_run = np.array(run.trec)
+    t_all = np.concatenate([lead[0], t_run[1:]]) if lead else t_run
+    out = np.empty((len(proto.sites), grid.size))
+    exact = not run.cvode and run.dt == grid_dt
+    for j, (name, _) in enumerate(proto.sites):
+        rec = np.array(run.recs[name])
+        v_all = np.concatenate([lead[1][name], rec[1:]]) if lead else rec
+        if exact and v_all.size != grid.size:
+            raise ValidationError(f"{proto.name}: {v_all.size} samples, expected {grid.size}")
+        # variable-step output goes onto the uniform DT grid (linear interpolation)
+        out[j] = v_all if exact else np.interp(grid, t_all, v_all)
+    return out
+
+
+def _run_protocol(
+    h: Any,
+    cell: Any,
+    proto: Protocol,
+    *,
+    cvode: bool,
+    use_savestate: bool,
+    atol: float = CVODE_ATOL,
+    dt: float = DT,
+    shift: float = 0.0,
+    sweeps: Sequence[int] | None = None,
+    calibrate: bool = True,
+) -> ProtocolTraces:
+    """Simulate one protocol on an already built cell; every NEURON object it makes dies here.
+
+    `shift` moves every trunk site (um); `sweeps` selects sweep indices (default all). A
+    protocol with `fixed_dt` always integrates with that fixed step; ca_train calibrates its
+    pulse first (`calibrate_train_pulse`) unless `calibrate` is False."""
+    t_start = time.monotonic()
+    pulse_amp = None
+    if proto.name == "ca_train" and calibrate:
+        pulse_amp = calibrate_train_pulse(h, cell, shift=shift, cvode=cvode, atol=atol, dt=dt)
+        proto = train_protocol(pulse_amp)
+    if proto.fixed_dt is not None:
+        cvode, dt = False, proto.fixed_dt
+    grid_dt = proto.fixed_dt or DT
+    chosen = [proto.sweeps[i] for i in (range(len(proto.sweeps)) if sweeps is None else sweeps)]
+    h.celsius = CELSIUS
+    segs, info = _place_sites(h, cell, proto, shift, pulse_amp)
+    run = _ProtocolRun(
+        h, cell, proto, segs, max(len(s.pulses) for s in chosen), cvode=cvode, atol=atol, dt=dt
+    )
+    lead = None
+    state = None
+    if use_savestate:
+        lead_t, lead_v, state = run.lead_in()
+        lead = (lead_t, lead_v)
     grid = np.arange(int(round(proto.tstop / grid_dt)) + 1) * grid_dt
     data = np.empty((len(chosen), len(proto.sites), grid.size))
     for i, sw in enumerate(chosen):
-        set_sweep(sw)
-        if use_savestate:
-            state.restore()
-            if cvode:
-                h.cvode.re_init()
-            h.frecord_init()
-        else:
-            init_rest()
-            queue_events()
-            advance(proto.lead_in)
-            if cvode:  # the restore path re-initialises the integrator here too
-                h.cvode.re_init()
-        if use_savestate:
-            queue_events()
-        advance(proto.tstop)
-        t_run = np.array(trec)
-        t_all = np.concatenate([lead_t, t_run[1:]]) if use_savestate else t_run
-        for j, (name, _) in enumerate(proto.sites):
-            rec = np.array(recs[name])
-            v_all = np.concatenate([lead[name], rec[1:]]) if use_savestate else rec
-            exact = not cvode and dt == grid_dt
-            if exact and v_all.size != grid.size:
-                raise ValidationError(f"{proto.name}/{sw.name}: {v_all.size} samples, "
-                                      f"expected {grid.size}")
-            # variable-step output goes onto the uniform DT grid (linear interpolation)
-            data[i, j] = v_all if exact else np.interp(grid, t_all, v_all)
+        run.start_sweep(sw, state)
+        run.advance(proto.tstop)
+        data[i] = _resample(run, grid, grid_dt, lead)
     h.cvode_active(0)
-    tr = ProtocolTraces(proto.name, grid_dt, [s.name for s in chosen],
-                        [n for n, _ in proto.sites], data, info)
+    tr = ProtocolTraces(
+        proto.name, grid_dt, [s.name for s in chosen], [n for n, _ in proto.sites], data, info
+    )
     tr.runtime_s = time.monotonic() - t_start
     return tr
 
@@ -349,18 +426,26 @@ def _worker(req: dict[str, Any]) -> None:
     cache_root = Path(req["cache_root"]) if req.get("cache_root") else None
     load_mechanisms(compile_mechanisms(mod_dir, cache_root))
     h.load_file("stdrun.hoc")
-    cell = build_cell(biophysics=req["cell"], morphology=req["morphology"],
-                      dL=float(req.get("dL", 5.0)))
+    cell = build_cell(
+        biophysics=req["cell"], morphology=req["morphology"], dL=float(req.get("dL", 5.0))
+    )
     shift = site_shift(cell)
     build_s = time.monotonic() - t_start
     out = Path(req["out"])
     runtimes: dict[str, Any] = {"build_s": build_s, "site_shift_um": shift}
     # a unit is [protocol, sweep indices or None]; each is saved in its own folder
     for k, (name, sweeps) in enumerate(req["units"]):
-        tr = _run_protocol(h, cell, PROTOCOLS[name], cvode=bool(req.get("cvode", True)),
-                           use_savestate=not req.get("no_savestate", False),
-                           atol=float(req.get("atol", CVODE_ATOL)),
-                           dt=float(req.get("dt", DT)), shift=shift, sweeps=sweeps)
+        tr = _run_protocol(
+            h,
+            cell,
+            PROTOCOLS[name],
+            cvode=bool(req.get("cvode", True)),
+            use_savestate=not req.get("no_savestate", False),
+            atol=float(req.get("atol", CVODE_ATOL)),
+            dt=float(req.get("dt", DT)),
+            shift=shift,
+            sweeps=sweeps,
+        )
         folder = out / f"unit{k}"
         folder.mkdir()
         tr.save(folder)

@@ -60,7 +60,7 @@ def segments_table(step: AssetStep) -> dg.MaterializeResult:
     cmd = [
         neuron.python_executable(),
         "-m",
-        "l5assets.defs.cell.segments_worker",
+        "l5assets.cell.segments_worker",
         str(mech),
         params.biophysics,
         params.morphology or "-",

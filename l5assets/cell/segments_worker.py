@@ -1,6 +1,6 @@
 """Subprocess entry point: build the cell in a fresh NEURON and write its segments table.
 
-Run as `python -m l5assets.defs.cell.segments_worker MECH_JSON BIOPHYSICS MORPHOLOGY DL OUT`
+Run as `python -m l5assets.cell.segments_worker MECH_JSON BIOPHYSICS MORPHOLOGY DL OUT`
 (MORPHOLOGY "-" for the cell's default). NEURON can hold one mechanism library per process
 and keeps global state, so the Dagster process never builds cells itself.
 """
