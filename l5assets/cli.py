@@ -19,14 +19,20 @@ run (so `status` and `trace` never load NEURON or BMTK).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# How long `run` waits for a partition another process is materializing (then: exit 1).
+LOCK_WAIT_S = float(os.environ.get("L5ASSETS_LOCK_WAIT_S", "86400"))
+INSTANCE_LOCK = ".l5assets-instance.lock"
 # Metadata left out of `run --json`: the whole manifest (its path is listed under "paths").
 CLI_OMITTED_METADATA = ("manifest_json",)
 
@@ -76,15 +82,26 @@ def local_instance(create: bool = True):
     import dagster as dg
 
     from l5assets import paths
+    from l5assets.preflight import check_dagster_home
+    from l5assets.storage import atomic_write_text, exclusive_lock
 
     home = Path(os.environ.get("DAGSTER_HOME") or paths.dagster_home()).resolve()
     if not create and not home.is_dir():
         return None
+    check_dagster_home(home)
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").touch()
     os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    # Creating (and migrating) the SQLite storages is not safe under concurrency (two
+    # processes can stamp two alembic heads): one process at a time opens the instance and
+    # touches every storage; later opens find them made.
+    with exclusive_lock(home / INSTANCE_LOCK, f"Dagster instance {home}", wait=True):
+        if not (home / "dagster.yaml").exists():
+            atomic_write_text(home / "dagster.yaml", "")
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("param_set")
+        instance.all_instigator_state()
+    return instance
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,9 +176,12 @@ def run_partitions(
 
     if defs is None:
         from l5assets.definitions import defs
+    from l5assets.defs.liveness import fail_dead_runs, run_tags
     from l5assets.defs.partitions import register_partitions, run_partition_key
+    from l5assets.storage import describe_holder
 
     instance = instance or local_instance()
+    dead = fail_dead_runs(instance)  # runs a killed `l5assets run` left STARTED
     register_partitions(instance, [params.name], seed_list)
 
     runs: list[dict[str, Any]] = []
@@ -175,7 +195,9 @@ def run_partitions(
         "storage_root": str(paths.storage_root().resolve()),
         "runs": runs,
         "assets": assets,
+        "notes": [f"marked failed: run {r} (its process was killed)" for r in dead],
     }
+    root = paths.storage_root()
 
     def execute(job_name: str, partition_key: str | None) -> None:
         job = defs.resolve_job_def(job_name)
@@ -184,6 +206,7 @@ def run_partitions(
             partition_key=partition_key,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            tags=run_tags(),
         )
         runs.append(
             {
@@ -209,12 +232,85 @@ def run_partitions(
             summary.update(ok=False, error=message)
             raise RunFailed(message, summary)
 
+    def locked(job_name: str, seed: int | None) -> None:
+        """Run a job holding its partition's lock; a partition another `run` was making
+        while we waited for it is not made again (recorded as skipped)."""
+        pkey = params.name if seed is None else str(run_partition_key(params.name, seed))
+        folder = root / params.name / ("shared" if seed is None else f"seed-{seed}")
+        with partition_writer(folder, pkey) as state:
+            if state.stale:
+                summary["notes"].append(
+                    f"{pkey}: took over the lock left by {describe_holder(state.stale)} "
+                    "(no longer running)"
+                )
+            if state.waited_for is not None and _made_by_other(
+                folder, job_name, params.params_hash, state.since
+            ):
+                runs.append(
+                    {
+                        "job": job_name,
+                        "partition_key": pkey,
+                        "run_id": None,
+                        "success": True,
+                        "skipped": "materialized meanwhile by " + describe_holder(state.waited_for),
+                    }
+                )
+                return
+            execute(job_name, pkey)
+
     execute("observe_sources_job", None)
-    execute("cell_job", params.name)
+    locked("cell_job", None)
     for seed in seed_list:
-        execute("seed_job", str(run_partition_key(params.name, seed)))
+        locked("seed_job", seed)
 
     return summary
+
+
+@dataclass
+class _WriterState:
+    since: float
+    waited_for: dict | None = None
+    stale: dict | None = None
+
+
+@contextlib.contextmanager
+def partition_writer(folder: Path, pkey: str) -> Iterator[_WriterState]:
+    """Hold `<partition folder>/.partition.lock` (pid + host) while a job makes the partition.
+    A second `l5assets run` of the same partition waits (printing who holds it), up to
+    L5ASSETS_LOCK_WAIT_S (default a day); a lock of a dead holder is taken over."""
+    import time
+
+    from l5assets.storage import exclusive_lock
+
+    since = time.time()
+    with exclusive_lock(
+        Path(folder) / ".partition.lock",
+        f"partition {pkey}",
+        wait=True,
+        timeout_s=LOCK_WAIT_S,
+        on_wait=lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True),
+    ) as st:
+        yield _WriterState(since, st.waited_for, st.stale)
+
+
+def _made_by_other(folder: Path, job_name: str, params_hash: str, since: float) -> bool:
+    """Whether every asset of a job's level was written into `folder` after `since`, from
+    these params (by the run we waited for)."""
+    import json
+
+    from l5assets import graph as G
+
+    level = "param_set" if job_name == "cell_job" else "seed"
+    names = [n.name for n in G.ASSETS if n.level == level]
+    for name in names:
+        m = Path(folder) / name / "manifest.json"
+        try:
+            data = json.loads(m.read_text())
+        except (OSError, ValueError):
+            return False
+        if m.stat().st_mtime < since or (data.get("params") or {}).get("hash") != params_hash:
+            return False
+    return bool(names)
 
 
 def _format_run(summary: dict[str, Any]) -> str:
@@ -252,16 +348,40 @@ def _format_run(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_preflight(args: argparse.Namespace) -> Any:
+    """Every check of `run` before anything is written or recorded (PreflightError)."""
+    from l5assets import paths
+    from l5assets.preflight import check_folder, preflight
+
+    for value, env, what in (
+        (args.storage_root, "L5ASSETS_STORAGE_ROOT", "--storage-root"),
+        (args.params_dir, "L5ASSETS_PARAMS_DIR", "--params-dir"),
+    ):
+        if value:
+            os.environ[env] = str(check_folder(Path(value), what))
+    from l5assets.definitions import defs
+
+    cell_model = defs.resources.get("cell_model")
+    return preflight(
+        args.param_set,
+        args.seed,
+        dagster_home=Path(os.environ.get("DAGSTER_HOME") or paths.dagster_home()),
+        storage_root=paths.storage_root(),
+        cache_dir=cell_model.cache_path() if cell_model is not None else None,
+        params_dir=paths.params_dir(),
+        mod_dir=cell_model.mod_path() if cell_model is not None else None,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from l5assets.params import ParamsError
 
-    if args.storage_root:
-        os.environ["L5ASSETS_STORAGE_ROOT"] = str(Path(args.storage_root).resolve())
-    if args.params_dir:
-        os.environ["L5ASSETS_PARAMS_DIR"] = str(Path(args.params_dir).resolve())
     try:
-        summary = run_partitions(args.param_set, args.seed)
+        pf = run_preflight(args)
+        summary = run_partitions(pf.params.name, pf.seeds)
     except ParamsError as e:
+        if args.verbose:
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except RunFailed as e:
@@ -359,7 +479,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     param_sets = [validate_param_set_name(p) for p in args.param_set or []] or None
     if args.no_dagster:
-        rows = mod.status(param_sets=param_sets, with_dagster_status=False)
+        rows = mod.status(param_sets=param_sets, with_dagster_status=False, verify=args.verify)
     else:
         from l5assets.definitions import defs
         from l5assets.defs.lineage.status import status
@@ -367,7 +487,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         instance = local_instance(create=False)  # a query: never creates a Dagster home
         cell_model = defs.resources.get("cell_model")
         mod_dir = cell_model.mod_path() if cell_model is not None else None
-        rows = status(instance, defs, param_sets=param_sets, mod_dir=mod_dir)
+        rows = status(
+            instance,
+            defs,
+            param_sets=param_sets,
+            mod_dir=mod_dir,
+            verify=args.verify,
+            cache_dir=cell_model.cache_path() if cell_model is not None else None,
+        )
     if args.json:
         _print_json(rows)
     else:
@@ -400,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="integer seed; repeat for several (one run per seed)",
     )
     run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     run.add_argument(
         "--storage-root", help="where outputs go (default: L5ASSETS_STORAGE_ROOT or data/outputs)"
     )
@@ -458,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("trace", help="walk an output back to its params file and seed")
     tr.add_argument("path")
     tr.add_argument("--json", action="store_true")
+    tr.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     tr.set_defaults(func=cmd_trace)
 
     df = sub.add_parser("diff", help="what differs between the provenance of two outputs")
@@ -471,6 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--param-set", action="append", help="restrict to these param sets")
     st.add_argument("--json", action="store_true")
     st.add_argument("--verbose", action="store_true")
+    st.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every recorded output against its manifest (sizes are always checked)",
+    )
     st.add_argument(
         "--no-dagster",
         action="store_true",
@@ -487,14 +621,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     usage_errors = _usage_errors()
     # Dagster's beta/preview notices about APIs the project chose are noise on a console.
     warnings.filterwarnings("ignore", message=r".*(beta|preview).*")
+    verbose = bool(getattr(args, "verbose", False))
+    _terminate_as_interrupt()
     try:
         return args.func(args)
     except usage_errors as e:
-        print(f"error: {e}", file=sys.stderr)
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # e.g. `l5assets diff a b | head`
         sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         return EXIT_OK
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line for the user; --verbose for the traceback
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        if not verbose:
+            print("(run again with --verbose for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(e: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a cancelled job, `kill`) unwinds like Ctrl-C: the running step ends its
+    worker's process group and removes its temp folder, the run is recorded as failed."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

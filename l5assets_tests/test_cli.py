@@ -142,14 +142,20 @@ def test_run_json_two_seeds(tmp_path: Path):
 
 
 def test_failed_run_still_prints_one_json_object(dirs, monkeypatch, capsys):
-    """A run that fails inside the graph (no .mod files to compile) exits 1 and prints one
-    JSON object naming the failure, with the runs done so far."""
+    """A run that fails inside the graph (.mod files that pass the preflight, which only reads
+    their SUFFIX names, but do not compile) exits 1 and prints one JSON object naming the
+    failure, with the runs done so far."""
+    from l5assets.cell.biophysics import load_biophysics
+
     tmp, params_dir = dirs
     comps = tmp / "components"
     (comps / "cells").mkdir(parents=True)
     (comps / "mechanisms").mkdir()
     for f in paths.cells_dir().glob("*.json"):
         (comps / "cells" / f.name).write_text(f.read_text())
+    for mech in load_biophysics(paths.DEFAULT_CELL).mechanism_names():
+        text = f"NEURON {{\nSUFFIX {mech}\n}}\nthis is not NMODL\n"
+        (comps / "mechanisms" / f"{mech}.mod").write_text(text)
     monkeypatch.setenv("L5ASSETS_COMPONENTS_DIR", str(comps))
     monkeypatch.setenv("L5ASSETS_CACHE_DIR", str(tmp / "cache"))
     (params_dir / "T_fail.json").write_text(json.dumps(small_params()))
@@ -157,7 +163,7 @@ def test_failed_run_still_prints_one_json_object(dirs, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert rc == cli.EXIT_FAILED
     out = json.loads(captured.out)
-    assert out["ok"] is False and "no .mod files" in out["error"]
+    assert out["ok"] is False and "nrnivmodl failed" in out["error"]
     assert [(r["job"], r["success"]) for r in out["runs"]] == [
         ("observe_sources_job", True),
         ("cell_job", False),

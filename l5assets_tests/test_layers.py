@@ -22,6 +22,7 @@ LAYERS = {
     "graph": 3,
     "layout": 3,
     "lineage": 4,
+    "preflight": 4,
     "defs": 5,
     "definitions": 5,
     "cli": 6,
