@@ -13,7 +13,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -122,3 +123,244 @@ def dir_sha256(folder: Path) -> str:
     folder = Path(folder)
     files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
     return files_sha256(files, base=folder)
+
+
+# --------------------------------------------------------------------------------------------
+# one writer per partition: lock files with the holder's pid and host
+
+LOCK_SUFFIX = ".lock"
+# Locks this process holds (path -> depth): a process may re-enter its own lock.
+_HELD: dict[str, int] = {}
+
+
+class LockBusy(RuntimeError):
+    """Another live process holds the lock; `holder` is what it wrote (pid, host, since)."""
+
+    def __init__(self, message: str, holder: dict | None) -> None:
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of a process (clock ticks since boot, /proc), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
+    """Whether `pid` (with that start time, if given) is a running process on this host."""
+    if not pid:
+        return False
+    now = process_start_ticks(int(pid))
+    if now is None:
+        return False
+    state = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    if state in ("Z", "X"):
+        return False
+    return start_ticks is None or int(start_ticks) == now
+
+
+def _holder_info() -> dict:
+    import socket
+    import sys
+    import time
+
+    return {
+        "pid": os.getpid(),
+        "pid_start": process_start_ticks(os.getpid()),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(sys.argv[:4])[:200],
+    }
+
+
+def read_lock_holder(path: Path) -> dict | None:
+    """What the holder of a lock file wrote (None if empty or unreadable)."""
+    import json
+
+    try:
+        text = Path(path).read_text()
+        return json.loads(text) if text.strip() else None
+    except (OSError, ValueError):
+        return None
+
+
+def describe_holder(holder: dict | None) -> str:
+    h = holder or {}
+    return f"pid {h.get('pid', '?')} on host {h.get('host', '?')} since {h.get('since', '?')}"
+
+
+@dataclass
+class LockState:
+    """How a lock was taken: after waiting for another holder, or over a dead one's lock."""
+
+    path: Path
+    waited_for: dict | None = None
+    stale: dict | None = None
+    reentrant: bool = False
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    path: Path,
+    label: str,
+    *,
+    wait: bool = False,
+    timeout_s: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[LockState]:
+    """Hold the lock file `path` (flock: the kernel drops it when the holder dies).
+
+    The holder writes its pid, host and start time into the file and empties it on release,
+    so a non-empty file found free was left by a dead holder: it is taken over and reported
+    (`LockState.stale`). Busy: raise LockBusy (wait=False) or wait (calling `on_wait` once
+    with a message) until free or `timeout_s` passed. Re-entrant within one process.
+    """
+    import fcntl
+    import time
+
+    path = Path(path)
+    key = str(path.absolute())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield LockState(path, reentrant=True)
+        finally:
+            _HELD[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    state = LockState(path)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = read_lock_holder(path)
+                msg = f"{label} is being materialized by {describe_holder(holder)}"
+                if not wait or (deadline is not None and time.monotonic() > deadline):
+                    raise LockBusy(msg, holder) from None
+                if state.waited_for is None:
+                    state.waited_for = holder or {}
+                    if on_wait is not None:
+                        on_wait(f"{msg}: waiting for it")
+                time.sleep(0.25)
+        previous = read_lock_holder(path)
+        if previous and previous.get("pid") != os.getpid():
+            state.stale = previous
+        info = _holder_info()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (__import__("json").dumps(info) + "\n").encode(), 0)
+        os.fsync(fd)
+        _HELD[key] = 1
+        try:
+            yield state
+        finally:
+            _HELD.pop(key, None)
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+# --------------------------------------------------------------------------------------------
+# temp folders left by killed runs
+
+
+def leftover_temps(folder: Path, asset: str | None = None) -> list[Path]:
+    """Temp entries of `atomic_dir` / `atomic_path` under `folder` (one level), for one asset
+    or all: `.<name>.<random>.tmp` and `.<name>.old.<pid>`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pats = [f".{asset}.*.tmp", f".{asset}.old.*"] if asset else [".*.tmp", ".*.old.*"]
+    found = {p for pat in pats for p in folder.glob(pat)}
+    return sorted(found)
+
+
+def remove_paths(entries: list[Path]) -> list[Path]:
+    """Remove files and folders; returns those removed."""
+    done = []
+    for p in entries:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        if not p.exists():
+            done.append(p)
+    return done
+
+
+def scan_leftover_temps(root: Path, max_depth: int = 3) -> list[Path]:
+    """Every temp entry below a storage root (param set / partition / asset levels)."""
+    root = Path(root)
+    out: list[Path] = []
+    if not root.is_dir():
+        return out
+    level = [root]
+    for _ in range(max_depth):
+        nxt = []
+        for d in level:
+            out += leftover_temps(d)
+            nxt += [c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
+        level = nxt
+    return sorted(set(out))
+
+
+def cache_temps(cache_root: Path) -> list[Path]:
+    """Work folders of mechanism compiles (`.<entry>.<random>`) in the compile cache."""
+    root = Path(cache_root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob(".mechanisms-*") if p.is_dir())
+
+
+def clean_cache_temps(cache_root: Path) -> list[Path]:
+    """Remove compile work folders whose compile is not running (its cache lock is free)."""
+    import fcntl
+
+    removed = []
+    for p in cache_temps(cache_root):
+        name = p.name[1:].split(".", 1)[0]
+        lock = Path(cache_root) / f".{name}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a compile is using it
+            removed += remove_paths([p])
+        finally:
+            os.close(fd)
+    return removed
+
+
+def lock_held(path: Path) -> bool:
+    """Whether a live process holds the lock file `path` (False if there is none)."""
+    import fcntl
+
+    if not Path(path).is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def killed_temps(folder: Path) -> list[Path]:
+    """`leftover_temps` of a folder whose writer is gone (its asset's lock is not held)."""
+    out = []
+    for p in leftover_temps(folder):
+        asset = p.name[1:].split(".", 1)[0]
+        if not lock_held(Path(folder) / f".{asset}{LOCK_SUFFIX}"):
+            out.append(p)
+    return out

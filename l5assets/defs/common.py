@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,16 @@ from l5assets.layout import MissingUpstreamError
 from l5assets.lineage.manifest import MANIFEST_NAME, manifest_summary, read_manifest, write_manifest
 from l5assets.params import ParamSet
 from l5assets.rng import stage_rng
-from l5assets.storage import atomic_dir, files_sha256
+from l5assets.storage import (
+    LOCK_SUFFIX,
+    LockBusy,
+    atomic_dir,
+    describe_holder,
+    exclusive_lock,
+    files_sha256,
+    leftover_temps,
+    remove_paths,
+)
 
 from .partitions import by_param_set, param_set_partitions, partition_of, run_partitions
 from .resources import CellModelResource, StorageResource
@@ -37,6 +47,7 @@ from .resources import CellModelResource, StorageResource
 __all__ = [
     "AssetStep",
     "MissingUpstreamError",
+    "PartitionBusyError",
     "SubprocessError",
     "asset_result",
     "asset_step",
@@ -50,6 +61,33 @@ __all__ = [
 
 class SubprocessError(RuntimeError):
     """A worker subprocess (segments worker, simulation runner) failed or timed out."""
+
+
+# How long a step waits for its asset partition's lock before refusing (seconds).
+_LOCK_PATIENCE_S = 5.0
+
+
+class PartitionBusyError(RuntimeError):
+    """Another live process is materializing the same asset partition."""
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """For Popen(preexec_fn=...): in the child, ask the kernel for SIGKILL when the parent
+    dies (Linux PR_SET_PDEATHSIG; it survives exec), and exit at once if the parent is already
+    gone. The worker runs in its own session, so without this a `kill -9` of the run would
+    leave it running, reparented to init. (The worker also watches its parent itself:
+    `l5assets.simulation.runner`, env L5ASSETS_PARENT_PID.)"""
+
+    def preexec() -> None:
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent_pid:
+            os._exit(137)
+
+    return preexec
 
 
 def run_logged(
@@ -67,14 +105,17 @@ def run_logged(
     or after `timeout_s` (the process is killed).
     """
     context.log.info(f"running: {' '.join(cmd)}")
+    child_env = dict(env) if env is not None else dict(os.environ)
+    child_env["L5ASSETS_PARENT_PID"] = str(os.getpid())
     proc = subprocess.Popen(
         list(cmd),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=dict(env) if env is not None else None,
+        env=child_env,
         cwd=cwd,
         start_new_session=True,  # its own process group: a kill reaches its children too
+        preexec_fn=_die_with_parent(os.getpid()),
     )
     timed_out = threading.Event()
 
@@ -404,7 +445,7 @@ def asset_step(
     params = storage.load_params(param_set)
     asset = context.asset_key.to_user_string()
     out = storage.partition_dir(asset, param_set, seed)
-    with atomic_dir(out) as tmp:
+    with _one_writer(context, out, asset), atomic_dir(out) as tmp:
         yield AssetStep(
             context=context,
             storage=storage,
@@ -415,3 +456,40 @@ def asset_step(
             tmp=tmp,
             mod_dir=cell_model.mod_path() if cell_model is not None else None,
         )
+
+
+@contextlib.contextmanager
+def _one_writer(context: dg.AssetExecutionContext, out: Path, asset: str) -> Iterator[None]:
+    """Hold the asset partition's lock file (`<partition>/.<asset>.lock`, pid + host) for the
+    step: a second writer of the same asset partition fails at once (PartitionBusyError).
+    A lock left by a dead holder is taken over and the temp folders it left beside the
+    asset's folder are removed, both logged as warnings."""
+    label = f"{asset} [{context.partition_key}]"
+    # a few seconds of patience: `status` probes the lock (shared, for an instant)
+    lock = exclusive_lock(
+        out.parent / f".{asset}{LOCK_SUFFIX}", label, wait=True, timeout_s=_LOCK_PATIENCE_S
+    )
+    try:
+        state = lock.__enter__()
+    except LockBusy as e:
+        raise PartitionBusyError(f"{e}; refusing a second writer") from None
+    try:
+        if state.stale:
+            context.log.warning(
+                f"{label}: took over the lock left by {describe_holder(state.stale)} "
+                "(no longer running)"
+            )
+        # only this step writes this asset partition now: temp folders beside it are a
+        # killed run's (their writer is gone, or the lock would be held)
+        removed = remove_paths(leftover_temps(out.parent, asset))
+        if removed:
+            context.log.warning(
+                f"{label}: removed temp folders left by a killed run: "
+                + ", ".join(p.name for p in removed)
+            )
+        yield
+    except BaseException:
+        if not lock.__exit__(*sys.exc_info()):
+            raise
+    else:
+        lock.__exit__(None, None, None)

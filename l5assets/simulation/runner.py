@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -414,7 +415,38 @@ def cell_spike_count(spikes_file: Path) -> int:
     return int(sum(len(t) for t in read_sonata_spikes(spikes_file).values()))
 
 
+def watch_parent(parent_pid: int | None = None, interval_s: float = 1.0) -> None:
+    """Exit (code 137) as soon as the process that started us is gone.
+
+    The runner lives in its own session (so that a cancelled run can end its whole process
+    group); when the run's process is killed outright it must not simulate on, reparented to
+    init, into a temp folder nobody removes. The Dagster layer also asks the kernel for
+    SIGKILL on parent death (PR_SET_PDEATHSIG); this daemon thread covers the rest (e.g. the
+    parent's thread that started us ended). `parent_pid`: default env L5ASSETS_PARENT_PID;
+    without it, nothing is watched.
+    """
+    import threading
+    import time
+
+    if parent_pid is None:
+        env = os.environ.get("L5ASSETS_PARENT_PID", "")
+        parent_pid = int(env) if env.isdigit() else None
+    if not parent_pid:
+        return
+    if os.getppid() != parent_pid:
+        os._exit(137)
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent_pid:
+                os._exit(137)
+
+    threading.Thread(target=loop, name="watch-parent", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    watch_parent()
     ap = argparse.ArgumentParser(
         prog="python -m l5assets.simulation.runner", description=__doc__.split("\n\n")[0]
     )

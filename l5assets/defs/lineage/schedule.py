@@ -31,6 +31,7 @@ import dagster as dg
 
 from ..dagster_private import is_valid_cron
 from ..jobs import cell_job, seed_job
+from ..liveness import fail_dead_runs
 from ..partitions import PARAM_SET_DIM, SEED_DIM
 from ..resources import CellModelResource, StorageResource
 from .status import asset_graph_of, definitions_info, status
@@ -161,6 +162,7 @@ def plan_reruns(
 
 
 def _busy_partitions(instance: dg.DagsterInstance) -> set[str]:
+    fail_dead_runs(instance)  # a run left STARTED by a killed `l5assets run` is not busy
     runs = instance.get_runs(dg.RunsFilter(statuses=list(_IN_PROGRESS)))
     return {r.tags["dagster/partition"] for r in runs if "dagster/partition" in r.tags}
 
