@@ -326,16 +326,26 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve_recorded_path(rec: Mapping[str, Any], manifest_dir: Path) -> Path | None:
+def resolve_recorded_path(
+    rec: Mapping[str, Any], manifest_dir: Path, fallbacks: list[str] | None = None
+) -> Path | None:
     """A recorded path, preferring its location relative to the manifest (so a moved storage
-    tree still resolves), else the absolute path as recorded."""
+    tree still resolves), else the absolute path as recorded. When a recorded `relpath` does
+    not resolve but the absolute path exists, the fallback is appended to `fallbacks` (a
+    moved tree then reads the original tree's file: never silently)."""
     rel = rec.get("relpath")
+    cand = None
     if rel:
         cand = (Path(manifest_dir) / rel).resolve()
         if cand.exists():
             return cand
     absolute = rec.get("path")
-    return Path(absolute).resolve() if absolute else None
+    if not absolute:
+        return cand
+    found = Path(absolute).resolve()
+    if cand is not None and found != cand and found.exists() and fallbacks is not None:
+        fallbacks.append(f"{rel} is not found beside {manifest_dir}: using the recorded {found}")
+    return found if found.exists() or cand is None else cand
 
 
 def _input_record(name: str, path: Path, out_dir: Path) -> dict[str, Any]:

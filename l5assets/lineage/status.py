@@ -206,12 +206,27 @@ def _upstream_reasons(m: Mapping[str, Any], here: Path) -> list[tuple[str, str, 
     return out
 
 
+def _output_reasons(m: Mapping[str, Any], mpath: Path, verify: bool) -> list[tuple[str, str, dict]]:
+    """An output that is gone or resized (always checked: cheap), or whose sha256 differs
+    from its manifest (with `verify`): the partition must be re-made."""
+    from l5assets.lineage.trace import check_outputs
+
+    problems: list[str] = []
+    check_outputs(m, mpath, problems, verify=verify)
+    return [("outputs", p, {}) for p in problems]
+
+
 def _reasons_for(
-    asset: str, manifest_path: Path, current: _Current, code_versions: Mapping[str, str | None]
+    asset: str,
+    manifest_path: Path,
+    current: _Current,
+    code_versions: Mapping[str, str | None],
+    verify: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Stale reasons of one asset's manifest against the current state."""
     m = read_manifest(manifest_path)
-    found = _params_reasons(m, current) if PARAMS_READERS.get(asset, True) else []
+    found = _output_reasons(m, manifest_path, verify)
+    found += _params_reasons(m, current) if PARAMS_READERS.get(asset, True) else []
     found += _component_reasons(m, _reads(asset, m), current)
     for a, cv in sorted((m.get("code_versions") or {}).items()):
         if a in code_versions and code_versions[a] != cv:
@@ -235,12 +250,13 @@ def _asset_state(
     current: _Current,
     code_versions: Mapping[str, str | None],
     reasons: list[dict[str, Any]],
+    verify: bool = False,
 ) -> str:
     """ "missing" | "fresh" | "stale" of one asset partition; its stale reasons are appended."""
     mp = storage.partition_dir(root, asset, name, seed) / MANIFEST_NAME
     if not mp.is_file():
         return "missing"
-    found, _ = _reasons_for(asset, mp, current, code_versions)
+    found, _ = _reasons_for(asset, mp, current, code_versions, verify)
     reasons += found
     return "stale" if found else "fresh"
 
@@ -334,6 +350,8 @@ def status(
     shared_assets: Iterable[str] | None = None,
     seed_assets: Iterable[str] | None = None,
     mod_dir: Path | None = None,
+    verify: bool = False,
+    cache_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """One row per param set x seed: state "missing" | "fresh" | "stale", with reasons.
 
@@ -344,11 +362,15 @@ def status(
     field). root / params_dir default to l5assets.paths. param_sets restricts the listing
     (names are validated: ParamsError). shared_assets / seed_assets override the asset lists.
     mod_dir: the NMODL folder in use now (default l5assets.paths.mechanisms_dir()).
+    Every recorded output is checked to exist with its recorded size (kind "outputs");
+    `verify` also re-hashes it against its manifest's sha256. cache_dir: the compile cache
+    (default l5assets.paths.cache_dir()) whose leftover work folders are listed.
 
     Row keys: param_set, seed (None if no seed exists for that param set), state, reasons
     (list of {asset, kind, detail, ...}), missing (assets without a manifest), assets
     ({asset: "missing" | "fresh" | "stale"}), notes (instance vs disk remarks), dagster
-    ({asset: Dagster stale status}, only with a view).
+    ({asset: Dagster stale status}, only with a view), leftovers (temp folders of killed
+    runs in this row's partition folders and in the compile cache).
     """
     root = Path(root) if root else paths.storage_root()
     params_dir = Path(params_dir) if params_dir else paths.params_dir()
@@ -363,27 +385,39 @@ def status(
     materialized = view.materialized(shared + seeded) if view is not None else {}
     rows: list[dict[str, Any]] = []
     pairs: list[tuple[str, str]] = []
+    cache_temps = [str(p) for p in storage.cache_temps(Path(cache_dir or paths.cache_dir()))]
     for name in sorted(names):
         current = _Current(name, params_dir, mod_dir)
         shared_state: dict[str, str] = {}
         shared_reasons: list[dict[str, Any]] = []
         for asset in shared:
             shared_state[asset] = _asset_state(
-                root, asset, name, None, current, cvs, shared_reasons
+                root, asset, name, None, current, cvs, shared_reasons, verify
             )
             pairs.append((asset, name))
         for seed in sorted(seeds_of.get(name, set()) | inst_seeds) or [None]:
             assets, reasons = dict(shared_state), list(shared_reasons)
             notes = [f"params file invalid: {current.error}"] if current.error else []
             for asset in seeded if seed is not None else []:
-                assets[asset] = _asset_state(root, asset, name, seed, current, cvs, reasons)
+                assets[asset] = _asset_state(root, asset, name, seed, current, cvs, reasons, verify)
                 pairs.append((asset, f"{name}|{seed}"))
             if view is not None:
                 notes += _instance_notes(assets, shared, name, seed, materialized)
-            rows.append(_row(name, seed, assets, reasons, notes))
+            row = _row(name, seed, assets, reasons, notes)
+            row["leftovers"] = _leftovers(root, name, seed, cache_temps)
+            rows.append(row)
     if view is not None and with_dagster_status:
         _add_stale_status(rows, view, shared, pairs)
     return rows
+
+
+def _leftovers(root: Path, name: str, seed: int | None, cache: list[str]) -> list[str]:
+    """Temp entries killed runs left in a row's partition folders (and the compile cache)."""
+    folders = [Path(root) / name, Path(root) / name / "shared"]
+    if seed is not None:
+        folders.append(Path(root) / name / f"seed-{seed}")
+    found = [str(p) for d in folders for p in storage.killed_temps(d)]
+    return sorted(found) + cache
 
 
 def format_status(rows: Iterable[Mapping[str, Any]], verbose: bool = False) -> str:
@@ -412,6 +446,8 @@ def format_status(rows: Iterable[Mapping[str, Any]], verbose: bool = False) -> s
                 continue
             seen.add(key)
             lines.append(f"{'':<24} {'':>10}    - {x['asset']}: {x['detail']}")
+        for t in r.get("leftovers") or []:
+            lines.append(f"{'':<24} {'':>10}    leftover temp (killed run?): {t}")
         if verbose:
             lines.extend(f"{'':<24} {'':>10}    note: {note}" for note in r.get("notes", []))
             if r.get("missing") and r["state"] != "missing":

@@ -56,7 +56,8 @@ def _node(manifest_path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
 def _queried_output(
     top: Mapping[str, Any], start: Path, query: Path, problems: list[str]
 ) -> dict[str, Any] | None:
-    """The recorded output that is (or contains) the queried path: recorded vs current hash."""
+    """The recorded output that is (or contains) the queried path: recorded vs current hash
+    (a change is reported by `check_outputs`)."""
     for rec in top.get("outputs", []):
         op = resolve_recorded_path(rec, start.parent)
         if op is not None and (op == query or op in query.parents):
@@ -67,13 +68,64 @@ def _queried_output(
                 "sha256_now": now,
                 "matches": now == rec.get("sha256"),
             }
-            if not output["matches"]:
-                problems.append(
-                    f"{op} changed after it was written (sha256 now {str(now)[:12]}, "
-                    f"manifest says {str(rec.get('sha256'))[:12]})"
-                )
             return output
     return None
+
+
+def check_outputs(
+    data: Mapping[str, Any],
+    mpath: Path,
+    problems: list[str],
+    fallbacks: list[str] | None = None,
+    *,
+    verify: bool = True,
+) -> list[dict[str, Any]]:
+    """Every output a manifest records, as it is now: gone, resized, or (verify) a different
+    sha256 is a problem (appended to `problems`). Returns one record per output."""
+    out = []
+    asset = data.get("asset")
+    for rec in data.get("outputs", []):
+        op = resolve_recorded_path(rec, mpath.parent, fallbacks)
+        entry: dict[str, Any] = {
+            "path": str(op) if op else rec.get("path"),
+            "bytes_recorded": rec.get("bytes"),
+            "sha256_recorded": rec.get("sha256"),
+        }
+        if op is None or not op.exists():
+            entry.update(state="gone")
+            problems.append(f"output {rec.get('relpath') or rec.get('path')} of {asset} is gone")
+            out.append(entry)
+            continue
+        now = file_record(op) if verify else _size_record(op)
+        entry.update(bytes_now=now.get("bytes"), sha256_now=now.get("sha256"))
+        if rec.get("bytes") is not None and now.get("bytes") != rec.get("bytes"):
+            entry["state"] = "resized"
+            problems.append(
+                f"output {op} of {asset} has {now.get('bytes')} bytes, its manifest says "
+                f"{rec.get('bytes')}"
+            )
+        elif verify and now.get("sha256") != rec.get("sha256"):
+            entry["state"] = "changed"
+            problems.append(
+                f"output {op} of {asset} changed after it was written (sha256 now "
+                f"{str(now.get('sha256'))[:12]}, manifest says {str(rec.get('sha256'))[:12]})"
+            )
+        else:
+            entry["state"] = "ok" if verify else "size ok"
+        out.append(entry)
+    return out
+
+
+def _size_record(p: Path) -> dict[str, Any]:
+    """Byte count of a file or folder (as `file_record` counts it), without hashing."""
+    if p.is_dir():
+        files = [
+            f
+            for f in p.rglob("*")
+            if f.is_file() and not f.name.startswith(".") and f.name != "manifest.json"
+        ]
+        return {"bytes": sum(f.stat().st_size for f in files)}
+    return {"bytes": p.stat().st_size}
 
 
 def _traced_input(
@@ -83,10 +135,11 @@ def _traced_input(
     asset: str,
     problems: list[str],
     notes: list[str],
+    fallbacks: list[str] | None = None,
 ) -> tuple[dict[str, Any], Path | None]:
     """One input of a chain node (recorded vs current hash) and its upstream manifest's path
     (None if it has none or it is gone)."""
-    ip = resolve_recorded_path(rec, mpath.parent)
+    ip = resolve_recorded_path(rec, mpath.parent, fallbacks)
     now = _current_sha(ip, rec.get("kind"))
     inp: dict[str, Any] = {
         "name": name,
@@ -103,7 +156,7 @@ def _traced_input(
     up = rec.get("manifest")
     if not up:
         return inp, None
-    upath = resolve_recorded_path(up, mpath.parent)
+    upath = resolve_recorded_path(up, mpath.parent, fallbacks)
     if upath is None or not upath.is_file():
         problems.append(f"manifest of input {name!r} of {asset} is gone")
         return inp, None
@@ -137,6 +190,7 @@ def trace(path: str | Path) -> dict[str, Any]:
         raise TraceError(f"no manifest.json describes {query} (is it an l5assets output?)")
     problems: list[str] = []
     notes: list[str] = []
+    fallbacks: list[str] = []
     top = read_manifest(start)
 
     output = _queried_output(top, start, query, problems)
@@ -154,6 +208,7 @@ def trace(path: str | Path) -> dict[str, Any]:
             continue
         data = top if mpath == start else read_manifest(mpath)
         node = _node(mpath, data)
+        node["outputs"] = check_outputs(data, mpath, problems, fallbacks)
         seen[mpath] = len(chain)
         chain.append(node)
         code_versions.setdefault(data.get("asset"), data.get("code_version"))
@@ -167,7 +222,7 @@ def trace(path: str | Path) -> dict[str, Any]:
                 f"not {params_sec['hash'][:12]} like the rest of the chain"  # type: ignore[index]
             )
         for name, rec in sorted((data.get("inputs") or {}).items()):
-            inp, upath = _traced_input(name, rec, mpath, node["asset"], problems, notes)
+            inp, upath = _traced_input(name, rec, mpath, node["asset"], problems, notes, fallbacks)
             if upath is not None and upath not in seen:
                 todo.append(upath)
             node["inputs"].append(inp)
@@ -207,7 +262,8 @@ def trace(path: str | Path) -> dict[str, Any]:
         "components": top.get("components"),
         "engine": top.get("engine"),
         "problems": problems,
-        "notes": notes,
+        "notes": notes + [f"path fallback: {x}" for x in dict.fromkeys(fallbacks)],
+        "fallbacks": list(dict.fromkeys(fallbacks)),
         "consistent": not problems,
     }
 
