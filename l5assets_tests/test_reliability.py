@@ -1,0 +1,703 @@
+"""Reliability: hostile inputs, concurrent first use, one writer per partition, killed runs,
+corrupted outputs and moved trees.
+
+Bad inputs: each gives one or two `error:` lines naming the field or path, exit code 2,
+nothing written (no storage root, cache or Dagster home created) and nothing recorded in an
+existing instance. The rest run real subprocesses, real SQLite instances and real files; the
+cases that need whole NEURON simulations are marked slow (`pytest -m slow`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import small_params
+
+from l5assets import cli, paths, storage
+
+L5 = [sys.executable, "-m", "l5assets.cli"]
+
+
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch):
+    """Empty params dir (with one good param set `T_ok`), storage root, cache and home paths
+    (none of the last three created)."""
+    pdir = tmp_path / "params"
+    pdir.mkdir()
+    (pdir / "T_ok.json").write_text(json.dumps(small_params()))
+    env = {
+        "L5ASSETS_PARAMS_DIR": pdir,
+        "L5ASSETS_STORAGE_ROOT": tmp_path / "out",
+        "L5ASSETS_CACHE_DIR": tmp_path / "cache",
+        "DAGSTER_HOME": tmp_path / "home",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(v))
+    return tmp_path
+
+
+def _write_params(ws: Path, name: str, change) -> None:
+    raw = small_params()
+    change(raw)
+    (ws / "params" / f"{name}.json").write_text(json.dumps(raw))
+
+
+def _set(path: str, value):
+    def change(raw):
+        d = raw
+        keys = path.split(".")
+        for k in keys[:-1]:
+            d = d[k]
+        if value is _DELETE:
+            del d[keys[-1]]
+        else:
+            d[keys[-1]] = value
+
+    return change
+
+
+_DELETE = object()
+
+
+def _bad_biophysics(ws: Path, monkeypatch) -> None:
+    """A components dir whose default cell inserts a mechanism no .mod file defines."""
+    comp = ws / "components"
+    shutil.copytree(paths.components_dir(), comp, ignore=shutil.ignore_patterns("fits"))
+    f = comp / "cells" / f"{paths.DEFAULT_CELL}.json"
+    bio = json.loads(f.read_text())
+    region = next(iter(bio["regions"].values()))
+    region.setdefault("mechanisms", {})["NoSuchChannel"] = {"gbar": 1.0}
+    f.write_text(json.dumps(bio))
+    monkeypatch.setenv("L5ASSETS_COMPONENTS_DIR", str(comp))
+
+
+# (case id, setup(ws, monkeypatch) -> extra argv, param set, seeds, expected text in error)
+def _p(name, change):
+    return lambda ws, mp: (_write_params(ws, name, change), [])[1]
+
+
+BAD_INPUTS = [
+    ("name-with-space", None, "bad name", ["1"], "must match [A-Za-z0-9_-]+"),
+    ("name-reserved", None, "_cells", ["1"], "reserved"),
+    ("param-set-path", None, "/some/path.json", ["1"], "not a path"),
+    ("param-set-missing", None, "T_nope", ["1"], "available"),
+    (
+        "json-invalid",
+        lambda ws, mp: (ws / "params" / "T_b.json").write_text("{"),
+        "T_b",
+        ["1"],
+        "not valid JSON",
+    ),
+    (
+        "json-not-utf8",
+        lambda ws, mp: (ws / "params" / "T_b.json").write_bytes(b"\xff\xfe{}"),
+        "T_b",
+        ["1"],
+        "T_b",
+    ),
+    (
+        "json-too-deep",
+        lambda ws, mp: (ws / "params" / "T_b.json").write_text("[" * 100000),
+        "T_b",
+        ["1"],
+        "T_b",
+    ),
+    (
+        "json-top-list",
+        lambda ws, mp: (ws / "params" / "T_b.json").write_text("[1]"),
+        "T_b",
+        ["1"],
+        "top level must be a JSON object",
+    ),
+    ("unknown-key", _p("T_b", _set("bogus", 1)), "T_b", ["1"], "bogus"),
+    ("missing-dt", _p("T_b", _set("dt", _DELETE)), "T_b", ["1"], "dt"),
+    ("dt-negative", _p("T_b", _set("dt", -0.1)), "T_b", ["1"], "dt"),
+    ("dt-text", _p("T_b", _set("dt", "fast")), "T_b", ["1"], "dt"),
+    ("stop-before-start", _p("T_b", _set("time.stop", 0.0)), "T_b", ["1"], "time.stop"),
+    ("lengths-not-object", _p("T_b", _set("lengths", 5)), "T_b", ["1"], "lengths"),
+    (
+        "som-model-unknown",
+        _p("T_b", _set("synapses", {"som_model": "X"})),
+        "T_b",
+        ["1"],
+        "som_model",
+    ),
+    (
+        "record-locs-bad",
+        _p("T_b", _set("record_cellvars.locs", ["nowhere"])),
+        "T_b",
+        ["1"],
+        "record_cellvars.locs",
+    ),
+    ("seed-negative", None, "T_ok", ["-1"], "seed"),
+    ("seed-text", None, "T_ok", ["abc"], "seed"),
+    ("seed-too-big", None, "T_ok", [str(2**31)], "seed"),
+    ("seed-float", None, "T_ok", ["1.5"], "seed"),
+    (
+        "biophysics-unknown",
+        _p("T_b", _set("cell.biophysics", "NoCell")),
+        "T_b",
+        ["1"],
+        "cell.biophysics",
+    ),
+    (
+        "biophysics-unknown-mechanism",
+        lambda ws, mp: (_bad_biophysics(ws, mp), [])[1],
+        "T_ok",
+        ["1"],
+        "NoSuchChannel",
+    ),
+    (
+        "morphology-missing",
+        _p("T_b", _set("cell.morphology", "/nonexistent/cell.asc")),
+        "T_b",
+        ["1"],
+        "cell.morphology",
+    ),
+    (
+        "morphology-suffix",
+        lambda ws, mp: _morph(ws, "m.txt", b"x"),
+        "T_b",
+        ["1"],
+        "cell.morphology",
+    ),
+    (
+        "morphology-garbage",
+        lambda ws, mp: _morph(ws, "m.asc", os.urandom(3000)),
+        "T_b",
+        ["1"],
+        "NEURON cannot read",
+    ),
+    (
+        "morphology-text-garbage",
+        lambda ws, mp: _morph(ws, "m.asc", b"hello\n(((\n"),
+        "T_b",
+        ["1"],
+        "NEURON cannot read",
+    ),
+    (
+        "morphology-empty-swc",
+        lambda ws, mp: _morph(ws, "m.swc", b""),
+        "T_b",
+        ["1"],
+        "NEURON cannot read",
+    ),
+    (
+        "storage-root-is-file",
+        lambda ws, mp: _file_env(ws, mp, "L5ASSETS_STORAGE_ROOT"),
+        "T_ok",
+        ["1"],
+        "is a file",
+    ),
+    (
+        "storage-root-under-proc",
+        lambda ws, mp: mp.setenv("L5ASSETS_STORAGE_ROOT", "/proc/x"),
+        "T_ok",
+        ["1"],
+        "/proc",
+    ),
+    (
+        "storage-root-parent-file",
+        lambda ws, mp: _file_env(ws, mp, "L5ASSETS_STORAGE_ROOT", "sub"),
+        "T_ok",
+        ["1"],
+        "cannot be created",
+    ),
+    (
+        "storage-root-flag-file",
+        lambda ws, mp: ["--storage-root", str(_touch(ws / "f"))],
+        "T_ok",
+        ["1"],
+        "--storage-root",
+    ),
+    (
+        "storage-root-name-too-long",
+        lambda ws, mp: ["--storage-root", str(ws / ("x" * 300))],
+        "T_ok",
+        ["1"],
+        "longer than 255",
+    ),
+    (
+        "cache-is-file",
+        lambda ws, mp: _file_env(ws, mp, "L5ASSETS_CACHE_DIR"),
+        "T_ok",
+        ["1"],
+        "mechanism cache",
+    ),
+    (
+        "dagster-home-is-file",
+        lambda ws, mp: _file_env(ws, mp, "DAGSTER_HOME"),
+        "T_ok",
+        ["1"],
+        "DAGSTER_HOME",
+    ),
+    (
+        "dagster-yaml-not-mapping",
+        lambda ws, mp: _home_yaml(ws, "- a\n- b\n"),
+        "T_ok",
+        ["1"],
+        "dagster.yaml",
+    ),
+    (
+        "dagster-yaml-invalid",
+        lambda ws, mp: _home_yaml(ws, "a: [\n"),
+        "T_ok",
+        ["1"],
+        "dagster.yaml",
+    ),
+    (
+        "params-dir-missing",
+        lambda ws, mp: ["--params-dir", str(ws / "nowhere")],
+        "T_ok",
+        ["1"],
+        "params folder",
+    ),
+]
+
+
+def _touch(p: Path) -> Path:
+    p.write_text("x")
+    return p
+
+
+def _morph(ws: Path, name: str, data: bytes) -> list[str]:
+    m = ws / name
+    m.write_bytes(data)
+    _write_params(ws, "T_b", _set("cell.morphology", str(m)))
+    return []
+
+
+def _file_env(ws: Path, mp, var: str, below: str | None = None) -> list[str]:
+    f = _touch(ws / f"file_{var}")
+    mp.setenv(var, str(f / below) if below else str(f))
+    return []
+
+
+def _home_yaml(ws: Path, text: str) -> list[str]:
+    (ws / "home").mkdir()
+    (ws / "home" / "dagster.yaml").write_text(text)
+    return []
+
+
+def _snapshot(ws: Path) -> set[str]:
+    return {str(p.relative_to(ws)) for p in ws.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    ("setup", "param_set", "seeds", "expected"),
+    [pytest.param(*c[1:], id=c[0]) for c in BAD_INPUTS],
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    ws, monkeypatch, capsys, setup, param_set, seeds, expected
+):
+    extra = setup(ws, monkeypatch) if setup else None
+    extra = extra if isinstance(extra, list) else []
+    before = _snapshot(ws)
+    argv = ["run", "--param-set", param_set, *sum((["--seed", s] for s in seeds), []), *extra]
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_USAGE, err
+    assert err.startswith("error: ") and expected in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    # nothing written: no storage root, cache, Dagster home or any other new file
+    assert _snapshot(ws) == before
+
+
+def test_bad_input_records_nothing_in_an_existing_instance(ws, capsys):
+    """With an instance in place, refused runs leave it as it was: no runs, no partitions."""
+    inst = cli.local_instance()
+    (ws / "params" / "T_b.json").write_text(json.dumps({**small_params(), "dL": -1}))
+    for argv in (
+        ["run", "--param-set", "T_b", "--seed", "1"],
+        ["run", "--param-set", "T_ok", "--seed", "x"],
+        ["run", "--param-set", str(ws / "params" / "T_ok.json"), "--seed", "1"],
+    ):
+        assert cli.main(argv) == cli.EXIT_USAGE
+    capsys.readouterr()
+    assert inst.get_runs() == []
+    assert inst.get_dynamic_partitions("param_set") == []
+    assert inst.get_dynamic_partitions("seed") == []
+    assert not (ws / "out").exists()
+
+
+def test_bad_input_in_a_real_process_is_one_line(ws, tmp_path):
+    """The console command itself: exit code 2, one line, no traceback; --verbose adds it."""
+    m = tmp_path / "g.asc"
+    m.write_bytes(os.urandom(2000))
+    _write_params(ws, "T_b", _set("cell.morphology", str(m)))
+    p = subprocess.run(
+        [*L5, "run", "--param-set", "T_b", "--seed", "1"], capture_output=True, text=True
+    )
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "cell.morphology" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run(
+        [*L5, "run", "--param-set", "T_b", "--seed", "1", "--verbose"],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2 and "Traceback" in p.stderr
+    assert not (ws / "out").exists() and not (ws / "home").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# concurrency
+
+
+_OPEN_AND_USE = """
+import sys
+from l5assets import cli
+from l5assets.defs.partitions import register_partitions
+inst = cli.local_instance()
+register_partitions(inst, ["T_ok"], [int(sys.argv[1])])
+print(sorted(inst.get_dynamic_partitions("seed")))
+"""
+
+
+def test_concurrent_first_use_of_a_fresh_home(ws):
+    """Four processes open (create) the same fresh SQLite instance at once and record
+    partitions: all succeed, and the instance works afterwards (one alembic head)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AND_USE, str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [o[1][-2000:] for o in outs]
+    p = subprocess.run(
+        [sys.executable, "-c", _OPEN_AND_USE, "9"], capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "['0', '1', '2', '3', '9']"
+    import sqlite3
+
+    for db in (ws / "home").rglob("*.db"):
+        with sqlite3.connect(db) as c:
+            tables = {r[0] for r in c.execute("select name from sqlite_master")}
+            if "alembic_version" in tables:
+                assert len(c.execute("select * from alembic_version").fetchall()) == 1, db
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from l5assets.storage import exclusive_lock
+with exclusive_lock(Path(sys.argv[1]), "partition T|1"):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_lock_refuses_a_second_writer_and_takes_over_a_dead_ones(tmp_path):
+    lock = tmp_path / "p" / ".x.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(lock), "60"], stdout=subprocess.PIPE
+    )
+    assert holder.stdout.readline().strip() == b"held"
+    with pytest.raises(storage.LockBusy, match=f"pid {holder.pid} on host"):
+        with storage.exclusive_lock(lock, "partition T|1"):
+            pass
+    assert storage.lock_held(lock)
+    holder.kill()  # like kill -9: the kernel drops the flock, the file keeps its pid
+    holder.wait()
+    assert not storage.lock_held(lock)
+    with storage.exclusive_lock(lock, "partition T|1") as st:
+        assert st.stale is not None and st.stale["pid"] == holder.pid
+    assert storage.read_lock_holder(lock) is None  # released cleanly: emptied
+
+
+def test_second_run_waits_for_the_partition_and_does_not_redo_it(ws, monkeypatch):
+    """`run` on a partition another process holds waits (printing who) and, when the holder
+    has made the partition meanwhile, does not make it again."""
+    from l5assets import graph as G
+
+    folder = ws / "out" / "T_ok" / "shared"
+    with storage.exclusive_lock(folder / ".partition.lock", "x"):
+        pass  # the folder exists, lock free
+    started = time.time()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _HOLD + "\nimport json\n",
+            str(folder / ".partition.lock"),
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout.readline().strip() == b"held"
+    # what the holder "made" while we wait: manifests of every shared asset, these params
+    from l5assets.params import load_param_set
+
+    h = load_param_set("T_ok").params_hash
+    for n in G.SHARED_ASSETS:
+        (folder / n).mkdir(parents=True, exist_ok=True)
+    msgs = []
+
+    def later():
+        time.sleep(1.0)
+        for n in G.SHARED_ASSETS:
+            (folder / n / "manifest.json").write_text(json.dumps({"params": {"hash": h}}))
+
+    import threading
+
+    t = threading.Thread(target=later)
+    t.start()
+    with cli.partition_writer(folder, "T_ok") as state:
+        msgs.append(state)
+    t.join()
+    proc.wait()
+    assert state.waited_for and state.waited_for["pid"] == proc.pid
+    assert cli._made_by_other(folder, "cell_job", h, started)
+    assert not cli._made_by_other(folder, "cell_job", "other-hash", started)
+
+
+def _step_context(asset: str):
+    """What `asset_step` reads of a Dagster context: partition key, asset key, log."""
+    import logging
+    import types
+
+    import dagster as dg
+
+    return types.SimpleNamespace(
+        partition_key=dg.MultiPartitionKey({"param_set": "T_ok", "seed": "1"}),
+        asset_key=dg.AssetKey(asset),
+        log=logging.getLogger("test"),
+    )
+
+
+def test_asset_step_refuses_a_second_writer(ws, monkeypatch):
+    """In Dagster (any executor): a step whose asset partition is held by another live
+    process fails at once, naming the holder; nothing of it is written."""
+
+    from l5assets.defs.common import PartitionBusyError, asset_step
+    from l5assets.defs.resources import StorageResource
+
+    lock = ws / "out" / "T_ok" / "seed-1" / ".exc_raster.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(lock), "60"], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        ctx = _step_context("exc_raster")
+        monkeypatch.setattr("l5assets.defs.common._LOCK_PATIENCE_S", 0.5)
+        with pytest.raises(PartitionBusyError, match=f"pid {holder.pid}"):
+            with asset_step(ctx, StorageResource()):
+                raise AssertionError("must not run")
+        assert not (ws / "out" / "T_ok" / "seed-1" / "exc_raster").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# killed runs: stale STARTED runs, leftover temp folders, the worker dies with its parent
+
+
+def test_a_run_left_started_by_a_dead_process_is_marked_failed(ws):
+    import dagster as dg
+
+    from l5assets.defs.liveness import PID_START_TAG, PID_TAG, fail_dead_runs, run_tags
+
+    inst = cli.local_instance()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    from l5assets.definitions import defs
+
+    job = defs.resolve_job_def("observe_sources_job")
+    tags_dead = {**run_tags(), PID_TAG: str(dead.pid), PID_START_TAG: "1"}
+    runs = []
+    for tags in (tags_dead, run_tags()):
+        r = inst.create_run_for_job(job, tags=tags, status=dg.DagsterRunStatus.STARTED)
+        runs.append(r.run_id)
+    assert fail_dead_runs(inst) == [runs[0]]
+    assert inst.get_run_by_id(runs[0]).status == dg.DagsterRunStatus.FAILURE
+    assert inst.get_run_by_id(runs[1]).status == dg.DagsterRunStatus.STARTED  # we are alive
+
+
+def test_leftover_temps_are_listed_and_removed_by_the_next_step(ws, capsys):
+
+    from l5assets.defs.common import asset_step
+    from l5assets.defs.resources import StorageResource
+
+    seed_dir = ws / "out" / "T_ok" / "seed-1"
+    left = seed_dir / ".exc_raster.abc123.tmp"
+    (left / "sub").mkdir(parents=True)
+    other = seed_dir / ".network.xyz.tmp"
+    other.mkdir()
+    cache_left = ws / "cache" / ".mechanisms-0123456789abcdef.q1w2"
+    cache_left.mkdir(parents=True)
+    assert cli.main(["status", "--no-dagster", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    row = next(r for r in rows if r["seed"] == 1)
+    assert {str(left), str(other), str(cache_left)} <= set(row["leftovers"])
+    ctx = _step_context("exc_raster")
+    with asset_step(ctx, StorageResource()) as step:
+        (step.tmp / "x.txt").write_text("x")
+    assert not left.exists() and other.exists()  # only its own asset's temp folders
+    assert storage.clean_cache_temps(ws / "cache") == [cache_left]
+
+
+_PARENT = """
+import os, subprocess, sys, time
+from l5assets.defs.common import _die_with_parent
+child = subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(120)"],
+    start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+_WATCHER = """
+import os, subprocess, sys, time
+env = dict(os.environ, L5ASSETS_PARENT_PID=str(os.getpid()))
+child = subprocess.Popen(
+    [sys.executable, "-c",
+     "from l5assets.simulation.runner import watch_parent; import time; "
+     "watch_parent(interval_s=0.2); time.sleep(120)"],
+    start_new_session=True, env=env,
+)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _gone(pid: int, within_s: float = 10.0) -> bool:
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        if not storage.process_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("script", [_PARENT, _WATCHER], ids=["pdeathsig", "runner-watch"])
+def test_worker_in_its_own_session_dies_with_a_killed_parent(script):
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(0.5)
+    assert storage.process_alive(child)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    assert _gone(child), f"worker {child} survived its parent"
+
+
+# --------------------------------------------------------------------------------------------
+# verification: flipped byte, deleted file, folder trace, moved tree
+
+
+def _chain(root: Path, params) -> tuple[Path, Path]:
+    """Two real manifests: an upstream asset folder and a downstream one that reads it."""
+    from l5assets.lineage.manifest import write_manifest
+
+    up = storage.partition_dir(root, "functional_groups", params.name, 1)
+    up.mkdir(parents=True)
+    (up / "groups.parquet").write_bytes(b"u" * 1000)
+    write_manifest(
+        up,
+        asset="functional_groups",
+        params=params,
+        seed=1,
+        code_version="1",
+        outputs=[up / "groups.parquet"],
+        inputs={},
+    )
+    down = storage.partition_dir(root, "exc_raster", params.name, 1)
+    down.mkdir(parents=True)
+    (down / "exc.h5").write_bytes(b"d" * 1000)
+    write_manifest(
+        down,
+        asset="exc_raster",
+        params=params,
+        seed=1,
+        code_version="1",
+        outputs=[down / "exc.h5"],
+        inputs={"functional_groups": up / "groups.parquet"},
+    )
+    return up, down
+
+
+def _flip(p: Path) -> None:
+    b = bytearray(p.read_bytes())
+    b[10] ^= 0xFF
+    p.write_bytes(bytes(b))
+
+
+@pytest.fixture
+def chain(ws):
+    from l5assets.params import load_param_set
+
+    return _chain(ws / "out", load_param_set("T_ok"))
+
+
+def _status_of(capsys, *extra) -> dict:
+    assert cli.main(["status", "--no-dagster", "--json", *extra]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    return next(r for r in rows if r["seed"] == 1)
+
+
+def test_flipped_byte_is_found_by_verify_and_trace(chain, capsys):
+    up, down = chain
+    assert not [r for r in _status_of(capsys, "--verify")["reasons"] if r["kind"] == "outputs"]
+    _flip(down / "exc.h5")  # same size: only the hash tells
+    assert not [r for r in _status_of(capsys)["reasons"] if r["kind"] == "outputs"]
+    row = _status_of(capsys, "--verify")
+    assert row["state"] == "stale"
+    assert any(r["kind"] == "outputs" and "exc.h5" in r["detail"] for r in row["reasons"])
+    # trace on the asset folder itself checks that folder's own outputs
+    assert cli.main(["trace", str(down), "--json"]) == cli.EXIT_FAILED
+    t = json.loads(capsys.readouterr().out)
+    assert any("exc.h5" in p and "changed" in p for p in t["problems"])
+
+
+def test_flipped_byte_upstream_is_found_by_trace(chain, capsys):
+    up, down = chain
+    _flip(up / "groups.parquet")
+    assert cli.main(["trace", str(down / "exc.h5"), "--json"]) == cli.EXIT_FAILED
+    t = json.loads(capsys.readouterr().out)
+    assert any("groups.parquet" in p and "functional_groups" in p for p in t["problems"])
+
+
+@pytest.mark.parametrize("how", ["deleted", "resized"])
+def test_deleted_or_resized_output_is_found_without_verify(chain, capsys, how):
+    up, down = chain
+    if how == "deleted":
+        (down / "exc.h5").unlink()
+    else:
+        (down / "exc.h5").write_bytes(b"d" * 999)
+    row = _status_of(capsys)
+    assert row["state"] == "stale" and row["assets"]["exc_raster"] == "stale"
+    assert any(r["kind"] == "outputs" for r in row["reasons"])
+    assert cli.main(["trace", str(down)]) == cli.EXIT_FAILED
+    assert "exc.h5" in capsys.readouterr().out
+
+
+def test_moved_tree_is_traced_inside_the_copy_without_fallback(chain, ws, capsys):
+    up, down = chain
+    copy = ws / "moved"
+    shutil.copytree(ws / "out", copy)
+    moved_down = copy / down.relative_to(ws / "out")
+    assert cli.main(["trace", str(moved_down / "exc.h5"), "--json"]) == cli.EXIT_OK
+    t = json.loads(capsys.readouterr().out)
+    assert t["fallbacks"] == [] and t["consistent"]
+    every = [n["manifest"] for n in t["chain"]] + [
+        i["path"] for n in t["chain"] for i in n["inputs"]
+    ]
+    assert all(str(copy) in p for p in every), every
+    # the copy lost its upstream folder: the original tree's file is used, and it is said
+    shutil.rmtree(copy / up.relative_to(ws / "out"))
+    cli.main(["trace", str(moved_down / "exc.h5"), "--json"])
+    t = json.loads(capsys.readouterr().out)
+    assert t["fallbacks"] and any("path fallback" in n for n in t["notes"])
