@@ -214,8 +214,8 @@ def exclusive_lock(
 ) -> Iterator[LockState]:
     """Hold the lock file `path` (flock: the kernel drops it when the holder dies).
 
-    The holder writes its pid, host and start time into the file and empties it on release,
-    so a non-empty file found free was left by a dead holder: it is taken over and reported
+    The holder writes its pid, host and start time into the file and removes it on release,
+    so a file found free but naming a holder was left by a dead one: it is taken over and reported
     (`LockState.stale`). Busy: raise LockBusy (wait=False) or wait (calling `on_wait` once
     with a message) until free or `timeout_s` passed. Re-entrant within one process.
     """
@@ -232,15 +232,26 @@ def exclusive_lock(
             _HELD[key] -= 1
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     state = LockState(path)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    fd = -1
     try:
         while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(fd)  # the holder removed the file as we opened it: open it anew
+                fd = -1
+                continue
             except BlockingIOError:
+                os.close(fd)
+                fd = -1
                 holder = read_lock_holder(path)
                 msg = f"{label} is being materialized by {describe_holder(holder)}"
                 if not wait or (deadline is not None and time.monotonic() > deadline):
@@ -262,9 +273,14 @@ def exclusive_lock(
             yield state
         finally:
             _HELD.pop(key, None)
+            # released cleanly: the file goes (a dead holder's stays, naming it); a waiter
+            # that opened the old file sees the inode change and opens the path again
             os.ftruncate(fd, 0)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     finally:
-        os.close(fd)  # closing the descriptor releases the flock
+        if fd >= 0:
+            os.close(fd)  # closing the descriptor releases the flock
 
 
 # --------------------------------------------------------------------------------------------
