@@ -137,3 +137,21 @@ def test_timed_map_cuts_off_stuck_and_failed_evaluations() -> None:
             [fit.MAX_SCORE],
             [2.0],
         ]
+
+
+def test_committed_fit_record_matches_the_biophysics_file() -> None:
+    """The fit record in biophys_components/fits/ describes the committed default cell."""
+    import hashlib
+    import json
+
+    from l5assets import paths
+
+    record = paths.fits_dir() / f"{fit.FIT_CELL}.fit.json"
+    if not record.exists():
+        pytest.skip("no exported fit yet: the default cell holds the fit's start values")
+    rec = json.loads(record.read_text())
+    cell = paths.cells_dir() / f"{fit.FIT_CELL}.json"
+    assert rec["biophysics_sha256"] == hashlib.sha256(cell.read_bytes()).hexdigest()
+    vals = [p["value"] for p in rec["parameters"]]
+    assert json.loads(cell.read_text())["regions"] == fit.biophysics_for(vals)["regions"]
+    assert {o["feature"] for o in rec["objectives"]} == {o.feature for o in fit.OBJECTIVES}
