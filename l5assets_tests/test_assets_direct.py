@@ -22,6 +22,7 @@ from l5assets.defs.partitions import register_partitions
 from l5assets.defs.resources import StorageResource
 from l5assets.defs.simulation import simulation_config
 from l5assets.layout import SEGMENTS_FILE
+from l5assets.lineage.manifest import resolve_recorded_path
 from l5assets.params import ParamsError, load_param_set
 from l5assets.science.spikes import read_sonata_spikes
 from l5assets.storage import file_sha256
@@ -176,11 +177,10 @@ def test_missing_upstream_is_named(env):
 
 
 def test_network_records_every_functional_groups_file_it_read(env, results):
-    m = json.loads(
-        (env["storage"].partition_dir("network", PS, SEED) / "manifest.json").read_text()
-    )
+    net_dir = env["storage"].partition_dir("network", PS, SEED)
+    m = json.loads((net_dir / "manifest.json").read_text())
     fg_dir = env["storage"].partition_dir("functional_groups", PS, SEED)
-    assert {Path(r["path"]) for r in m["inputs"].values()} == {
+    assert {resolve_recorded_path(r, net_dir) for r in m["inputs"].values()} == {
         (fg_dir / n).resolve() for n in ("synapses.parquet", "groups.parquet", "clusters.parquet")
     }
 
@@ -190,7 +190,8 @@ def test_manifest_appears_with_the_outputs_and_a_corrupt_upstream_manifest_fails
     out_dir = env["storage"].partition_dir("exc_raster", PS, SEED)
     m = json.loads((out_dir / "manifest.json").read_text())
     spikes = out_dir / "exc_stim_spikes.h5"
-    assert [Path(o["path"]) for o in m["outputs"]] == [spikes.resolve()]
+    assert [resolve_recorded_path(o, out_dir) for o in m["outputs"]] == [spikes.resolve()]
+    assert all("path" not in o for o in m["outputs"])  # inside the tree: relative only
     assert m["outputs"][0]["sha256"] == file_sha256(spikes)
     # an unreadable upstream manifest fails the asset (the lineage link would be lost) and,
     # since the manifest is part of the swap, no outputs appear without a manifest

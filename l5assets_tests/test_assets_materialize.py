@@ -195,13 +195,17 @@ def test_bad_params_fail_before_writing_anything(env):
     assert after == before  # nothing written, nothing lost
 
 
-def test_summary_records_the_runner_result_it_read(env):
+def test_summary_links_to_the_runner_outputs_but_not_its_wall_times(env):
+    """result.json (wall times) is read for its file list but not recorded: its hash differs
+    between identical runs. The spike file links the summary to simulation_outputs."""
     m = json.loads(
         (env["storage"].partition_dir("simulation_summary", PS, SEED) / "manifest.json").read_text()
     )
-    result = env["storage"].partition_dir("simulation_outputs", PS, SEED) / "result.json"
-    assert Path(m["inputs"]["result"]["path"]) == result.resolve()
-    assert m["inputs"]["result"]["sha256"] == file_sha256(result)
+    sim = env["storage"].partition_dir("simulation_outputs", PS, SEED)
+    assert "result" not in m["inputs"]
+    spikes = m["inputs"]["output_spikes"]
+    assert spikes["sha256"] == file_sha256(sim / "spikes.h5")
+    assert spikes["manifest"]["asset"] == "simulation_outputs"
 
 
 def ui_and_status(env) -> tuple[dict, dict]:

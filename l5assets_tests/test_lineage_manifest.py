@@ -24,6 +24,7 @@ from l5assets.lineage.manifest import (
     MANIFEST_NAME,
     canonical_dumps,
     read_manifest,
+    resolve_recorded_path,
     strip_volatile,
     write_manifest,
 )
@@ -196,7 +197,10 @@ def test_manifest_records_params_seed_code_components_and_inputs(env: SimpleName
     inp = m["inputs"]["exc_raster"]
     assert inp["sha256"] == storage.file_sha256(files["exc_raster"])
     assert inp["manifest"]["asset"] == "exc_raster"
-    assert Path(inp["manifest"]["path"]) == files["exc_raster"].parent / MANIFEST_NAME
+    assert (
+        resolve_recorded_path(inp["manifest"], mpath.parent)
+        == (files["exc_raster"].parent / MANIFEST_NAME).resolve()
+    )
     assert m["outputs"][0]["kind"] == "dir" and m["outputs"][0]["n_files"] == 2
     assert m["run"]["host"] and "written_at" in m["run"]
     # atomic write: nothing but the outputs and the manifest in the folder

@@ -8,8 +8,12 @@ path + sha256 of every upstream file actually read (with the upstream's own mani
 `trace` can walk the chain back to the params file offline).
 
 Everything that varies between two materializations of the same partition with the same code
-and inputs (host, wall time, timestamps, run id) lives under the single key `run`
-(`VOLATILE_KEYS`): two manifests of one partition compare equal once it is removed.
+and inputs (host, wall time, timestamps, run id, the absolute folder written) lives under the
+single key `run` (`VOLATILE_KEYS`): two manifests of one partition compare equal once it is
+removed, even when written into two storage roots. Files inside the storage tree are recorded
+by their path relative to the manifest only (no absolute path), files outside it (params file,
+components, the compile cache) by their absolute path; upstream-manifest digests are over
+path-free content, so they too are equal.
 
 No Dagster import here: the Dagster layer turns a manifest into metadata
 (`l5assets.defs.lineage.manifest_metadata`).
@@ -142,13 +146,29 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def file_record(path: Path, rel_to: Path | None = None) -> dict[str, Any]:
-    """Path (absolute, and relative to the manifest's folder) plus content hash of a file
-    or folder."""
+def tree_root(out_dir: Path) -> Path:
+    """The storage root of an asset folder (`<root>/<param_set>/<shared|seed-n>/<asset>`,
+    `<root>/_cells/<cell>/<asset>`): files below it are recorded by relative path only."""
+    d = Path(out_dir).resolve()
+    return d.parents[2] if len(d.parents) > 2 else d
+
+
+def _inside(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def file_record(path: Path, rel_to: Path | None = None, tree: Path | None = None) -> dict[str, Any]:
+    """Path plus content hash of a file or folder. The path is absolute, and also relative to
+    the manifest's folder `rel_to` when given. With `tree` (the storage root), a file inside
+    the tree is recorded by its relative path only and one outside it by its absolute path
+    only: two identical runs into two storage roots then record the same text (the absolute
+    folder of the manifest is under `run.dir`, for the fallback of a moved tree)."""
     p = Path(path).resolve()
     rec: dict[str, Any] = {"path": str(p)}
     if rel_to is not None:
         rec["relpath"] = os.path.relpath(p, Path(rel_to).resolve())
+        if tree is not None:
+            del rec["path" if _inside(p, Path(tree).resolve()) else "relpath"]
     if p.is_dir():
         # manifests are excluded: their `run` section differs between identical runs
         files = [
@@ -340,6 +360,9 @@ def resolve_recorded_path(
         if cand.exists():
             return cand
     absolute = rec.get("path")
+    if not absolute and rel:
+        written = _written_dir(Path(manifest_dir))  # where the manifest was written
+        absolute = str(Path(written) / rel) if written else None
     if not absolute:
         return cand
     found = Path(absolute).resolve()
@@ -348,8 +371,17 @@ def resolve_recorded_path(
     return found if found.exists() or cand is None else cand
 
 
+def _written_dir(manifest_dir: Path) -> str | None:
+    """The absolute folder a manifest was written for (`run.dir`), if recorded."""
+    try:
+        data = json.loads((Path(manifest_dir) / MANIFEST_NAME).read_text())
+        return (data.get("run") or {}).get("dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _input_record(name: str, path: Path, out_dir: Path) -> dict[str, Any]:
-    rec = file_record(path, rel_to=out_dir)
+    rec = file_record(path, rel_to=out_dir, tree=tree_root(out_dir))
     rec["name"] = name
     up = find_manifest(Path(path), strict=True)
     if up is not None and up.resolve() != (out_dir / MANIFEST_NAME).resolve():
@@ -361,8 +393,7 @@ def _input_record(name: str, path: Path, out_dir: Path) -> dict[str, Any]:
                 f"manifest ({e}): re-materialize the asset that wrote it"
             ) from e
         rec["manifest"] = {
-            "path": str(up),
-            "relpath": os.path.relpath(up, out_dir.resolve()),
+            **_path_fields(up, out_dir),
             "asset": upstream.get("asset"),
             "digest": manifest_digest(upstream),
         }
@@ -370,6 +401,14 @@ def _input_record(name: str, path: Path, out_dir: Path) -> dict[str, Any]:
     else:
         rec["manifest"] = None
     return rec
+
+
+def _path_fields(p: Path, out_dir: Path) -> dict[str, str]:
+    """A path as `file_record` records it: relative inside the storage tree, else absolute."""
+    p = Path(p).resolve()
+    if _inside(p, tree_root(out_dir)):
+        return {"relpath": os.path.relpath(p, Path(out_dir).resolve())}
+    return {"path": str(p)}
 
 
 def _is_timing(key: str) -> bool:
@@ -450,7 +489,12 @@ def write_manifest(
         # other timings callers put in extra (e.g. "build_seconds") vary from run to run
         "timings": {k: extra.pop(k) for k in sorted(extra) if _is_timing(k)},
     }
+    run["dir"] = str(out_dir.resolve())
     partition_key = extra.pop("partition_key", None)
+    # paths in extra (e.g. "path_result"): relative inside the storage tree, as the records
+    for k, v in list(extra.items()):
+        if isinstance(v, Path):
+            extra[k] = next(iter(_path_fields(v, out_dir).values()))
 
     input_recs = {name: _input_record(name, Path(p), out_dir) for name, p in inputs.items()}
     code_versions: dict[str, Any] = {}
@@ -460,7 +504,9 @@ def write_manifest(
 
     output_recs = [_output_record(Path(p), out_dir, staging_dir) for p in outputs]
     outputs_sha = hashlib.sha256(
-        canonical_dumps([(r["relpath"], r["sha256"]) for r in output_recs]).encode()
+        canonical_dumps(
+            [(r.get("relpath") or r["path"], r["sha256"]) for r in output_recs]
+        ).encode()
     ).hexdigest()
 
     manifest: dict[str, Any] = {
@@ -494,14 +540,16 @@ def write_manifest(
 def _output_record(final: Path, out_dir: Path, staging_dir: Path | None) -> dict[str, Any]:
     """File record of an output at its final path, hashed where it is now (the staging
     folder for files under `out_dir` that are not swapped into place yet)."""
+    tree = tree_root(out_dir)
     if staging_dir is None:
-        return file_record(final, rel_to=out_dir)
+        return file_record(final, rel_to=out_dir, tree=tree)
     try:
         rel = final.resolve().relative_to(out_dir.resolve())
     except ValueError:  # outside the asset folder (e.g. the compiled library in the cache)
-        return file_record(final, rel_to=out_dir)
+        return file_record(final, rel_to=out_dir, tree=tree)
+    # inside the asset folder, so inside the tree: the relative path only
     rec = file_record(Path(staging_dir) / rel, rel_to=staging_dir)
-    rec["path"] = str(final.resolve())
+    del rec["path"]  # the staging folder's
     return rec
 
 

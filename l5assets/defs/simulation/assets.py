@@ -19,7 +19,7 @@ from l5assets.layout import (
 from l5assets.network.build import CELL_POP
 from l5assets.storage import atomic_write_text
 
-from ..common import AssetStep, graph_asset, run_logged
+from ..common import AssetStep, graph_asset, run_logged, upstream_file
 from ..resources import NeuronRuntime
 
 
@@ -162,9 +162,12 @@ def simulation_summary(step: AssetStep) -> dg.MaterializeResult:
     from l5assets.simulation.summary import summarize
 
     params = step.params
-    # result.json (wall times) is no hashed output of simulation_outputs: it is recorded
-    # with its own hash, linked upstream through the spike file
-    result_file = step.read(G.SIMULATION_OUTPUTS, RESULT_FILE, as_="result")
+    # result.json (wall times) is no hashed output of simulation_outputs and is not recorded
+    # as an input either (its hash differs between identical runs): only its file list is
+    # read; the spike file links the summary to simulation_outputs
+    result_file = upstream_file(
+        step.storage, G.SIMULATION_OUTPUTS, step.param_set, step.seed, RESULT_FILE
+    )
     sim_dir = result_file.parent
     files = json.loads(result_file.read_text())["files"]
     spikes_out = step.inputs["output_spikes"] = sim_dir / files["spikes"]
