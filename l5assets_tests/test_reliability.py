@@ -701,3 +701,113 @@ def test_moved_tree_is_traced_inside_the_copy_without_fallback(chain, ws, capsys
     cli.main(["trace", str(moved_down / "exc.h5"), "--json"])
     t = json.loads(capsys.readouterr().out)
     assert t["fallbacks"] and any("path fallback" in n for n in t["notes"])
+
+
+# --------------------------------------------------------------------------------------------
+# end to end: real `l5assets run` processes on the small param set (stop 0.15 s). One clean
+# run (module fixture) is the reference the others are compared with, byte for byte.
+
+_E2E_TIMEOUT_S = 600.0
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory) -> Path:
+    """A params folder with `T_ok` and a compile cache holding the already compiled
+    mechanisms (copied from the project's cache when it has them: no nrnivmodl per test)."""
+    base = tmp_path_factory.mktemp("e2e")
+    (base / "params").mkdir()
+    (base / "params" / "T_ok.json").write_text(json.dumps(small_params()))
+    (base / "cache").mkdir()
+    for entry in paths.cache_dir().glob("mechanisms-*"):
+        if entry.is_dir() and (entry / "COMPLETE").exists() and "coreneuron" not in entry.name:
+            shutil.copytree(entry, base / "cache" / entry.name, symlinks=True)
+    return base
+
+
+def _e2e_env(base: Path, name: str) -> dict[str, str]:
+    """Environment of one `l5assets run`: its own storage root and DAGSTER_HOME (`name`)."""
+    return dict(
+        os.environ,
+        L5ASSETS_PARAMS_DIR=str(base / "params"),
+        L5ASSETS_STORAGE_ROOT=str(base / name / "out"),
+        L5ASSETS_CACHE_DIR=str(base / "cache"),
+        DAGSTER_HOME=str(base / name / "home"),
+    )
+
+
+def _start(base: Path, name: str, seed: int, tag: str = "") -> subprocess.Popen:
+    (base / name).mkdir(exist_ok=True)
+    log = base / name / f"run-{seed}{tag}"
+    return subprocess.Popen(
+        [*L5, "run", "--param-set", "T_ok", "--seed", str(seed), "--json"],
+        stdout=open(f"{log}.json", "w"),  # noqa: SIM115 - closed with the process
+        stderr=open(f"{log}.err", "w"),  # noqa: SIM115
+        env=_e2e_env(base, name),
+    )
+
+
+def _finish(base: Path, name: str, proc: subprocess.Popen, seed: int, tag: str = "") -> dict:
+    rc = proc.wait(timeout=_E2E_TIMEOUT_S)
+    log = base / name / f"run-{seed}{tag}"
+    assert rc == 0, Path(f"{log}.err").read_text()[-3000:]
+    return json.loads(Path(f"{log}.json").read_text())
+
+
+def _run(base: Path, name: str, seed: int, tag: str = "") -> dict:
+    return _finish(base, name, _start(base, name, seed, tag), seed, tag)
+
+
+def _data_files(root: Path) -> dict[str, str]:
+    """sha256 of every data file below a storage root (manifests, hidden files and the
+    runner's volatile `result.json` / `log.txt` aside)."""
+    from l5assets.layout import VOLATILE_OUTPUTS
+
+    return {
+        str(p.relative_to(root)): storage.file_sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+        and p.name != "manifest.json"
+        and p.name not in VOLATILE_OUTPUTS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    }
+
+
+def _manifests(root: Path) -> dict[str, dict]:
+    return {
+        str(p.relative_to(root)): json.loads(p.read_text())
+        for p in sorted(root.rglob("manifest.json"))
+    }
+
+
+@pytest.fixture(scope="module")
+def clean_run(e2e) -> tuple[dict[str, str], dict[str, dict]]:
+    """One clean run of T_ok seed 1 (root `A`): its data files and manifests."""
+    _run(e2e, "A", 1)
+    root = e2e / "A" / "out"
+    return _data_files(root), _manifests(root)
+
+
+def _without_run(manifests: dict[str, dict]) -> dict[str, dict]:
+    return {k: {kk: vv for kk, vv in m.items() if kk != "run"} for k, m in manifests.items()}
+
+
+def test_identical_runs_give_identical_files_and_manifests_but_run(e2e, clean_run):
+    """Same param set + seed into two storage roots (two homes), and again into the first:
+    byte-identical data files, manifests equal once `run` (and only it) is removed."""
+    data_a, man_a = clean_run
+    assert len(data_a) > 20 and len(man_a) == 9
+    _run(e2e, "B", 1)
+    data_b, man_b = _data_files(e2e / "B" / "out"), _manifests(e2e / "B" / "out")
+    assert data_b == data_a
+    assert _without_run(man_b) == _without_run(man_a)
+    for k, m in man_b.items():  # `run` is where they differ (run id, times, folder)
+        assert m["run"]["run_id"] != man_a[k]["run"]["run_id"]
+        assert m["run"]["dir"] != man_a[k]["run"]["dir"]
+    # nothing under the storage roots' names outside `run`
+    text = json.dumps(_without_run(man_b))
+    assert str(e2e / "B") not in text and str(e2e / "A") not in text
+    # again into the first root and home
+    _run(e2e, "A", 1, tag="-again")
+    again = e2e / "A" / "out"
+    assert _data_files(again) == data_a
+    assert _without_run(_manifests(again)) == _without_run(man_a)

@@ -24,8 +24,16 @@ from ..common import AssetStep, graph_asset, run_logged
 )
 def compiled_mechanisms(step: AssetStep) -> dg.MaterializeResult:
     from l5assets.cell.mechanisms import compile_mechanisms
+    from l5assets.storage import clean_cache_temps
 
     cell_model = step.resources.cell_model
+    # work folders of compiles that were killed (their cache lock is free) go first
+    removed = clean_cache_temps(cell_model.cache_path())
+    if removed:
+        step.context.log.warning(
+            "removed compile work folders left by a killed compile: "
+            + ", ".join(p.name for p in removed)
+        )
     compiled = compile_mechanisms(cell_model.mod_path(), cell_model.cache_path())
     record = json.dumps(compiled.as_metadata(), indent=2, sort_keys=True) + "\n"
     (step.tmp / MECHANISMS_RECORD).write_text(record)
