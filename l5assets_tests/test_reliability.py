@@ -811,3 +811,133 @@ def test_identical_runs_give_identical_files_and_manifests_but_run(e2e, clean_ru
     again = e2e / "A" / "out"
     assert _data_files(again) == data_a
     assert _without_run(_manifests(again)) == _without_run(man_a)
+
+
+def _descendants(pid: int) -> dict[int, int | None]:
+    """Every live process below `pid` (pid -> start ticks), from /proc."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = {}, [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out[c] = storage.process_start_ticks(c)
+            todo.append(c)
+    return out
+
+
+def _using(path: Path) -> dict[int, int | None]:
+    """Live processes whose command line names `path` (the run's workers name its root)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(path) in cmd:
+                out[int(d.name)] = storage.process_start_ticks(int(d.name))
+    return out
+
+
+def _poll(what: str, cond, proc: subprocess.Popen, timeout_s: float = 300.0):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        found = cond()
+        if found:
+            return found
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {what}"
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _kill9_and_check_nothing_remains(proc: subprocess.Popen, root: Path) -> None:
+    procs = {**_descendants(proc.pid), **_using(root)}
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    end = time.monotonic() + 15
+    left = procs
+    while left and time.monotonic() < end:
+        left = {p: t for p, t in procs.items() if storage.process_alive(p, t)}
+        time.sleep(0.1)
+    assert not left, f"processes of the killed run survived: {left}"
+    assert not _using(root), "a process still works on the killed run's storage root"
+
+
+def test_kill9_at_start_build_and_simulation_leaves_nothing_and_reruns_clean(e2e, clean_run):
+    """`kill -9` of `l5assets run` right after start-up, during the build (segments worker
+    alive) and during the simulation (runner alive): nothing of it keeps running, and a re-run
+    marks its runs left STARTED failed, removes its temp folders and gives the clean run's
+    bytes. A killed compile's work folder in the cache goes; one whose compile runs stays."""
+    import dagster as dg
+
+    root, home = e2e / "K" / "out", e2e / "K" / "home"
+    cache = e2e / "cache"
+    dead = cache / ".mechanisms-0123456789abcdef.k1ll3d"
+    (dead / "mod").mkdir(parents=True)
+    busy = cache / ".mechanisms-fedcba9876543210.wr1t1n"
+    busy.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(cache / ".mechanisms-fedcba9876543210.lock"), "600"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        # start-up: the instance is being opened
+        p = _start(e2e, "K", 1, "-start")
+        _poll("the Dagster home", lambda: home.is_dir(), p)
+        _kill9_and_check_nothing_remains(p, root)
+        # build: the segments worker (a NEURON subprocess) is alive
+        p = _start(e2e, "K", 1, "-build")
+        _poll(
+            "the segments worker",
+            lambda: any("segments_worker" in _cmdline(q) for q in _using(root)),
+            p,
+        )
+        assert list((root / "T_ok" / "shared").glob(".segments_table.*.tmp"))
+        _kill9_and_check_nothing_remains(p, root)
+        left_started = _started_runs(home)
+        assert len(left_started) == 1  # the build's (cell_job); the next start marks it
+        # simulation: the runner is alive
+        p = _start(e2e, "K", 1, "-sim")
+        _poll(
+            "the simulation runner",
+            lambda: any("simulation.runner" in _cmdline(q) for q in _using(root)),
+            p,
+        )
+        _kill9_and_check_nothing_remains(p, root)
+        assert list((root / "T_ok" / "seed-1").glob(".simulation_outputs.*.tmp"))
+        started = _started_runs(home)
+        assert len(started) == 1 and started != left_started  # the simulation's (seed_job)
+        out = _run(e2e, "K", 1, "-rerun")
+        assert all(r["success"] and not r.get("skipped") for r in out["runs"])
+        assert f"marked failed: run {started[0]} (its process was killed)" in out["notes"]
+        with dg.DagsterInstance.from_config(str(home)) as inst:
+            for r in left_started + started:
+                assert inst.get_run_by_id(r).status == dg.DagsterRunStatus.FAILURE
+        assert _data_files(root) == clean_run[0]
+        assert not storage.scan_leftover_temps(root)
+        assert not dead.exists() and busy.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _started_runs(home: Path) -> list[str]:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        return [r.run_id for r in inst.get_runs() if r.status == dg.DagsterRunStatus.STARTED]
