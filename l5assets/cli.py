@@ -244,7 +244,7 @@ def run_partitions(
                     "(no longer running)"
                 )
             if state.waited_for is not None and _made_by_other(
-                folder, job_name, params.params_hash, state.since
+                folder, job_name, params.params_hash, state.since, state.waited_for.get("pid")
             ):
                 runs.append(
                     {
@@ -293,9 +293,12 @@ def partition_writer(folder: Path, pkey: str) -> Iterator[_WriterState]:
         yield _WriterState(since, st.waited_for, st.stale)
 
 
-def _made_by_other(folder: Path, job_name: str, params_hash: str, since: float) -> bool:
-    """Whether every asset of a job's level was written into `folder` after `since`, from
-    these params (by the run we waited for)."""
+def _made_by_other(
+    folder: Path, job_name: str, params_hash: str, since: float, holder_pid: int | None = None
+) -> bool:
+    """Whether every asset of a job's level was written into `folder` from these params by the
+    run we waited for: after `since` (when we began to wait), or by the holder's process
+    (`run.pid` of the manifest is `holder_pid`: it may have written some before we came)."""
     import json
 
     from l5assets import graph as G
@@ -308,7 +311,10 @@ def _made_by_other(folder: Path, job_name: str, params_hash: str, since: float) 
             data = json.loads(m.read_text())
         except (OSError, ValueError):
             return False
-        if m.stat().st_mtime < since or (data.get("params") or {}).get("hash") != params_hash:
+        by_holder = holder_pid is not None and (data.get("run") or {}).get("pid") == holder_pid
+        if not (by_holder or m.stat().st_mtime >= since):
+            return False
+        if (data.get("params") or {}).get("hash") != params_hash:
             return False
     return bool(names)
 

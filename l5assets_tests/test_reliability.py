@@ -461,6 +461,13 @@ def test_second_run_waits_for_the_partition_and_does_not_redo_it(ws, monkeypatch
     assert state.waited_for and state.waited_for["pid"] == proc.pid
     assert cli._made_by_other(folder, "cell_job", h, started)
     assert not cli._made_by_other(folder, "cell_job", "other-hash", started)
+    # written by the holder before we began to wait: its pid in the manifests tells
+    for n in G.SHARED_ASSETS:
+        m = {"params": {"hash": h}, "run": {"pid": proc.pid}}
+        (folder / n / "manifest.json").write_text(json.dumps(m))
+    later_start = time.time() + 100
+    assert cli._made_by_other(folder, "cell_job", h, later_start, holder_pid=proc.pid)
+    assert not cli._made_by_other(folder, "cell_job", h, later_start, holder_pid=proc.pid + 1)
 
 
 def _step_context(asset: str):
@@ -941,3 +948,32 @@ def _started_runs(home: Path) -> list[str]:
 
     with dg.DagsterInstance.from_config(str(home)) as inst:
         return [r.run_id for r in inst.get_runs() if r.status == dg.DagsterRunStatus.STARTED]
+
+
+def test_concurrent_runs_on_a_fresh_home_share_the_work(e2e, clean_run):
+    """Three `l5assets run` at once on a fresh home and storage root: seeds 1 and 2, and seed 1
+    again. All succeed; the param set's cell_job is made once (the others wait and skip it),
+    seed 1 is made once (its second run waits and skips it), and seed 1's bytes are the clean
+    run's."""
+    procs = [
+        (seed, tag, _start(e2e, "C", seed, tag)) for seed, tag in ((1, "-x"), (2, ""), (1, "-y"))
+    ]
+    outs = {(seed, tag): _finish(e2e, "C", p, seed, tag) for seed, tag, p in procs}
+    runs = [r for out in outs.values() for r in out["runs"]]
+    assert all(r["success"] for r in runs)
+    made = [r for r in runs if not r.get("skipped")]
+    skipped = [r for r in runs if r.get("skipped")]
+    assert sorted(r["partition_key"] for r in made if r["job"] != "observe_sources_job") == [
+        "T_ok",
+        "T_ok|1",
+        "T_ok|2",
+    ]
+    assert sorted(r["partition_key"] for r in skipped) == ["T_ok", "T_ok", "T_ok|1"]
+    assert all("materialized meanwhile by pid" in r["skipped"] for r in skipped)
+    root = e2e / "C" / "out"
+    seed1 = {k: v for k, v in _data_files(root).items() if "seed-2" not in k}
+    assert seed1 == clean_run[0]
+    # one run made each asset partition: one run id across seed 1's manifests
+    ids = {m["run"]["run_id"] for k, m in _manifests(root).items() if k.startswith("T_ok/seed-1")}
+    assert len(ids) == 1
+    assert not storage.scan_leftover_temps(root)
