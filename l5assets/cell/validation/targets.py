@@ -264,7 +264,7 @@ TARGETS: tuple[Target, ...] = (
         "BAC: somatic pulse alone, Ca2+ spike (0 = none)",
         0.0,
         _HAY,
-        "dendritic Ca2+ spike criterion at 620 um",
+        "dendritic Ca2+ spike criterion at the Ca2+ site (620 um on cell1)",
     ),
     _exact(
         "bac.epsp_only.spikecount",
@@ -280,7 +280,7 @@ TARGETS: tuple[Target, ...] = (
         "BAC: distal EPSP alone, Ca2+ spike (0 = none)",
         0.0,
         _HAY,
-        "dendritic Ca2+ spike criterion at 620 um",
+        "dendritic Ca2+ spike criterion at the Ca2+ site (620 um on cell1)",
     ),
     _exact(
         "bac.paired.ca_spike",
@@ -288,7 +288,7 @@ TARGETS: tuple[Target, ...] = (
         "BAC: paired, Ca2+ spike (1 = yes)",
         1.0,
         _HAY,
-        "dendritic Ca2+ spike criterion at 620 um",
+        "dendritic Ca2+ spike criterion at the Ca2+ site (620 um on cell1)",
     ),
     Target(
         "bac.paired.spikecount",
@@ -307,7 +307,7 @@ TARGETS: tuple[Target, ...] = (
         lower=60.0,
         upper=120.0,
         source="Larkum et al. 1999; Hay et al. 2011 (~100 Hz)",
-        method="lowest tested train frequency (50-150 Hz) giving a Ca2+ spike at 620 um",
+        method="lowest tested train frequency (50-150 Hz) giving a Ca2+ spike at the Ca2+ site",
     ),
     _exact(
         "ca_train.single.spikecount",
@@ -323,7 +323,7 @@ TARGETS: tuple[Target, ...] = (
         "Ca2+ train: one pulse alone, Ca2+ spike (0 = none)",
         0.0,
         "Larkum et al. 1999 (a single AP fires no Ca2+ spike)",
-        "dendritic Ca2+ spike criterion at 620 um",
+        "dendritic Ca2+ spike criterion at the Ca2+ site (620 um on cell1)",
     ),
     _exact(
         "ca_train.100Hz.spikecount",
@@ -417,7 +417,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "bac.paired.caSpike_height",
         "bac",
-        "BAC Ca2+ spike peak at 620 um",
+        "BAC Ca2+ spike peak at the Ca2+ site",
         "mV",
         mean=6.73,
         sd=2.54,
@@ -433,7 +433,7 @@ TARGETS: tuple[Target, ...] = (
         mean=37.43,
         sd=1.27,
         source=_HAY,
-        method="longest contiguous time above -55 mV at 620 um",
+        method="longest contiguous time above -55 mV at the Ca2+ site (620 um on cell1)",
         gating_for=("hay2011",),
     ),
 )
