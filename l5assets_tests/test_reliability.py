@@ -977,3 +977,37 @@ def test_concurrent_runs_on_a_fresh_home_share_the_work(e2e, clean_run):
     ids = {m["run"]["run_id"] for k, m in _manifests(root).items() if k.startswith("T_ok/seed-1")}
     assert len(ids) == 1
     assert not storage.scan_leftover_temps(root)
+
+
+def test_sigterm_during_simulation_ends_the_worker_group_and_records_failure(e2e, clean_run):
+    """A cancelled run (SIGTERM to `l5assets run`, what a job scheduler or `kill` sends) while
+    the NEURON runner works: the CLI exits, its runner's process group is ended, the temp
+    folder is removed, the run is recorded as failed (not left STARTED), and a re-run gives
+    the clean run's bytes."""
+    import dagster as dg
+
+    root, home = e2e / "T" / "out", e2e / "T" / "home"
+    p = _start(e2e, "T", 1, "-term")
+    runner = _poll(
+        "the simulation runner",
+        lambda: [q for q in _using(root) if "simulation.runner" in _cmdline(q)],
+        p,
+    )
+    procs = {**_descendants(p.pid), **_using(root)}
+    os.kill(p.pid, signal.SIGTERM)
+    rc = p.wait(timeout=120)
+    assert rc != 0
+    end = time.monotonic() + 15
+    left = procs
+    while left and time.monotonic() < end:
+        left = {q: t for q, t in procs.items() if storage.process_alive(q, t)}
+        time.sleep(0.1)
+    assert not left, f"processes of the cancelled run survived (runner {runner}): {left}"
+    assert not list((root / "T_ok" / "seed-1").glob(".simulation_outputs.*.tmp"))
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        statuses = {r.status for r in inst.get_runs()}
+    assert dg.DagsterRunStatus.STARTED not in statuses
+    assert dg.DagsterRunStatus.FAILURE in statuses or dg.DagsterRunStatus.CANCELED in statuses
+    out = _run(e2e, "T", 1, "-rerun")
+    assert all(r["success"] for r in out["runs"])
+    assert _data_files(root) == clean_run[0]
