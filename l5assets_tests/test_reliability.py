@@ -955,9 +955,22 @@ def test_concurrent_runs_on_a_fresh_home_share_the_work(e2e, clean_run):
     again. All succeed; the param set's cell_job is made once (the others wait and skip it),
     seed 1 is made once (its second run waits and skips it), and seed 1's bytes are the clean
     run's."""
-    procs = [
-        (seed, tag, _start(e2e, "C", seed, tag)) for seed, tag in ((1, "-x"), (2, ""), (1, "-y"))
-    ]
+    # The test holds the param set's partition lock until all three runs wait for it, so they
+    # are truly concurrent however slowly each starts up on a loaded machine.
+    lock = e2e / "C" / "out" / "T_ok" / "shared" / ".partition.lock"
+    with storage.exclusive_lock(lock, "the test's hold"):
+        procs = [
+            (seed, tag, _start(e2e, "C", seed, tag))
+            for seed, tag in ((1, "-x"), (2, ""), (1, "-y"))
+        ]
+        end = time.monotonic() + 300
+        while True:
+            errs = [(e2e / "C" / f"run-{seed}{tag}.err").read_text() for seed, tag, _ in procs]
+            if all("partition T_ok is being materialized" in e for e in errs):
+                break
+            assert all(p.poll() is None for _, _, p in procs), errs
+            assert time.monotonic() < end, f"the runs never waited for the lock: {errs}"
+            time.sleep(0.1)
     outs = {(seed, tag): _finish(e2e, "C", p, seed, tag) for seed, tag, p in procs}
     runs = [r for out in outs.values() for r in out["runs"]]
     assert all(r["success"] for r in runs)
