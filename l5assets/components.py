@@ -12,7 +12,12 @@ from l5assets import paths
 
 
 class ComponentError(ValueError):
-    """A component (package, biophysics file, packaged morphology) cannot be found."""
+    """A component (package, biophysics file, packaged morphology) cannot be found; `about`
+    says which: "biophysics" (the file itself) or "morphology"."""
+
+    def __init__(self, message: str, about: str = "morphology") -> None:
+        super().__init__(message)
+        self.about = about
 
 
 def package_dir(package: str) -> Path:
@@ -38,11 +43,20 @@ def packaged_morphology(cell: str) -> Path:
     bio = paths.cells_dir() / f"{cell}.json"
     if not bio.is_file():
         available = sorted(p.stem for p in paths.cells_dir().glob("*.json"))
-        raise ComponentError(f"unknown biophysics {cell!r}; available: {available}")
-    dm = json.loads(bio.read_text()).get("default_morphology")
+        raise ComponentError(f"unknown biophysics {cell!r}; available: {available}", "biophysics")
+    try:
+        data = json.loads(bio.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ComponentError(f"biophysics file {bio}: unreadable ({e})", "biophysics") from None
+    dm = data.get("default_morphology") if isinstance(data, dict) else None
     if not dm:
         raise ComponentError(
             f"biophysics {cell!r} has no default morphology: give a morphology path "
             "(param set field 'cell.morphology', e.g. your copy of Hay's cell1.asc)"
+        )
+    if not isinstance(dm, dict) or not {"package", "path"} <= set(dm):
+        raise ComponentError(
+            f"biophysics {cell!r} field 'default_morphology': needs 'package' and 'path'",
+            "biophysics",
         )
     return packaged_file(cell, dm["package"], dm["path"])

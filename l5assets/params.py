@@ -344,8 +344,8 @@ def _cell_fields(cell: Mapping[str, Any]) -> tuple[str, str | None]:
 
         try:
             packaged_morphology(biophys)
-        except (ComponentError, ValueError, KeyError) as e:
-            raise ParamsError(f"params field 'cell.morphology': {e}") from None
+        except ComponentError as e:
+            raise ParamsError(f"params field 'cell.{e.about}': {e}") from None
     return biophys, morph
 
 
