@@ -215,20 +215,7 @@ def simulate(values: Sequence[float], dL: float = FIT_DL) -> dict[str, Any]:
             h, cell, proto, cvode=True, use_savestate=True, shift=shift, sweeps=sweeps
         )
         measures[f"_runtime.{name}"] = time.monotonic() - t0
-        if sweeps is not None:  # feature extraction expects every sweep: use a sub-protocol
-            from dataclasses import replace
-
-            from l5assets.cell.validation import features as F
-
-            sub = replace(proto, sweeps=tuple(proto.sweeps[i] for i in sweeps))
-            saved = F.PROTOCOLS[name]
-            F.PROTOCOLS[name] = sub
-            try:
-                measures.update(_EXTRACT[name](tr))
-            finally:
-                F.PROTOCOLS[name] = saved
-        else:
-            measures.update(_EXTRACT[name](tr))
+        measures.update(_EXTRACT[name](tr))
     return measures
 
 

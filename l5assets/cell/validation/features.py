@@ -136,12 +136,19 @@ def ca_spike_events(t: np.ndarray, v_dend: np.ndarray, after: float = 0.0) -> di
     return {"count": len(times), "times_ms": times, "half_widths_ms": widths, "base_mv": base}
 
 
+def _sweeps(tr: ProtocolTraces) -> list[Any]:
+    """The protocol's sweeps that the traces hold, in their order (a subset is fine: the fit
+    runs some sweeps only)."""
+    by_name = {s.name: s for s in PROTOCOLS[tr.protocol].sweeps}
+    return [by_name[name] for name in tr.sweeps]
+
+
 def _features_fi(tr: ProtocolTraces) -> dict[str, Any]:
     t = tr.t
     p = PROTOCOLS["fi"]
-    counts = [spike_count(t, tr.v(s.name, "soma"), p.stim_window) for s in p.sweeps]
+    counts = [spike_count(t, tr.v(s.name, "soma"), p.stim_window) for s in _sweeps(tr)]
     rates = [c / (FI_DURATION / 1000.0) for c in counts]
-    amps = [float(s.value or 0.0) for s in p.sweeps]
+    amps = [float(s.value or 0.0) for s in _sweeps(tr)]
     firing = [a for a, c in zip(amps, counts, strict=True) if c > 0]
     monotonic = all(b >= a for a, b in zip(counts[:-1], counts[1:], strict=True))
     return {
@@ -168,7 +175,7 @@ def _features_steps(tr: ProtocolTraces) -> dict[str, Any]:
         "time_to_first_spike",
     ]
     out: dict[str, Any] = {}
-    for s in p.sweeps:
+    for s in _sweeps(tr):
         f = _efel(t, tr.v(s.name, "soma"), p.stim_window, names, SOMA_THRESHOLD)
         pre = f"{tr.protocol}.{s.name}"
         for n in names:
@@ -214,7 +221,7 @@ def _features_bac(tr: ProtocolTraces) -> dict[str, Any]:
     t = tr.t
     p = PROTOCOLS["bac"]
     out: dict[str, Any] = {}
-    for s in p.sweeps:
+    for s in _sweeps(tr):
         pre = f"bac.{s.name}"
         out[f"{pre}.spikecount"] = float(spike_count(t, tr.v(s.name, "soma"), p.stim_window))
         ca = ca_spike(t, tr.v(s.name, "dend"), p.stim_window[0])
@@ -247,7 +254,7 @@ def _features_ca_train(tr: ProtocolTraces) -> dict[str, Any]:
     p = PROTOCOLS["ca_train"]
     out: dict[str, Any] = {}
     critical = None
-    for s in p.sweeps:
+    for s in _sweeps(tr):
         pre = f"ca_train.{s.name}"
         out[f"{pre}.spikecount"] = float(spike_count(t, tr.v(s.name, "soma"), p.stim_window))
         ca = ca_spike(t, tr.v(s.name, "dend"), p.stim_window[0])
@@ -270,10 +277,9 @@ def threshold_crossings(t: np.ndarray, v: np.ndarray, threshold: float) -> np.nd
 
 def _features_ref_fi(tr: ProtocolTraces) -> dict[str, Any]:
     t = tr.t
-    p = PROTOCOLS["ref_fi"]
     lo, hi = REF_FI_WINDOW
     amps, rates = [], []
-    for s in p.sweeps:
+    for s in _sweeps(tr):
         times = threshold_crossings(t, tr.v(s.name, "soma"), REF_FI_THRESHOLD)
         n = int(((times >= lo) & (times < hi)).sum())
         amps.append(float(s.value or 0.0))

@@ -166,30 +166,33 @@ def calibrate_train_pulse(
     from l5assets.cell.validation.features import spike_count
 
     lo, hi, tol = TRAIN_CALIBRATION
+    # the 5 pulses span 40 ms: 70 ms after the lead-in are enough to count the APs
+    tstop = TRAIN_START + 70.0
+    proto = train_protocol(hi, (TRAIN_CALIBRATION_FREQ,), single=False, tstop=tstop)
+    h.celsius = CELSIUS
+    segs, _ = _place_sites(h, cell, proto, shift, None)
+    run = _ProtocolRun(h, cell, proto, segs, 5, cvode=cvode, atol=atol, dt=dt)
+    # one stimulus-free lead-in, restored for every trial amplitude
+    lead_t, lead_v, state = run.lead_in()
+    grid = np.arange(int(round(tstop / DT)) + 1) * DT
+    soma = [name for name, _ in proto.sites].index("soma")
 
     def ok(amp: float) -> bool:
-        # the 5 pulses span 40 ms: 70 ms after the lead-in are enough to count the APs
-        proto = train_protocol(
-            amp, (TRAIN_CALIBRATION_FREQ,), single=False, tstop=TRAIN_START + 70.0
+        run.start_sweep(
+            train_protocol(amp, (TRAIN_CALIBRATION_FREQ,), single=False, tstop=tstop).sweeps[0],
+            state,
         )
-        tr = _run_protocol(
-            h,
-            cell,
-            proto,
-            cvode=cvode,
-            use_savestate=True,
-            atol=atol,
-            dt=dt,
-            shift=shift,
-            calibrate=False,
-        )
-        return spike_count(tr.t, tr.v(proto.sweeps[0].name, "soma"), proto.stim_window) >= 5
+        run.advance(tstop)
+        v = _resample(run, grid, DT, (lead_t, lead_v))[soma]
+        return spike_count(grid, v, proto.stim_window) >= 5
 
     if not ok(hi):
+        h.cvode_active(0)
         return hi
     while hi - lo > tol:
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    h.cvode_active(0)
     return round(hi, 3)
 
 
