@@ -511,8 +511,31 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+TOOL_DESCRIPTION = (
+    "l5assets: a detailed layer-5b pyramidal cell (Hay et al. 2011 family) driven by ~5,000 "
+    "clustered excitatory inputs plus PV+/SOM+ inhibition, built with BMTK and simulated in "
+    "NEURON, as Dagster software-defined assets partitioned by param set and seed. Every "
+    "output is traceable to the params file and seed that made it (`trace`, `diff`, `status`); "
+    "the same pipeline runs from this command or from the Dagster UI (`dagster dev`)."
+)
+
+
+def _param_sets_epilog() -> str:
+    """The param sets the params folder holds now (for `run --help`)."""
+    from l5assets import paths
+    from l5assets.params import is_param_set_name
+
+    try:
+        folder = paths.params_dir()
+        names = sorted(p.stem for p in folder.glob("*.json") if is_param_set_name(p.stem))
+    except OSError:
+        return ""
+    listed = ", ".join(names) if names else "(none)"
+    return f"param sets in {folder}: {listed}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="l5assets", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="l5assets", description=TOOL_DESCRIPTION)
     sub = ap.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
@@ -524,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
             "the param set, then one `seed_job` run per seed, in order (no backfill daemon "
             "needed). The instance is DAGSTER_HOME's, else an embedded SQLite one under data/."
         ),
+        epilog=_param_sets_epilog(),
     )
     run.add_argument("--param-set", required=True, help="name of a JSON file in the params dir")
     run.add_argument(

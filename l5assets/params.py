@@ -224,10 +224,9 @@ def _check_keys(d: Mapping[str, Any], allowed: set[str], field: str) -> None:
         raise ParamsError(f"params field '{field}': must be an object, got {d!r}")
     extra = sorted(set(d) - allowed)
     if extra:
-        where = f"'{field}'" if field else "the top level"
-        raise ParamsError(
-            f"params field {where}: unknown key(s) {extra}; allowed: {sorted(allowed)}"
-        )
+        where = f"params field '{field}'" if field else "params file"
+        what = "unknown key(s)" if field else "unknown top-level key(s)"
+        raise ParamsError(f"{where}: {what} {extra}; allowed: {sorted(allowed)}")
 
 
 def _norm_div(d: Any, field: str) -> NormDivergence:

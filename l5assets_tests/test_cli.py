@@ -198,3 +198,38 @@ def test_status_is_read_only(dirs, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [(r["param_set"], r["state"]) for r in rows] == [("T_st", "missing")]
     assert not (tmp / "home").exists()
+
+
+def test_status_lists_an_invalid_params_file_as_invalid_with_its_error(dirs, capsys):
+    tmp, params_dir = dirs
+    (params_dir / "T_ok.json").write_text(json.dumps(small_params()))
+    (params_dir / "T_json.json").write_text('{"name": 3')
+    bad = small_params()
+    bad["no_such_field"] = 1
+    (params_dir / "T_key.json").write_text(json.dumps(bad))
+    for argv in (["status", "--json"], ["status", "--no-dagster", "--json"]):
+        assert cli.main(argv) == cli.EXIT_OK
+        rows = {r["param_set"]: r for r in json.loads(capsys.readouterr().out)}
+        assert {k: r["state"] for k, r in rows.items()} == {
+            "T_ok": "missing",
+            "T_json": "invalid",
+            "T_key": "invalid",
+        }
+        assert "no_such_field" in rows["T_key"]["error"]
+        assert rows["T_ok"]["error"] is None
+    assert cli.main(["status", "--no-dagster"]) == cli.EXIT_OK
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.startswith("T_key"))
+    assert "invalid" in line and "params file invalid: params file: unknown top-level key" in line
+
+
+def test_help_says_what_the_tool_is_and_lists_param_sets(dirs, capsys):
+    _, params_dir = dirs
+    (params_dir / "T_help.json").write_text(json.dumps(small_params()))
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "layer-5b pyramidal cell" in out and "Dagster" in out
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    assert "T_help" in capsys.readouterr().out

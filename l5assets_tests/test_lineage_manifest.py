@@ -224,6 +224,10 @@ def test_same_partition_twice_gives_identical_manifests_except_time_and_host(
 
 
 def test_trace_from_simulation_output_to_params_and_seed(env: SimpleNamespace) -> None:
+    syn_dir = env.comp / "synaptic_models"
+    syn_dir.mkdir(exist_ok=True)
+    (syn_dir / "PN2PN.json").write_text('{"level_of_detail": "exp2syn"}\n')
+    (syn_dir / "PV2PN.json").write_text('{"level_of_detail": "exp2syn", "tau1": 1}\n')
     files = build_chain(env.root, "A", 11)
     build_chain(env.root, "B", 11)
     d = trace(files["simulation_outputs"])
@@ -247,6 +251,12 @@ def test_trace_from_simulation_output_to_params_and_seed(env: SimpleNamespace) -
     text = format_trace(d)
     assert str(env.pdir / "A.json") in text and "seed: 11" in text
     assert "<- functional_groups" in text and "consistent" in text
+    # the README promises the synaptic model hashes among the component hashes
+    syn = d["components"]["synaptic_models"]
+    assert f"synaptic models: {syn['sha256'][:12]}" in text
+    assert sorted(syn["files"]) == ["PN2PN.json", "PV2PN.json"]
+    for name, digest in syn["files"].items():
+        assert f"{name} {digest[:12]}" in text
     # any file of the chain works, so does the manifest or the folder
     assert trace(files["functional_groups"].parent)["chain"][0]["asset"] == "functional_groups"
     with pytest.raises(TraceError):
@@ -307,6 +317,20 @@ def test_diff_names_the_changed_field(env: SimpleNamespace) -> None:
     d = diff(keep / MANIFEST_NAME, a)
     assert d["identical"], d["summary"]
     assert "identical provenance" in format_diff(d)
+
+
+def test_diff_prints_whole_values() -> None:
+    """A hash cut short with "..." can be neither compared nor searched for."""
+    long_a, long_b = "a" * 64, "b" * 64
+    d = {
+        "a": "A",
+        "b": "B",
+        "identical": False,
+        "changed": {"components": {"components.mechanisms.sha256": {"a": long_a, "b": long_b}}},
+        "summary": {"components": ["components.mechanisms.sha256"]},
+    }
+    text = format_diff(d)
+    assert f"'{long_a}' -> '{long_b}'" in text and "..." not in text
 
 
 def test_diff_reports_code_and_component_changes(env: SimpleNamespace) -> None:

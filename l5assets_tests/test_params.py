@@ -88,7 +88,9 @@ def test_missing_and_unknown_keys(reference_raw: dict) -> None:
         P.validate_params(raw)
     raw = copy.deepcopy(reference_raw)
     raw["grups"] = {}
-    with pytest.raises(P.ParamsError, match="unknown key"):
+    with pytest.raises(
+        P.ParamsError, match=r"^params file: unknown top-level key\(s\) \['grups'\]"
+    ):
         P.validate_params(raw)
 
 

@@ -98,8 +98,8 @@ def diff(a: str | Path, b: str | Path) -> dict[str, Any]:
 
 
 def _fmt(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 40 else s[:37] + "..."
+    # whole values: a hash cut short cannot be compared or searched for
+    return repr(v)
 
 
 def format_diff(d: Mapping[str, Any], verbose: bool = False) -> str:

@@ -308,13 +308,16 @@ def _row(
     assets: dict[str, str],
     reasons: list[dict[str, Any]],
     notes: list[str],
+    error: str | None = None,
 ) -> dict[str, Any]:
     missing = sorted(a for a, s in assets.items() if s == "missing")
-    state = "stale" if reasons else "missing" if missing else "fresh"
+    # an unreadable params file cannot be run: that, not what is on disk, is its state
+    state = "invalid" if error else "stale" if reasons else "missing" if missing else "fresh"
     return {
         "param_set": name,
         "seed": seed,
         "state": state,
+        "error": error,
         "reasons": reasons,
         "missing": missing,
         "assets": assets,
@@ -353,7 +356,8 @@ def status(
     verify: bool = False,
     cache_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per param set x seed: state "missing" | "fresh" | "stale", with reasons.
+    """One row per param set x seed: state "invalid" | "missing" | "fresh" | "stale", with
+    reasons ("invalid": the params file cannot be loaded; its error is the row's `error`).
 
     view: the orchestrator (optional; `l5assets.defs.lineage.status.status` passes the Dagster
     instance and definitions): its registered partitions are listed too, its materialization
@@ -366,7 +370,8 @@ def status(
     `verify` also re-hashes it against its manifest's sha256. cache_dir: the compile cache
     (default l5assets.paths.cache_dir()) whose leftover work folders are listed.
 
-    Row keys: param_set, seed (None if no seed exists for that param set), state, reasons
+    Row keys: param_set, seed (None if no seed exists for that param set), state, error
+    (the params file's one-line error, else None), reasons
     (list of {asset, kind, detail, ...}), missing (assets without a manifest), assets
     ({asset: "missing" | "fresh" | "stale"}), notes (instance vs disk remarks), dagster
     ({asset: Dagster stale status}, only with a view), leftovers (temp folders of killed
@@ -397,13 +402,13 @@ def status(
             pairs.append((asset, name))
         for seed in sorted(seeds_of.get(name, set()) | inst_seeds) or [None]:
             assets, reasons = dict(shared_state), list(shared_reasons)
-            notes = [f"params file invalid: {current.error}"] if current.error else []
+            notes: list[str] = []
             for asset in seeded if seed is not None else []:
                 assets[asset] = _asset_state(root, asset, name, seed, current, cvs, reasons, verify)
                 pairs.append((asset, f"{name}|{seed}"))
             if view is not None:
                 notes += _instance_notes(assets, shared, name, seed, materialized)
-            row = _row(name, seed, assets, reasons, notes)
+            row = _row(name, seed, assets, reasons, notes, current.error)
             row["leftovers"] = _leftovers(root, name, seed, cache_temps)
             rows.append(row)
     if view is not None and with_dagster_status:
@@ -429,7 +434,9 @@ def format_status(rows: Iterable[Mapping[str, Any]], verbose: bool = False) -> s
     for r in rows:
         seed = "-" if r["seed"] is None else str(r["seed"])
         detail = ""
-        if r["state"] == "missing":
+        if r["state"] == "invalid":
+            detail = f"params file invalid: {r['error']}"
+        elif r["state"] == "missing":
             n = len(r["assets"])
             detail = f"{len(r['missing'])}/{n} assets not materialized"
             if r["seed"] is None:

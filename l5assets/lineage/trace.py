@@ -340,6 +340,14 @@ def format_trace(d: Mapping[str, Any]) -> str:
             + ", morphology "
             + _short((comps.get("morphology") or {}).get("sha256"))
         )
+        syn = comps.get("synaptic_models") or {}
+        if syn:
+            files = syn.get("files") or {}
+            lines.append(
+                f"synaptic models: {_short(syn.get('sha256'))}"
+                + (" (" + ", ".join(f"{k} {_short(v)}" for k, v in sorted(files.items())) + ")")
+                * bool(files)
+            )
     vers = d.get("versions") or {}
     if vers:
         lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(vers.items())))
