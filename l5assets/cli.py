@@ -74,11 +74,15 @@ def _print_json(obj: Any) -> None:
 # instance
 
 
+# the instance the project creates: Dagster's defaults, telemetry off
+INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+
+
 def local_instance(create: bool = True):
     """The Dagster instance of DAGSTER_HOME, else an embedded SQLite instance in
     `l5assets.paths.dagster_home()` (under data/). The home folder is created if missing, with
-    an empty dagster.yaml (all defaults) when it has none; with `create=False` (read-only
-    queries) a missing home gives None instead."""
+    a dagster.yaml (Dagster's defaults, telemetry off) when it has none; with `create=False`
+    (read-only queries) a missing home gives None instead."""
     import dagster as dg
 
     from l5assets import paths
@@ -96,7 +100,7 @@ def local_instance(create: bool = True):
     # touches every storage; later opens find them made.
     with exclusive_lock(home / INSTANCE_LOCK, f"Dagster instance {home}", wait=True):
         if not (home / "dagster.yaml").exists():
-            atomic_write_text(home / "dagster.yaml", "")
+            atomic_write_text(home / "dagster.yaml", INSTANCE_YAML)
         instance = dg.DagsterInstance.get()
         instance.get_runs(limit=1)
         instance.get_dynamic_partitions("param_set")
@@ -158,7 +162,7 @@ def run_partitions(
     *,
     instance: Any = None,
     defs: Any = None,
-    log_level: str = "INFO",
+    log_level: str | None = None,
 ) -> dict[str, Any]:
     """Materialize the whole graph for a param set and seeds; returns the JSON summary.
 
@@ -176,6 +180,7 @@ def run_partitions(
 
     if defs is None:
         from l5assets.definitions import defs
+    from l5assets.defs.cli_logger import CLI_LOGGER
     from l5assets.defs.liveness import fail_dead_runs, run_tags
     from l5assets.defs.partitions import register_partitions, run_partition_key
     from l5assets.storage import describe_holder
@@ -198,6 +203,10 @@ def run_partitions(
         "notes": [f"marked failed: run {r} (its process was killed)" for r in dead],
     }
     root = paths.storage_root()
+    # terse terminal lines by default; `log_level` adds Dagster's console logger at that level
+    loggers: dict[str, Any] = {CLI_LOGGER: {}}
+    if log_level is not None:
+        loggers["console"] = {"config": {"log_level": log_level}}
 
     def execute(job_name: str, partition_key: str | None) -> None:
         job = defs.resolve_job_def(job_name)
@@ -205,7 +214,7 @@ def run_partitions(
             instance=instance,
             partition_key=partition_key,
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            run_config={"loggers": loggers},
             tags=run_tags(),
         )
         runs.append(
@@ -384,7 +393,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         pf = run_preflight(args)
-        summary = run_partitions(pf.params.name, pf.seeds)
+        summary = run_partitions(
+            pf.params.name, pf.seeds, log_level="DEBUG" if args.verbose else None
+        )
     except ParamsError as e:
         if args.verbose:
             traceback.print_exc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from l5assets.defs import cell, cell_validation, inputs, lineage, network, params, simulation
+from l5assets.defs.cli_logger import CLI_LOGGER, cli_logger
 from l5assets.defs.jobs import cell_job, observe_sources_job, seed_job
 from l5assets.defs.resources import CellModelResource, NeuronRuntime, StorageResource
 
@@ -33,5 +34,8 @@ defs = dg.Definitions.merge(
         resources=default_resources(),
         jobs=[cell_job, seed_job, observe_sources_job],
         executor=dg.in_process_executor,
+        # the CLI's terminal logger next to Dagster's console one; a run uses what its
+        # config names (the UI's runs name none: Dagster's default console logger)
+        loggers={"console": dg.colored_console_logger, CLI_LOGGER: cli_logger},
     ),
 )

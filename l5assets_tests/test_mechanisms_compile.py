@@ -69,7 +69,7 @@ def test_neuron_build_compiles_all_mod_files_and_is_cached(
     def no_compile(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"nrnivmodl ran again: {args}")
 
-    monkeypatch.setattr(mechanisms.subprocess, "run", no_compile)
+    monkeypatch.setattr(mechanisms.subprocess, "Popen", no_compile)
     again = mechanisms.compile_mechanisms()
     assert again == entry
     assert (entry.directory / "COMPLETE").stat().st_mtime_ns == stamp
@@ -86,7 +86,7 @@ def test_coreneuron_build_compiles_all_mod_files_and_is_cached(
     def no_compile(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"nrnivmodl ran again: {args}")
 
-    monkeypatch.setattr(mechanisms.subprocess, "run", no_compile)
+    monkeypatch.setattr(mechanisms.subprocess, "Popen", no_compile)
     assert mechanisms.compile_mechanisms(coreneuron=True) == entry
 
 
@@ -197,3 +197,23 @@ def test_coreneuron_run_matches_neuron() -> None:
     assert spikes >= 3  # the channels fire the cell
     assert np.max(np.abs(v_nrn - v_core)) < 1e-6  # measured: bit-identical
     np.testing.assert_allclose(out["coreneuron"]["cai"], out["neuron"]["cai"], rtol=1e-6)
+
+
+def test_a_compile_says_it_starts_is_alive_and_ends(tmp_path: Path, monkeypatch) -> None:
+    """The one-time compile is announced with its expected duration, then a heartbeat, then
+    its end; a cache hit is silent."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    shutil.copy(paths.mechanisms_dir() / "CaDynamics_E2.mod", mods)
+    monkeypatch.setattr(mechanisms, "COMPILE_HEARTBEAT_S", 0.5)
+    said: list[str] = []
+    entry = mechanisms.compile_mechanisms(mods, tmp_path / "cache", on_progress=said.append)
+    assert (entry.directory / "COMPLETE").exists()
+    assert (
+        said[0].startswith("compiling 1 NEURON mechanisms with nrnivmodl") and "expect ~" in said[0]
+    )
+    assert any(m.startswith("compiling mechanisms: ") for m in said[1:-1]), said
+    assert said[-1].startswith("compiled mechanisms in ")
+    again: list[str] = []
+    mechanisms.compile_mechanisms(mods, tmp_path / "cache", on_progress=again.append)
+    assert again == []

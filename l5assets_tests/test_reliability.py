@@ -798,6 +798,23 @@ def _without_run(manifests: dict[str, dict]) -> dict[str, dict]:
     return {k: {kk: vv for kk, vv in m.items() if kk != "run"} for k, m in manifests.items()}
 
 
+def test_cli_run_reports_each_asset_and_the_neuron_progress(e2e, clean_run):
+    """What a user sees on the terminal: one line as each asset starts and ends, the NEURON
+    run's stages and progress; no subprocess command lines, no telemetry banner."""
+    err = (e2e / "A" / "run-1.err").read_text()
+    lines = err.splitlines()
+    for asset in ("segments_table [T_ok]", "exc_raster [T_ok|1]", "simulation_outputs [T_ok|1]"):
+        assert f"- {asset}: started" in lines, err
+        assert any(x.startswith(f"- {asset}: done in ") for x in lines), err
+    progress = [x for x in lines if "NEURON run:" in x and "% simulated" in x]
+    assert len(progress) >= 10 and "(100%)" in progress[-1], err
+    assert any("placing its synapses" in x for x in lines), err
+    assert "running: " not in err and "-m l5assets" not in err
+    assert "telemetry" not in err.lower()
+    home = e2e / "A" / "home" / "dagster.yaml"
+    assert "enabled: false" in home.read_text()
+
+
 def test_identical_runs_give_identical_files_and_manifests_but_run(e2e, clean_run):
     """Same param set + seed into two storage roots (two homes), and again into the first:
     byte-identical data files, manifests equal once `run` (and only it) is removed."""

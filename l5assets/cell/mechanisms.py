@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,12 +120,20 @@ def _nrnivmodl() -> str:
     return str(exe) if exe.exists() else (shutil.which("nrnivmodl") or "nrnivmodl")
 
 
+COMPILE_EXPECTED_S = 120  # nrnivmodl of the project's mechanisms on 2 cores (measured ~113 s)
+COMPILE_HEARTBEAT_S = 10.0
+
+
 def compile_mechanisms(
     mod_dir: Path | None = None,
     cache_root: Path | None = None,
     coreneuron: bool = False,
+    on_progress: Callable[[str], None] | None = None,
 ) -> CompiledMechanisms:
-    """Compile (or reuse) the mechanisms of `mod_dir`; returns the cache entry."""
+    """Compile (or reuse) the mechanisms of `mod_dir`; returns the cache entry.
+
+    `on_progress` receives one-line messages while a compile runs (its start, a heartbeat every
+    COMPILE_HEARTBEAT_S, its end); a cache hit says nothing."""
     src = Path(mod_dir or paths.mechanisms_dir())
     files = mod_files(src)
     digest = mod_hash(src)
@@ -155,12 +165,9 @@ def compile_mechanisms(
             for f in files:
                 shutil.copy2(f, mods / f.name)
             cmd = [_nrnivmodl()] + (["-coreneuron"] if coreneuron else []) + ["mod"]
-            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise MechanismCompileError(
-                    f"nrnivmodl failed ({proc.returncode}) in {work}:\n"
-                    f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-                )
+            rc, output = _run_nrnivmodl(cmd, work, len(files), coreneuron, on_progress)
+            if rc != 0:
+                raise MechanismCompileError(f"nrnivmodl failed ({rc}) in {work}:\n{output[-8000:]}")
             (work / "COMPLETE").write_text(digest + "\n")
             if entry.exists():  # a stale, incomplete entry from a killed run
                 shutil.rmtree(entry)
@@ -169,6 +176,34 @@ def compile_mechanisms(
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
     return _done()
+
+
+def _run_nrnivmodl(
+    cmd: list[str],
+    work: Path,
+    n_files: int,
+    coreneuron: bool,
+    on_progress: Callable[[str], None] | None,
+) -> tuple[int, str]:
+    """Run nrnivmodl in `work`; returns (exit code, its output). Reports while it runs."""
+    say = on_progress or (lambda _msg: None)
+    kind = "CoreNEURON + NEURON" if coreneuron else "NEURON"
+    say(
+        f"compiling {n_files} {kind} mechanisms with nrnivmodl: once per set of .mod files, "
+        f"expect ~{COMPILE_EXPECTED_S * (2 if coreneuron else 1)} s (cached afterwards)"
+    )
+    t0 = time.monotonic()
+    log = work / "nrnivmodl.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT, text=True)
+        while True:
+            try:
+                rc = proc.wait(timeout=COMPILE_HEARTBEAT_S)
+                break
+            except subprocess.TimeoutExpired:
+                say(f"compiling mechanisms: {time.monotonic() - t0:.0f} s")
+    say(f"compiled mechanisms in {time.monotonic() - t0:.0f} s")
+    return rc, log.read_text(errors="replace")
 
 
 _LOADED: dict[str, Path] = {}

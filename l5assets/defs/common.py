@@ -98,13 +98,19 @@ def run_logged(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     keep_lines: int = 60,
+    progress_label: str = "NEURON run",
 ) -> list[str]:
-    """Run a subprocess, streaming its output lines to the Dagster log as they come.
+    """Run a subprocess, streaming its output lines to the Dagster log as they come; its
+    `L5PROGRESS` lines become progress messages (`l5assets.simulation.progress`).
 
     Returns the last `keep_lines` lines; raises SubprocessError (with them) on a non-zero exit
     or after `timeout_s` (the process is killed).
     """
-    context.log.info(f"running: {' '.join(cmd)}")
+    from l5assets.simulation.progress import ProgressMeter, parse_progress, parse_stage
+
+    # the command line (temp paths) is for debugging, not for the run log's reader
+    context.log.debug(f"running: {' '.join(cmd)}")
+    meter = ProgressMeter(label=progress_label)
     child_env = dict(env) if env is not None else dict(os.environ)
     child_env["L5ASSETS_PARENT_PID"] = str(os.getpid())
     proc = subprocess.Popen(
@@ -134,8 +140,19 @@ def run_logged(
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            tail.append(line.rstrip())
-            context.log.debug(tail[-1])
+            stage = parse_stage(line)
+            if stage is not None:
+                context.log.info(f"{progress_label}: {stage}")
+                continue
+            point = parse_progress(line)
+            if point is None:
+                tail.append(line.rstrip())
+                context.log.debug(tail[-1])
+                continue
+            said = meter.update(*point)
+            if said is not None:
+                # the main points (every 10% or 30 s) at INFO, a terminal's extra ones at DEBUG
+                (context.log.info if said[0] == "main" else context.log.debug)(said[1])
         rc = proc.wait()
     finally:
         timer.cancel()

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from l5assets.rng import stage_key, stage_seed
+from l5assets.simulation.progress import PROGRESS_PREFIX, say_stage
 
 SYNAPSES_FILE = "synapses.parquet"
 DEND_FILE = "dend_v.h5"  # soma-independent hot-zone voltage, for the dendritic Ca2+ spikes
@@ -283,6 +284,7 @@ def run_simulation(
 
     compiled = CompiledMechanisms.from_record(mechanisms) if mechanisms else compile_mechanisms()
     load_mechanisms(compiled)
+    say_stage("building the cell and its inputs (BMTK BioNet)")
 
     from bmtk.simulator import bionet
     from neuron import h
@@ -319,6 +321,7 @@ def run_simulation(
     _no_swc_ids(cell)
     t_built = time.perf_counter()
 
+    say_stage(f"cell built in {t_built - t_start:.0f} s; placing its synapses")
     dend_rec = _record_hot_zone(cell.hobj, h)
     conns = synapses.configure_bmtk_connections(net, pool, weight_seed=seed)
     n_bmtk = len(cell.connections())
@@ -327,7 +330,10 @@ def run_simulation(
     table = synapse_table(conns, cell)
     t_setup = time.perf_counter()
 
+    say_stage(f"{len(table)} synapses placed; simulating {float(conf.tstop):.0f} ms")
+    progress = report_progress(h, float(conf.tstop))  # keep the handler alive for the run
     sim.run()
+    del progress
     t_run = time.perf_counter()
     # no connection may have drawn past its stride (it would have reused another's numbers)
     max_events = pool.check_events(conns["netcon"])
@@ -370,6 +376,28 @@ def run_simulation(
     }
     (out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
+
+
+PROGRESS_STEPS = 100
+
+
+def report_progress(h: Any, tstop: float, steps: int = PROGRESS_STEPS) -> Any:
+    """Print `L5PROGRESS <t_ms> <tstop_ms>` at every 1/steps of the run (the parent turns the
+    lines into progress messages). The events are queued after each finitialize (which clears
+    the queue); they only print, so the integration is unchanged. Returns the handler: keep a
+    reference while the run lasts."""
+    marks = [tstop * k / steps for k in range(1, steps + 1)]
+
+    def say() -> None:
+        print(f"{PROGRESS_PREFIX} {h.t:.3f} {tstop:.3f}", flush=True)
+
+    cvode = h.CVode()
+
+    def queue() -> None:
+        for t in marks:
+            cvode.event(t, say)
+
+    return h.FInitializeHandler(1, queue)
 
 
 def _record_hot_zone(cell: Any, h: Any) -> dict[str, Any] | None:

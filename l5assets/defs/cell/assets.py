@@ -34,7 +34,9 @@ def compiled_mechanisms(step: AssetStep) -> dg.MaterializeResult:
             "removed compile work folders left by a killed compile: "
             + ", ".join(p.name for p in removed)
         )
-    compiled = compile_mechanisms(cell_model.mod_path(), cell_model.cache_path())
+    compiled = compile_mechanisms(
+        cell_model.mod_path(), cell_model.cache_path(), on_progress=step.context.log.info
+    )
     record = json.dumps(compiled.as_metadata(), indent=2, sort_keys=True) + "\n"
     (step.tmp / MECHANISMS_RECORD).write_text(record)
     return step.result(
