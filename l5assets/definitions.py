@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from l5assets.defs import cell, cell_validation, inputs, lineage, network, params, simulation
+from l5assets.defs import (
+    cell,
+    cell_validation,
+    export,
+    inputs,
+    lineage,
+    network,
+    params,
+    simulation,
+)
 from l5assets.defs.cli_logger import CLI_LOGGER, cli_logger
 from l5assets.defs.jobs import cell_job, observe_sources_job, seed_job
 from l5assets.defs.resources import CellModelResource, NeuronRuntime, StorageResource
@@ -26,7 +35,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-DOMAINS = (params, cell, inputs, network, simulation, lineage, cell_validation)
+DOMAINS = (params, cell, inputs, network, simulation, export, lineage, cell_validation)
 
 defs = dg.Definitions.merge(
     *(d.defs for d in DOMAINS),

@@ -35,6 +35,7 @@ NETWORK = "network"
 SIMULATION_CONFIG = "simulation_config"
 SIMULATION_OUTPUTS = "simulation_outputs"
 SIMULATION_SUMMARY = "simulation_summary"
+NWB_EXPORT = "nwb_export"
 
 # Model components recorded in every manifest, and the observable source that versions each.
 CELL_COMPONENTS = ("mechanisms", "biophysics", "morphology", "synaptic_models")
@@ -114,6 +115,8 @@ ASSETS: tuple[Node, ...] = (
         reads_components=("biophysics", "morphology", "synaptic_models"),
     ),
     Node(SIMULATION_SUMMARY, "simulation", "seed", (SIMULATION_OUTPUTS, EXC_RASTER, INH_RASTERS)),
+    # the network's node files give each input population's size (silent nodes included)
+    Node(NWB_EXPORT, "export", "seed", (SIMULATION_OUTPUTS, NETWORK, EXC_RASTER, INH_RASTERS)),
 )
 
 NODES: dict[str, Node] = {n.name: n for n in (*SOURCES, *ASSETS)}

@@ -34,6 +34,8 @@ DIST_SPIKES = f"{DIST_POP}_spikes.h5"
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.json"
+# nwb_export
+NWB_FILE = "run.nwb"
 # Outputs of the runner that hold wall times / log lines: kept, but not content-hashed.
 VOLATILE_OUTPUTS = (RESULT_FILE, "log.txt")
 
@@ -83,6 +85,14 @@ def load_functional_groups(root: Path, param_set: str, seed: int):
         clusters=pd.read_parquet(files["functional_groups_clusters"]),
     )
     return fg, files
+
+
+def network_node_files(root: Path, param_set: str, seed: int) -> dict[str, Path]:
+    """The SONATA node file of each input population of a partition's network."""
+    return {
+        pop: upstream_file(root, G.NETWORK, param_set, seed, f"{pop}_nodes.h5")
+        for pop in (EXC_POP, PROX_POP, DIST_POP)
+    }
 
 
 def raster_files(root: Path, param_set: str, seed: int) -> dict[str, Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import small_params
@@ -206,6 +207,46 @@ def test_summary_links_to_the_runner_outputs_but_not_its_wall_times(env):
     spikes = m["inputs"]["output_spikes"]
     assert spikes["sha256"] == file_sha256(sim / "spikes.h5")
     assert spikes["manifest"]["asset"] == "simulation_outputs"
+
+
+def test_nwb_export_of_the_real_run(env):
+    """The NWB file holds the run's spikes and soma voltage bit for bit (seconds / volts by
+    NWB's rules), the three input populations, and the lineage; nwbinspector finds nothing at
+    CRITICAL or BEST_PRACTICE_VIOLATION; a re-materialization gives the same bytes."""
+    from pynwb import NWBHDF5IO
+    from test_nwb_export import inspector_problems
+
+    from l5assets.lineage.manifest import manifest_digest, read_manifest
+
+    meta = env["first"]["nwb_export"]
+    path = Path(meta["path_nwb"])
+    sim = env["first"]["simulation_outputs"]
+    with h5py.File(sim["path_spikes"], "r") as f:
+        pops = set(f["spikes"])  # empty when the cell stays silent
+        spikes_ms = f["spikes/biophysical/timestamps"][()] if pops else np.zeros(0)
+    with h5py.File(sim["path_v_report"], "r") as f:
+        v_mv = f["report/biophysical/data"][:, 0]
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        assert np.array_equal(np.asarray(nwb.units["spike_times"][0]), spikes_ms / 1000.0)
+        soma = nwb.acquisition["soma_v"]
+        assert np.array_equal(soma.data[:], v_mv) and soma.conversion == 1e-3
+        assert soma.unit == "volts" and soma.rate == pytest.approx(1000.0 / 0.1)
+        for pop in ("exc_stim", "prox_inh_stim", "dist_inh_stim"):
+            table = nwb.processing["misc"][pop]
+            assert len(table["spike_times"].target) == meta[f"n_{pop}_spikes"], pop
+        notes = json.loads(nwb.notes)
+    params = load_param_set(PS, env["params_dir"])
+    assert (notes["param_set"], notes["seed"]) == (PS, SEED)
+    assert notes["params_hash"] == params.params_hash == meta["params_hash"]
+    for asset, digest in notes["manifest_digests"].items():
+        up = env["storage"].partition_dir(asset, PS, SEED) / "manifest.json"
+        assert digest == manifest_digest(read_manifest(up)), asset
+    assert len(spikes_ms) == meta["n_cell_spikes"]
+    assert not inspector_problems(path, silent_cell=spikes_ms.size == 0)
+    before = path.read_bytes()
+    materialize(env, ["nwb_export"], env["key"])
+    assert path.read_bytes() == before
 
 
 def ui_and_status(env) -> tuple[dict, dict]:

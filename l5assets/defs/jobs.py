@@ -19,7 +19,7 @@ cell_job = dg.define_asset_job(
 seed_job = dg.define_asset_job(
     "seed_job",
     selection=dg.AssetSelection.assets(*G.SEED_ASSETS),
-    description="Everything of one (param_set, seed) partition: inputs, network, simulation.",
+    description="One (param_set, seed) partition: inputs, network, simulation, NWB export.",
 )
 
 observe_sources_job = dg.define_asset_job(
