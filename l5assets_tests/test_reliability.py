@@ -806,7 +806,7 @@ def test_cli_run_reports_each_asset_and_the_neuron_progress(e2e, clean_run):
     for asset in ("segments_table [T_ok]", "exc_raster [T_ok|1]", "simulation_outputs [T_ok|1]"):
         assert f"- {asset}: started" in lines, err
         assert any(x.startswith(f"- {asset}: done in ") for x in lines), err
-    progress = [x for x in lines if "NEURON run:" in x and "% simulated" in x]
+    progress = [x for x in lines if "NEURON run:" in x and " ms simulated (" in x]
     assert len(progress) >= 10 and "(100%)" in progress[-1], err
     assert any("placing its synapses" in x for x in lines), err
     assert "running: " not in err and "-m l5assets" not in err
