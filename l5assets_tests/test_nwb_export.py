@@ -166,13 +166,15 @@ _WRITER = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
+import bmtk.simulator.bionet  # loads an NWB extension namespace into pynwb's type map
 from test_nwb_export import write
 write(Path(sys.argv[1]))
 """
 
 
 def test_same_inputs_give_the_same_bytes_in_another_process(tmp_path, written):
-    """Object ids, identifier and dates are deterministic, also under another hash seed."""
+    """Object ids, identifier and dates are deterministic, also under another hash seed and
+    with another NWB namespace loaded in the writing process (BMTK's bionet loads one)."""
     code = _WRITER.format(tests=str(Path(__file__).parent))
     out = tmp_path / "other"
     out.mkdir()

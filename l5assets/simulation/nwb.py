@@ -21,7 +21,9 @@ Determinism: the NWB `identifier` is derived from the provenance (params hash, s
 manifest digests), `session_start_time` and `file_create_date` are a fixed instant (a
 simulation has no wall-clock start; the manifest records when it was written), and the
 object ids HDF-5 containers carry (random UUIDs in hdmf) are re-drawn from a stream seeded by
-the identifier. Same inputs therefore give the same bytes (tested across processes).
+the identifier. No schema is cached in the file (hdmf caches every namespace loaded in the
+process, so an extension BMTK loads would change the bytes). Same inputs therefore give the
+same bytes (tested across processes).
 """
 
 from __future__ import annotations
@@ -290,7 +292,10 @@ def write_nwbfile(nwb, path: Path) -> Path:
     with _seeded_object_ids(nwb.identifier):
         nwb.generate_new_id()  # every container, in the tree's (deterministic) order
     with NWBHDF5IO(str(path), mode="w") as io:
-        io.write(nwb)
+        # no cached specs: hdmf would cache every namespace loaded in this process (BMTK's
+        # bionet loads an extension), so the bytes would depend on what ran before; the file
+        # uses the core NWB schema only, which every reader has
+        io.write(nwb, cache_spec=False)
     return Path(path)
 
 
