@@ -114,6 +114,28 @@ def test_checkpoint_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert best["generation"] == 3 and len(best["values"]) == len(fit.PARAMETERS)
 
 
+class _FewerObjectives(_Sphere):
+    def __init__(self) -> None:
+        super().__init__()
+        self.objectives = self.objectives[:-1]
+
+    def init_simulator_and_evaluate_with_lists(self, values):
+        return super().init_simulator_and_evaluate_with_lists(values)[:-1]
+
+
+def test_a_checkpoint_of_other_objectives_is_refused(tmp_path: Path) -> None:
+    """Continuing a checkpoint scored on another objective set would mix incomparable
+    fitnesses: refused with a message, before anything runs."""
+    ckpt = tmp_path / "old.pkl"
+    start = fit.initial_population(4, 1)
+    kw = dict(offspring=4, seed=1, workers=1, start=start, log=lambda m: None)
+    fit.run_fit(ckpt, generations=1, evaluator=_FewerObjectives(), **kw)
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match="other parameters or objectives"):
+        fit.run_fit(ckpt, generations=1, evaluator=_Sphere(), **kw)
+    assert ckpt.read_bytes() == before
+
+
 def _maybe_slow(values):
     import time
 

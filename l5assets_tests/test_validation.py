@@ -197,6 +197,61 @@ def test_main_bifurcation_and_site_shift() -> None:
     del h
 
 
+def test_train_pulses_sit_just_above_each_pulses_threshold() -> None:
+    """ca_train's calibration (Larkum et al. 1999: one AP per pulse): on the default cell every
+    pulse of the single sweep and the 50 Hz train evokes its AP in its window at the
+    calibrated amplitude, and misses it one resolution step below its threshold."""
+    from neuron import h
+
+    from l5assets.cell.builder import build_cell
+    from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms
+    from l5assets.cell.validation.features import _EXTRACT
+    from l5assets.cell.validation.protocols import (
+        TRAIN_CALIBRATION,
+        TRAIN_MARGIN,
+        train_protocol,
+    )
+    from l5assets.cell.validation.worker import _run_protocol, calibrate_train_pulses
+
+    load_mechanisms(compile_mechanisms())
+    h.load_file("stdrun.hoc")
+    cell = build_cell(V.DEFAULT_CELL, None, dL=20.0)
+    shift = V.site_shift(cell)
+    kw = dict(shift=shift, cvode=True, atol=V.CVODE_ATOL, dt=V.DT)
+    amps = calibrate_train_pulses(h, cell, sweeps=(0, 1), **kw)
+    assert sorted(amps) == ["50Hz", "single"] and len(amps["50Hz"]) == 5
+    assert amps["50Hz"][0] == amps["single"][0]  # the same state before the first pulse
+    tr = _run_protocol(
+        h,
+        cell,
+        train_protocol(amps),
+        sweeps=(0, 1),
+        use_savestate=True,
+        calibrate=False,
+        shift=shift,
+        cvode=True,
+    )
+    f = _EXTRACT["ca_train"](tr)
+    assert f["ca_train.single.pulse_aps"] == 1 and f["ca_train.50Hz.pulse_aps"] == 5
+    # one step below the threshold, the 4th pulse of the train evokes no AP of its own
+    below = list(amps["50Hz"])
+    below[3] = below[3] / TRAIN_MARGIN - 1.5 * TRAIN_CALIBRATION[2]
+    tr = _run_protocol(
+        h,
+        cell,
+        train_protocol({"50Hz": below}),
+        sweeps=(1,),
+        use_savestate=True,
+        calibrate=False,
+        shift=shift,
+        cvode=True,
+    )
+    assert _EXTRACT["ca_train"](tr)["ca_train.50Hz.pulse_aps"] == 4
+    sw = train_protocol(amps).sweeps[1]
+    assert [p.amp for p in sw.pulses] == amps["50Hz"]
+    del h
+
+
 def test_bap_on_default_cell(bap_bac: dict[str, V.ProtocolTraces]) -> None:
     tr = bap_bac["bap"]
     # recording sites lie on the apical trunk at Hay's cell1 distances moved by the shift

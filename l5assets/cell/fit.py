@@ -89,7 +89,7 @@ PARAM_NAMES = tuple(p.name for p in PARAMETERS)
 FIT_UNITS: tuple[tuple[str, tuple[int, ...] | None], ...] = (
     ("bap", None),
     ("bac", None),
-    ("ca_train", (0, 1, 8)),  # single pulse, 50 Hz, 120 Hz (pulse calibrated per candidate)
+    ("ca_train", (0, 1, 5)),  # single pulse, 50 Hz, 120 Hz (pulses calibrated per candidate)
     ("hay_steps", None),
 )
 
@@ -133,6 +133,7 @@ OBJECTIVES: tuple[FitObjective, ...] = (
     FitObjective("BAC AHP depth", "bac.paired.BAC_ahpdepth", -65.0, 4.0),
     FitObjective("train: one pulse, no Ca2+ spike", "ca_train.single.ca_spike", expect=0.0),
     FitObjective("train: one pulse, 1 AP", "ca_train.single.spikecount", expect=1.0),
+    FitObjective("train 50 Hz: an AP per pulse", "ca_train.50Hz.pulse_aps", expect=5.0),
     FitObjective("train 50 Hz: no Ca2+ spike", "ca_train.50Hz.ca_spike", expect=0.0),
     FitObjective("train 120 Hz: Ca2+ spike", "ca_train.120Hz.ca_spike", expect=1.0),
     FitObjective("Hay step1 frequency", "hay_steps.step1.mean_frequency", 9.0, 0.88),
@@ -326,7 +327,7 @@ def run_fit(
             map_function=timed_map(pool, EVAL_TIMEOUT_S, len(evaluator.objectives)),
             selector_name="IBEA",
         )
-        gen = _generation(checkpoint)
+        gen = _generation(checkpoint, evaluator)
         done = 0
         while True:
             if generations is not None and done >= generations:
@@ -344,7 +345,7 @@ def run_fit(
                 opt.run(max_ngen=2, cp_filename=str(checkpoint), parent_population=pop)
             else:
                 opt.run(max_ngen=gen + 1, cp_filename=str(checkpoint), continue_cp=True)
-            gen = _generation(checkpoint)
+            gen = _generation(checkpoint, evaluator)
             done += 1
             best = best_individual(checkpoint)
             log(
@@ -354,11 +355,23 @@ def run_fit(
     return {"generation": gen, "best": best_individual(checkpoint)}
 
 
-def _generation(checkpoint: Path) -> int:
+def _generation(checkpoint: Path, evaluator: Any) -> int:
     if not checkpoint.exists():
         return 0
     with open(checkpoint, "rb") as f:
-        return int(pickle.load(f)["generation"])
+        cp = pickle.load(f)
+    # a checkpoint of another objective or parameter set cannot be continued
+    n_obj = len(cp["population"][0].fitness.values) if cp.get("population") else None
+    names = list(evaluator.param_names)
+    if list(cp.get("param_names") or names) != names or n_obj not in (
+        None,
+        len(evaluator.objectives),
+    ):
+        raise ValueError(
+            f"{checkpoint}: made for other parameters or objectives ({n_obj} objectives, "
+            f"{len(evaluator.objectives)} now); move it away to start a new fit"
+        )
+    return int(cp["generation"])
 
 
 def best_individual(checkpoint: Path) -> dict[str, Any]:

@@ -63,7 +63,7 @@ from l5assets.cell.validation.targets import (
 from l5assets.cell.validation.traces import ProtocolTraces
 from l5assets.cell.validation.worker import (
     apical_trunk,
-    calibrate_train_pulse,
+    calibrate_train_pulses,
     epsp_waveform,
     main_bifurcation,
     site_shift,
@@ -123,6 +123,6 @@ __all__ = [
     "trunk_point",
     "validate_cell",
     "ca_spike_events",
-    "calibrate_train_pulse",
+    "calibrate_train_pulses",
     "plan_units",
 ]

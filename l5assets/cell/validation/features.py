@@ -21,6 +21,7 @@ from l5assets.cell.validation.protocols import (
     PROTOCOLS,
     REF_FI_THRESHOLD,
     REF_FI_WINDOW,
+    ap_windows,
 )
 from l5assets.cell.validation.traces import ProtocolTraces
 
@@ -254,9 +255,18 @@ def _features_ca_train(tr: ProtocolTraces) -> dict[str, Any]:
     p = PROTOCOLS["ca_train"]
     out: dict[str, Any] = {}
     critical = None
+    pulses_nA = tr.site_info.get("soma", {}).get("pulse_nA") or {}
     for s in _sweeps(tr):
         pre = f"ca_train.{s.name}"
-        out[f"{pre}.spikecount"] = float(spike_count(t, tr.v(s.name, "soma"), p.stim_window))
+        v_soma = tr.v(s.name, "soma")
+        out[f"{pre}.spikecount"] = float(spike_count(t, v_soma, p.stim_window))
+        up = threshold_crossings(t, v_soma, SOMA_THRESHOLD)
+        # pulses that evoked their AP (within `ap_windows`): one AP per pulse means all of them
+        out[f"{pre}.pulse_aps"] = float(
+            sum(bool(((up >= a) & (up < b)).any()) for a, b in ap_windows(s))
+        )
+        if s.name in pulses_nA:
+            out[f"{pre}.pulse_nA"] = [float(a) for a in pulses_nA[s.name]]
         ca = ca_spike(t, tr.v(s.name, "dend"), p.stim_window[0])
         out[f"{pre}.ca_spike"] = 1.0 if ca["present"] else 0.0
         out[f"{pre}.ca_width"] = ca["width"]
@@ -265,7 +275,8 @@ def _features_ca_train(tr: ProtocolTraces) -> dict[str, Any]:
         if s.name != "single" and ca["present"] and critical is None:
             critical = float(s.value or 0.0)
     out["ca_train.critical_frequency"] = critical
-    out["ca_train.pulse_nA"] = tr.site_info.get("soma", {}).get("pulse_nA")
+    single = pulses_nA.get("single")
+    out["ca_train.pulse_nA"] = float(single[0]) if single else None  # the single pulse's
     return out
 
 

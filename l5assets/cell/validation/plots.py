@@ -89,9 +89,14 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
         if r["gating"]
     )
     title = PROTOCOLS[tr.protocol].title
-    pulse = tr.site_info.get("soma", {}).get("pulse_nA")
-    if tr.protocol == "ca_train" and pulse is not None:
-        title = f"Ca2+ spike after 5 somatic APs: 2 ms x {pulse:.2f} nA pulses (calibrated)"
+    pulses = tr.site_info.get("soma", {}).get("pulse_nA") or {}
+    if tr.protocol == "ca_train" and pulses:
+        lo = min(min(a) for a in pulses.values())
+        hi = max(max(a) for a in pulses.values())
+        title = (
+            f"Ca2+ spike after 5 somatic APs: 2 ms pulses, each just above its threshold "
+            f"({lo:.2f}-{hi:.2f} nA)"
+        )
     fig.suptitle(f"{tr.protocol}: {title}", fontsize=10)
     fig.text(0.01, 0.005, text, fontsize=7, va="bottom", family="monospace")
     n_lines = text.count("\n") + 1

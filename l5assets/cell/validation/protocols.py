@@ -12,10 +12,13 @@ al. 1999) as pure data, shared by the parent process and the NEURON worker:
   three sweeps: pulse alone, EPSP alone, both.
 - ``hay_steps``: Hay 2011's three 2 s somatic steps of 0.619 / 0.793 / 1.507 nA from 700 ms
   (no holding current), 3 s in all; eFEL features between 700 and 2700 ms.
-- ``ca_train``: a single somatic pulse, then trains of five pulses at 50 .. 150 Hz; each pulse
-  (2 ms x TRAIN_PULSE nA) evokes one AP and, alone, no Ca2+ spike (as Larkum et al. 1999 chose
-  theirs, just above AP threshold); the critical frequency is the lowest train frequency that
-  triggers a dendritic Ca2+ spike (Larkum et al. 1999: ~100 Hz).
+- ``ca_train``: a single somatic pulse, then trains of five 2 ms pulses at 50 .. 150 Hz. Each
+  pulse is set just above its own AP threshold (Larkum et al. 1999 adjusted theirs to evoke one
+  AP per pulse): the worker finds, pulse after pulse, the weakest amplitude that evokes an AP
+  within 3 ms of the pulse's end, and applies it with a 1% margin. The critical frequency is the
+  lowest train frequency that triggers a dendritic Ca2+ spike (Larkum et al. 1999: 60-200 Hz,
+  typically ~100 Hz). One amplitude for all pulses cannot do this: a pulse strong enough for the
+  5th AP of a train fires a doublet and the Ca2+ spike on its own, even in Hay's own model.
 - ``ref_fi``: the reference pipeline's own F-I protocol: 3 s runs at a fixed dt of 0.1 ms, a
   step from 500 to 3000 ms at 0.4 / 0.8 / 1.2 / 2.0 / 3.0 nA, spikes counted as upward crossings
   of -10 mV at the soma, rate over 1000-3000 ms.
@@ -28,6 +31,7 @@ Which protocols a cell runs, and which targets gate it, follow its target family
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 DT = 0.025  # ms, output sampling and the fixed step
@@ -101,10 +105,12 @@ FI_AMPS = tuple(round(0.1 * k, 1) for k in range(1, 16))
 FI_START, FI_DURATION = 300.0, 1000.0
 STEP_AMPS = (0.458, 0.562, 0.95)
 HAY_STEP_AMPS = (0.619, 0.793, 1.507)
-TRAIN_FREQS = (50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0, 130.0, 150.0)
-TRAIN_PULSE = (2.0, 4.0)  # ms, nA: placeholder amplitude; the worker calibrates it per cell
-TRAIN_CALIBRATION = (0.5, 6.0, 0.15)  # nA: search range and resolution of the pulse amplitude
-TRAIN_CALIBRATION_FREQ = 100.0  # Hz: the amplitude is the weakest giving 5 APs at this rate
+# every train's pulses are calibrated one by one: six frequencies bracket [60, 120] Hz
+TRAIN_FREQS = (50.0, 60.0, 80.0, 100.0, 120.0, 150.0)
+TRAIN_PULSE = (2.0, 4.0)  # ms, nA: placeholder amplitude; the worker calibrates every pulse
+TRAIN_CALIBRATION = (0.0, 8.0, 0.01)  # nA: search range and resolution of a pulse's threshold
+TRAIN_MARGIN = 1.01  # applied amplitude / threshold amplitude ("just suprathreshold")
+TRAIN_AP_WINDOW = 3.0  # ms after a pulse's end within which its AP must start
 TRAIN_START = 295.0
 REF_FI_AMPS = (0.4, 0.8, 1.2, 2.0, 3.0)
 REF_FI_START, REF_FI_STOP = 500.0, 3000.0
@@ -113,30 +119,65 @@ REF_FI_DT = 0.1
 REF_FI_THRESHOLD = -10.0  # mV
 
 
-def _train(freq: float, amp: float = TRAIN_PULSE[1]) -> Sweep:
+def _amps(amp: float | Sequence[float], n: int) -> list[float]:
+    return [float(amp)] * n if isinstance(amp, int | float) else [float(a) for a in amp]
+
+
+def _train(freq: float, amp: float | Sequence[float] = TRAIN_PULSE[1]) -> Sweep:
     period = 1000.0 / freq
-    pulses = tuple(Pulse("soma", TRAIN_START + k * period, TRAIN_PULSE[0], amp) for k in range(5))
+    pulses = tuple(
+        Pulse("soma", TRAIN_START + k * period, TRAIN_PULSE[0], a)
+        for k, a in enumerate(_amps(amp, 5))
+    )
     return Sweep(f"{freq:g}Hz", pulses=pulses, value=freq)
 
 
+def ap_windows(sweep: Sweep) -> list[tuple[float, float]]:
+    """Per pulse of a train sweep, the window (ms) in which the AP it evokes must start: from
+    its onset to TRAIN_AP_WINDOW after its end, cut at the next pulse's onset."""
+    onsets = [p.delay for p in sweep.pulses]
+    out = []
+    for k, p in enumerate(sweep.pulses):
+        end = p.delay + p.duration + TRAIN_AP_WINDOW
+        if k + 1 < len(onsets):
+            end = min(end, onsets[k + 1])
+        out.append((p.delay, end))
+    return out
+
+
 def train_protocol(
-    amp: float, freqs: tuple[float, ...] = TRAIN_FREQS, single: bool = True, tstop: float = 600.0
+    amp: float | Mapping[str, Sequence[float]],
+    freqs: tuple[float, ...] = TRAIN_FREQS,
+    single: bool = True,
+    tstop: float = 600.0,
 ) -> Protocol:
-    """The ca_train protocol with pulses of `amp` nA (the worker calibrates `amp` per cell:
-    the weakest 2 ms pulse that evokes an AP at every pulse of a 100 Hz train, as Larkum et
-    al. 1999 adjusted theirs to evoke one AP per pulse)."""
+    """The ca_train protocol: pulses of `amp` nA, or per sweep name the amplitude of each
+    pulse (what the worker's calibration finds; a sweep it did not calibrate keeps the
+    placeholder)."""
+
+    def of(name: str, n: int) -> float | Sequence[float]:
+        if isinstance(amp, Mapping):
+            return _amps(amp.get(name, TRAIN_PULSE[1]), n)
+        return amp
+
     sweeps = (
-        (Sweep("single", pulses=(Pulse("soma", TRAIN_START, TRAIN_PULSE[0], amp),), value=0.0),)
+        (
+            Sweep(
+                "single",
+                pulses=(Pulse("soma", TRAIN_START, TRAIN_PULSE[0], _amps(of("single", 1), 1)[0]),),
+                value=0.0,
+            ),
+        )
         if single
         else ()
     )
     return Protocol(
         name="ca_train",
-        title=f"Ca2+ spike after 5 somatic APs: 2 ms x {amp:.2f} nA pulses at 50-150 Hz",
+        title="Ca2+ spike after 5 somatic APs: 2 ms pulses just above threshold, 50-150 Hz",
         tstop=tstop,
         lead_in=TRAIN_START,
         sites=(("soma", None), ("dend", BAC_SITE_UM)),
-        sweeps=sweeps + tuple(_train(f, amp) for f in freqs),
+        sweeps=sweeps + tuple(_train(f, of(f"{f:g}Hz", 5)) for f in freqs),
         stim_window=(TRAIN_START, tstop),
     )
 

@@ -94,13 +94,20 @@ def _merge(name: str, parts: list[tuple[list[int], ProtocolTraces]]) -> Protocol
     order = sorted((i, tr, j) for idx, tr in parts for j, i in enumerate(idx))
     first = parts[0][1]
     data = np.stack([tr.data[j] for _, tr, j in order])
+    info = {site: dict(v) for site, v in first.site_info.items()}
+    # per-sweep entries (the calibrated train pulses) come from every unit
+    pulses: dict[str, Any] = {}
+    for _, tr in parts:
+        pulses.update(tr.site_info.get("soma", {}).get("pulse_nA") or {})
+    if pulses:
+        info.setdefault("soma", {})["pulse_nA"] = pulses
     merged = ProtocolTraces(
         name,
         first.dt,
         [PROTOCOLS[name].sweeps[i].name for i, _, _ in order],
         first.sites,
         data,
-        first.site_info,
+        info,
     )
     merged.runtime_s = sum(tr.runtime_s for _, tr in parts)
     return merged

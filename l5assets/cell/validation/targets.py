@@ -307,7 +307,10 @@ TARGETS: tuple[Target, ...] = (
         lower=60.0,
         upper=120.0,
         source="Larkum et al. 1999; Hay et al. 2011 (~100 Hz)",
-        method="lowest tested train frequency (50-150 Hz) giving a Ca2+ spike at the Ca2+ site",
+        method=(
+            "lowest tested train frequency (50-150 Hz) giving a Ca2+ spike at the Ca2+ site; "
+            "every pulse 2 ms, 1% above its own AP threshold"
+        ),
     ),
     _exact(
         "ca_train.single.spikecount",
@@ -326,12 +329,20 @@ TARGETS: tuple[Target, ...] = (
         "dendritic Ca2+ spike criterion at the Ca2+ site (620 um on cell1)",
     ),
     _exact(
-        "ca_train.100Hz.spikecount",
+        "ca_train.50Hz.pulse_aps",
         "ca_train",
-        "5-pulse train at 100 Hz: somatic APs",
+        "5-pulse train at 50 Hz: pulses that evoked their AP",
         5.0,
-        "protocol check (one AP per pulse)",
-        "eFEL spike_count_stimint, -20 mV",
+        "Larkum et al. 1999 (one AP per pulse)",
+        "upward -20 mV crossing from each pulse's onset to 3 ms after its end",
+    ),
+    _exact(
+        "ca_train.50Hz.ca_spike",
+        "ca_train",
+        "5-pulse train at 50 Hz: Ca2+ spike (0 = none)",
+        0.0,
+        "Larkum et al. 1999 (no Ca2+ spike below the critical frequency)",
+        "dendritic Ca2+ spike criterion at the Ca2+ site (620 um on cell1)",
     ),
     # --- informational: the rest of the published feature sets ---
     Target(

@@ -21,6 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,14 @@ from l5assets.cell.validation.protocols import (
     E_FAR,
     PROTOCOLS,
     TRAIN_CALIBRATION,
-    TRAIN_CALIBRATION_FREQ,
-    TRAIN_START,
+    TRAIN_MARGIN,
     V_INIT,
     EpspCurrent,
     Protocol,
     Pulse,
     Sweep,
     ValidationError,
+    ap_windows,
     train_protocol,
 )
 from l5assets.cell.validation.traces import ProtocolTraces
@@ -158,46 +159,87 @@ def _advance(tstop: float) -> None:
         h.fadvance()
 
 
-def calibrate_train_pulse(
-    h: Any, cell: Any, *, shift: float, cvode: bool, atol: float, dt: float
-) -> float:
-    """The weakest 2 ms somatic pulse (nA, to TRAIN_CALIBRATION's resolution) at which every
-    pulse of a 5-pulse train at TRAIN_CALIBRATION_FREQ evokes an AP (bisection)."""
-    from l5assets.cell.validation.features import spike_count
+def calibrate_train_pulses(
+    h: Any,
+    cell: Any,
+    *,
+    shift: float,
+    cvode: bool,
+    atol: float,
+    dt: float,
+    sweeps: Sequence[int] | None = None,
+) -> dict[str, list[float]]:
+    """Per ca_train sweep (all, or the indices `sweeps`), the amplitude (nA) of each pulse: the
+    weakest (bisection to TRAIN_CALIBRATION's resolution) at which that pulse, after the
+    pulses before it at their own amplitudes, evokes an AP in its window (`ap_windows`), times
+    TRAIN_MARGIN. Each trial restarts from a saved state at the pulse's onset, so a trial costs
+    only the pulse's window."""
+    from l5assets.cell.validation.features import SOMA_THRESHOLD
 
-    lo, hi, tol = TRAIN_CALIBRATION
-    # the 5 pulses span 40 ms: 70 ms after the lead-in are enough to count the APs
-    tstop = TRAIN_START + 70.0
-    proto = train_protocol(hi, (TRAIN_CALIBRATION_FREQ,), single=False, tstop=tstop)
+    lo0, hi0, tol = TRAIN_CALIBRATION
+    proto = PROTOCOLS["ca_train"]
+    chosen = [proto.sweeps[i] for i in (range(len(proto.sweeps)) if sweeps is None else sweeps)]
     h.celsius = CELSIUS
     segs, _ = _place_sites(h, cell, proto, shift, None)
     run = _ProtocolRun(h, cell, proto, segs, 5, cvode=cvode, atol=atol, dt=dt)
-    # one stimulus-free lead-in, restored for every trial amplitude
-    lead_t, lead_v, state = run.lead_in()
-    grid = np.arange(int(round(tstop / DT)) + 1) * DT
-    soma = [name for name, _ in proto.sites].index("soma")
+    _, _, at_start = run.lead_in()  # at the first pulse's onset
 
-    def ok(amp: float) -> bool:
-        run.start_sweep(
-            train_protocol(amp, (TRAIN_CALIBRATION_FREQ,), single=False, tstop=tstop).sweeps[0],
-            state,
-        )
-        run.advance(tstop)
-        v = _resample(run, grid, DT, (lead_t, lead_v))[soma]
-        return spike_count(grid, v, proto.stim_window) >= 5
+    def restore(state: Any) -> None:
+        state.restore()
+        if cvode:
+            h.cvode.re_init()
+        h.frecord_init()
 
-    if not ok(hi):
-        h.cvode_active(0)
-        return hi
-    while hi - lo > tol:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    def has_ap(window: tuple[float, float]) -> bool:
+        t, v = np.array(run.trec), np.array(run.recs["soma"])
+        up = np.flatnonzero((v[:-1] < SOMA_THRESHOLD) & (v[1:] >= SOMA_THRESHOLD)) + 1
+        return bool(((t[up] >= window[0]) & (t[up] < window[1])).any())
+
+    out: dict[str, list[float]] = {}
+    first: float | None = None  # every sweep's first pulse starts from the same state
+    for sw in chosen:
+        windows = ap_windows(sw)
+        run.set_sweep(Sweep(sw.name, pulses=tuple(replace(p, amp=0.0) for p in sw.pulses)))
+        state, amps = at_start, []
+        for k, window in enumerate(windows):
+
+            def ok(
+                a: float, k: int = k, window: tuple[float, float] = window, state: Any = state
+            ) -> bool:
+                restore(state)
+                run.pulses[k].amp = a
+                run.advance(window[1])
+                return has_ap(window)
+
+            if k == 0 and first is not None:
+                amp = first
+            else:
+                # bracket from the first pulse's threshold (most pulses need less than twice
+                # it), widened to the search range when that is not enough
+                lo, hi = lo0, min(hi0, 2.0 * first) if first else hi0
+                if not ok(hi):
+                    lo, hi = hi, hi0
+                if ok(hi):
+                    while hi - lo > tol:
+                        mid = 0.5 * (lo + hi)
+                        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+                amp = round(hi * TRAIN_MARGIN, 4)
+                if k == 0:
+                    first = amp
+            amps.append(amp)
+            run.pulses[k].amp = amp
+            if k + 1 < len(windows):  # on to the next pulse's onset with this one applied
+                restore(state)
+                run.advance(sw.pulses[k + 1].delay)
+                state = h.SaveState()
+                state.save()
+        out[sw.name] = amps
     h.cvode_active(0)
-    return round(hi, 3)
+    return out
 
 
 def _place_sites(
-    h: Any, cell: Any, proto: Protocol, shift: float, pulse_amp: float | None
+    h: Any, cell: Any, proto: Protocol, shift: float, pulse_amp: dict[str, list[float]] | None
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The recording segments of a protocol's sites, and what to record about them."""
     soma = cell.soma[0]
@@ -384,14 +426,16 @@ def _run_protocol(
 
     `shift` moves every trunk site (um); `sweeps` selects sweep indices (default all). A
     protocol with `fixed_dt` always integrates with that fixed step; ca_train calibrates its
-    pulse first (`calibrate_train_pulse`) unless `calibrate` is False."""
+    pulses first (`calibrate_train_pulses`) unless `calibrate` is False."""
     t_start = time.monotonic()
     pulse_amp = None
-    if proto.name == "ca_train" and calibrate:
-        pulse_amp = calibrate_train_pulse(h, cell, shift=shift, cvode=cvode, atol=atol, dt=dt)
-        proto = train_protocol(pulse_amp)
     if proto.fixed_dt is not None:
         cvode, dt = False, proto.fixed_dt
+    if proto.name == "ca_train" and calibrate:
+        pulse_amp = calibrate_train_pulses(
+            h, cell, shift=shift, cvode=cvode, atol=atol, dt=dt, sweeps=sweeps
+        )
+        proto = train_protocol(pulse_amp)
     grid_dt = proto.fixed_dt or DT
     chosen = [proto.sweeps[i] for i in (range(len(proto.sweeps)) if sweeps is None else sweeps)]
     h.celsius = CELSIUS
