@@ -34,7 +34,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCK_WAIT_S = float(os.environ.get("L5ASSETS_LOCK_WAIT_S", "86400"))
 INSTANCE_LOCK = ".l5assets-instance.lock"
 # Metadata left out of `run --json`: the whole manifest (its path is listed under "paths").
-CLI_OMITTED_METADATA = ("manifest_json",)
+CLI_OMITTED_METADATA = ("manifest_json", "plot")  # the inline figure: its file is listed
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:

@@ -34,6 +34,7 @@ DIST_SPIKES = f"{DIST_POP}_spikes.h5"
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.json"
+SUMMARY_FIGURE = "summary.png"  # the run at a glance (full size; a small copy is inline)
 # nwb_export
 NWB_FILE = "run.nwb"
 # Outputs of the runner that hold wall times / log lines: kept, but not content-hashed.

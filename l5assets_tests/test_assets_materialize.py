@@ -152,6 +152,24 @@ def test_network_and_simulation_files(env):
     )
 
 
+def test_summary_shows_its_figure_inline_and_the_science_first(env):
+    """The summary's materialization: the numbers first, then the run's figure as an inline
+    PNG (<= 150 KB), then the provenance; the full-size figure sits next to summary.json."""
+    import base64
+
+    meta = env["first"]["simulation_summary"]
+    keys = list(meta)
+    assert keys[0] == "firing_rate_hz" and keys.index("plot") < keys.index("param_set")
+    md = meta["plot"]
+    prefix = "![plot](data:image/png;base64,"
+    assert md.startswith(prefix) and md.endswith(")")
+    png = base64.b64decode(md[len(prefix) : -1])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) <= 150_000
+    full = Path(meta["path_plot"])
+    assert full.name == "summary.png" and full.read_bytes()[:8] == png[:8]
+    assert full.stat().st_size > len(png)  # the full-size one is larger
+
+
 def test_params_file_observation_records_the_file_hash(env):
     # selecting an observable source asset runs its observation
     res = dg.materialize(

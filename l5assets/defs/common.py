@@ -248,6 +248,7 @@ def asset_result(
     params_file: Path | None = None,
     mod_dir: Path | None = None,
     manifest_extra: Mapping[str, Any] | None = None,
+    figures: Mapping[str, bytes] | None = None,
 ) -> dg.MaterializeResult:
     """Write the lineage manifest into the temp folder and build the MaterializeResult:
     metadata common to every asset (paths, counts, hashes) plus a content-hash DataVersion.
@@ -284,12 +285,23 @@ def asset_result(
         },
         staging_dir=tmp_dir,
     )
-    metadata: dict[str, Any] = {
-        "param_set": params.name,
-        "params_hash": params.params_hash,
-        "content_hash": digest,
-        "dir": dg.MetadataValue.path(str(out_dir)),
-    }
+    # the science first (numbers, then figures), the provenance after: the UI lists
+    # metadata in this order
+    metadata: dict[str, Any] = {}
+    for k, v in (extra or {}).items():
+        metadata[k] = _metadata_value(v)
+    for k, v in (counts or {}).items():
+        metadata[f"n_{k}" if not k.startswith("n_") else k] = v
+    for name, png in (figures or {}).items():
+        metadata[name] = figure_markdown(name, png)
+    metadata.update(
+        {
+            "param_set": params.name,
+            "params_hash": params.params_hash,
+            "content_hash": digest,
+            "dir": dg.MetadataValue.path(str(out_dir)),
+        }
+    )
     if seed is not None:
         metadata["seed"] = seed
     for name, p in files.items():
@@ -297,11 +309,14 @@ def asset_result(
     metadata.update(manifest_metadata(staged_manifest, out_dir / MANIFEST_NAME))
     for name, p in (inputs or {}).items():
         metadata[f"input_{name}"] = dg.MetadataValue.path(str(p))
-    for k, v in (counts or {}).items():
-        metadata[f"n_{k}" if not k.startswith("n_") else k] = v
-    for k, v in (extra or {}).items():
-        metadata[k] = _metadata_value(v)
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(digest))
+
+
+def figure_markdown(name: str, png: bytes) -> dg.MarkdownMetadataValue:
+    """An inline PNG as Markdown metadata (the UI renders it in the materialization)."""
+    import base64
+
+    return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,9 +442,11 @@ class AssetStep:
         extra: Mapping[str, Any] | None = None,
         digest: str | None = None,
         manifest_extra: Mapping[str, Any] | None = None,
+        figures: Mapping[str, bytes] | None = None,
     ) -> dg.MaterializeResult:
         """Manifest into the temp folder + the MaterializeResult (`asset_result`). `files` maps
-        a short name to an output: a name inside the asset folder, or a Path elsewhere."""
+        a short name to an output: a name inside the asset folder, or a Path elsewhere;
+        `figures` maps a metadata name to a small inline PNG."""
         return asset_result(
             self.context,
             asset=self.asset,
@@ -445,6 +462,7 @@ class AssetStep:
             params_file=self.storage.params_file(self.param_set),
             mod_dir=self.mod_dir,
             manifest_extra=manifest_extra,
+            figures=figures,
         )
 
 

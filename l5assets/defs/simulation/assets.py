@@ -11,6 +11,7 @@ from l5assets import graph as G
 from l5assets.layout import (
     CONFIG_FILE,
     RESULT_FILE,
+    SUMMARY_FIGURE,
     SUMMARY_FILE,
     VOLATILE_OUTPUTS,
     mechanisms_record,
@@ -152,10 +153,12 @@ def _summary_metadata(summary: dict[str, Any]) -> tuple[dict[str, int], dict[str
 @graph_asset(
     G.SIMULATION_SUMMARY,
     kinds={"json", "numpy"},
-    code_version="3",
+    code_version="4",
     description=(
         "Summary of the run: the cell's firing rate and ISI CV, input spikes per population, "
-        "mean soma V, dendritic Ca2+ spikes at the hot-zone site (`summary.json`)."
+        "mean soma V, dendritic Ca2+ spikes at the hot-zone site (`summary.json`), and its "
+        "figure (`summary.png`, inline in the materialization): input raster sample and "
+        "population rates, soma voltage with the spikes, hot-zone voltage with its Ca2+ spikes."
     ),
 )
 def simulation_summary(step: AssetStep) -> dg.MaterializeResult:
@@ -190,5 +193,39 @@ def simulation_summary(step: AssetStep) -> dg.MaterializeResult:
     summary = {"param_set": step.param_set, "seed": step.seed, **summary}
     text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
     atomic_write_text(step.tmp / SUMMARY_FILE, text)
+    inline = _summary_plot(summary, spikes_out, spikes_in, v_report, dend, step.tmp)
     counts, extra = _summary_metadata(summary)
-    return step.result({"summary": SUMMARY_FILE}, counts=counts, extra=extra)
+    return step.result(
+        {"summary": SUMMARY_FILE, "plot": SUMMARY_FIGURE},
+        counts=counts,
+        extra=extra,
+        figures={"plot": inline},
+    )
+
+
+def _summary_plot(
+    summary: dict[str, Any],
+    spikes_out: Path,
+    spikes_in: dict[str, Path],
+    v_report: Path | None,
+    dend: Path | None,
+    out_dir: Path,
+) -> bytes:
+    """The run's figure, full size into `out_dir`; returns the inline copy."""
+    from l5assets.science.spikes import read_sonata_spikes
+    from l5assets.simulation.figures import read_dend_trace, render, summary_figure
+    from l5assets.simulation.summary import read_soma_trace
+
+    trains: dict[str, Any] = {}
+    for path in spikes_in.values():
+        trains.update(read_sonata_spikes(path))
+    out = read_sonata_spikes(spikes_out).get(CELL_POP) if spikes_out.exists() else None
+    fig = summary_figure(
+        summary,
+        trains,
+        out.timestamps if out is not None else [],
+        float(summary["duration_s"]) * 1000.0,
+        soma=read_soma_trace(v_report) if v_report is not None and v_report.exists() else None,
+        dend=read_dend_trace(dend) if dend is not None and dend.exists() else None,
+    )
+    return render(fig, out_dir / SUMMARY_FIGURE)

@@ -1,0 +1,153 @@
+"""Figures of a run (matplotlib Agg, no Dagster): what a materialization shows in the UI.
+
+Each figure is written full size next to the outputs and rendered once more as a small inline
+PNG (at most INLINE_MAX_BYTES, for Markdown metadata). PNGs carry no timestamp or version text,
+so the same run gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INLINE_MAX_BYTES = 150_000
+FULL_DPI = 130
+_INLINE_DPIS = (70, 55, 42, 32)
+POP_STYLE = {  # population -> (label, colour)
+    "exc_stim": ("exc", "tab:red"),
+    "prox_inh_stim": ("PV+", "tab:blue"),
+    "dist_inh_stim": ("SOM+", "tab:green"),
+}
+RASTER_SAMPLE = {"exc_stim": 120, "prox_inh_stim": 30, "dist_inh_stim": 30}
+RATE_BIN_MS = 20.0
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig: Any, dpi: float) -> bytes:
+    """The figure as PNG bytes (no metadata text: deterministic)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def render(fig: Any, full_path: Path) -> bytes:
+    """Write `fig` full size to `full_path`; return a small PNG of it (<= INLINE_MAX_BYTES)."""
+    full_path = Path(full_path)
+    full_path.write_bytes(png_bytes(fig, FULL_DPI))
+    for dpi in _INLINE_DPIS:
+        small = png_bytes(fig, dpi)
+        if len(small) <= INLINE_MAX_BYTES:
+            break
+    _pyplot().close(fig)
+    if len(small) > INLINE_MAX_BYTES:
+        raise ValueError(f"inline figure is {len(small)} bytes even at {dpi} dpi")
+    return small
+
+
+def _sample_ids(node_ids: np.ndarray, n: int) -> np.ndarray:
+    """The first `n` distinct node ids that spiked (a fixed, readable sample)."""
+    return np.unique(node_ids)[:n]
+
+
+def summary_figure(
+    summary: Mapping[str, Any],
+    input_trains: Mapping[str, Any],
+    output_spikes_ms: np.ndarray,
+    tstop_ms: float,
+    soma: tuple[np.ndarray, np.ndarray] | None = None,
+    dend: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Any:
+    """Input raster (a sample of each population), population rates, soma voltage with the
+    cell's spikes, and the hot-zone voltage with its Ca2+ spikes: one figure per run.
+
+    `input_trains`: population -> SpikeTrains (node_ids, timestamps in ms); `soma` / `dend`:
+    (t ms, v mV) traces, or None when not recorded."""
+    plt = _pyplot()
+    rows = 2 + (soma is not None) + (dend is not None)
+    fig, axes = plt.subplots(
+        rows, 1, figsize=(10, 2.1 * rows + 0.6), sharex=True, constrained_layout=True
+    )
+    ax_r, ax_rate = axes[0], axes[1]
+    offset = 0
+    bins = np.arange(0.0, tstop_ms + RATE_BIN_MS, RATE_BIN_MS)
+    for pop, (label, colour) in POP_STYLE.items():
+        trains = input_trains.get(pop)
+        if trains is None:
+            continue
+        ids, ts = np.asarray(trains.node_ids), np.asarray(trains.timestamps)
+        keep = _sample_ids(ids, RASTER_SAMPLE[pop])
+        sel = np.isin(ids, keep)
+        rank = np.searchsorted(keep, ids[sel])
+        ax_r.scatter(ts[sel], rank + offset, s=1.5, c=colour, marker="|", linewidths=0.6)
+        ax_r.text(tstop_ms * 1.005, offset + len(keep) / 2, label, color=colour, fontsize=8)
+        offset += len(keep) + 5
+        n_nodes = max(int(np.unique(ids).size), 1)
+        counts, _ = np.histogram(ts, bins=bins)
+        rate = counts / n_nodes / (RATE_BIN_MS / 1000.0)
+        inputs = summary.get("input_spikes", {}).get(pop, {})
+        mean = inputs.get("mean_rate_per_active_node_hz")
+        ax_rate.step(
+            bins[:-1],
+            rate,
+            where="post",
+            color=colour,
+            lw=0.9,
+            label=f"{label} ({mean:.1f} Hz)" if mean is not None else label,
+        )
+    ax_r.set_ylabel("input (sample)")
+    ax_r.set_yticks([])
+    ax_rate.set_ylabel("rate per input (Hz)")
+    ax_rate.legend(fontsize=7, loc="upper right", ncol=3)
+    k = 2
+    if soma is not None:
+        ax = axes[k]
+        k += 1
+        ax.plot(soma[0], soma[1], color="k", lw=0.5)
+        spikes = np.asarray(output_spikes_ms)
+        if spikes.size:
+            ax.plot(spikes, np.full(spikes.size, 45.0), "v", color="tab:purple", ms=3)
+        ax.set_ylabel("soma V (mV)")
+    if dend is not None:
+        ax = axes[k]
+        ax.plot(dend[0], dend[1], color="tab:orange", lw=0.5)
+        ca = summary.get("dend_ca_spikes") or {}
+        times = np.asarray(ca.get("times_ms") or [], dtype=float)
+        if times.size:
+            ax.plot(times, np.full(times.size, 25.0), "*", color="tab:brown", ms=5)
+        site = (ca.get("site") or {}).get("distance_um")
+        ax.set_ylabel(f"hot zone V (mV){f' @ {site:.0f} um' if site else ''}")
+    axes[-1].set_xlabel("time (ms)")
+    axes[-1].set_xlim(0.0, tstop_ms)
+    cv = summary.get("isi_cv")
+    ca = summary.get("dend_ca_spikes") or {}
+    title = (
+        f"{summary.get('param_set', '')} seed {summary.get('seed', '')}: "
+        f"{summary.get('spike_count', 0)} spikes, {summary.get('firing_rate_hz', 0.0):.2f} Hz, "
+        f"ISI CV {'n/a' if cv is None else f'{cv:.2f}'}"
+        + (f", {ca['count']} dendritic Ca2+ spikes" if ca else "")
+    )
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def read_dend_trace(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(t ms, v mV) of the runner's hot-zone recording (`dend_v.h5`)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        v = f["v"][()].astype(np.float64)
+        dt = float(f.attrs["dt_ms"])
+        t0 = float(f.attrs["t0_ms"])
+    return t0 + dt * np.arange(v.size), v
