@@ -35,6 +35,8 @@ CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.json"
 SUMMARY_FIGURE = "summary.png"  # the run at a glance (full size; a small copy is inline)
+GROUPS_FIGURE = "groups.png"  # functional groups on the morphology
+RASTER_FIGURE = "raster.png"  # a sample of the input spike trains and the population rates
 # nwb_export
 NWB_FILE = "run.nwb"
 # Outputs of the runner that hold wall times / log lines: kept, but not content-hashed.

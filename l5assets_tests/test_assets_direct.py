@@ -190,7 +190,11 @@ def test_manifest_appears_with_the_outputs_and_a_corrupt_upstream_manifest_fails
     out_dir = env["storage"].partition_dir("exc_raster", PS, SEED)
     m = json.loads((out_dir / "manifest.json").read_text())
     spikes = out_dir / "exc_stim_spikes.h5"
-    assert [resolve_recorded_path(o, out_dir) for o in m["outputs"]] == [spikes.resolve()]
+    plot = out_dir / "raster.png"
+    assert [resolve_recorded_path(o, out_dir) for o in m["outputs"]] == [
+        spikes.resolve(),
+        plot.resolve(),
+    ]
     assert all("path" not in o for o in m["outputs"])  # inside the tree: relative only
     assert m["outputs"][0]["sha256"] == file_sha256(spikes)
     # an unreadable upstream manifest fails the asset (the lineage link would be lost) and,

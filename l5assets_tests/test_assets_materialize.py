@@ -168,6 +168,17 @@ def test_summary_shows_its_figure_inline_and_the_science_first(env):
     full = Path(meta["path_plot"])
     assert full.name == "summary.png" and full.read_bytes()[:8] == png[:8]
     assert full.stat().st_size > len(png)  # the full-size one is larger
+    # the inputs show theirs the same way: groups on the morphology, rasters with rates
+    for asset, name, first in (
+        ("functional_groups", "groups.png", "n_exc_synapses"),
+        ("exc_raster", "raster.png", "population"),
+        ("inh_rasters", "raster.png", "pv_mean_rate_hz"),
+    ):
+        meta = env["first"][asset]
+        keys = list(meta)
+        assert keys[0] == first and keys.index("plot") < keys.index("param_set"), asset
+        assert meta["plot"].startswith(prefix) and Path(meta["path_plot"]).name == name
+        assert len(base64.b64decode(meta["plot"][len(prefix) : -1])) <= 150_000
 
 
 def test_params_file_observation_records_the_file_hash(env):

@@ -1,4 +1,5 @@
-"""Figures of a run (matplotlib Agg, no Dagster): what a materialization shows in the UI.
+"""Figures of a run and its inputs (matplotlib Agg, no Dagster): what the materializations of
+`functional_groups`, `exc_raster`, `inh_rasters` and `simulation_summary` show in the UI.
 
 Each figure is written full size next to the outputs and rendered once more as a small inline
 PNG (at most INLINE_MAX_BYTES, for Markdown metadata). PNGs carry no timestamp or version text,
@@ -151,3 +152,79 @@ def read_dend_trace(path: Path) -> tuple[np.ndarray, np.ndarray]:
         dt = float(f.attrs["dt_ms"])
         t0 = float(f.attrs["t0_ms"])
     return t0 + dt * np.arange(v.size), v
+
+
+def groups_figure(segments: Any, synapses: Any, groups: Any, title: str) -> Any:
+    """Functional groups on the cell: every segment in grey (x-y projection, size by
+    diameter), each group's synapses in its own colour, cluster centres as crosses; one panel
+    per region (basal, apical) so the two sets of groups can be told apart."""
+    plt = _pyplot()
+    regions = [r for r in ("basal", "apic") if (synapses["region"] == r).any()]
+    fig, axes = plt.subplots(1, len(regions) or 1, figsize=(6 * max(len(regions), 1), 7))
+    axes = np.atleast_1d(axes)
+    cmap = plt.get_cmap("tab20")
+    for ax, region in zip(axes, regions, strict=False):
+        ax.scatter(
+            segments["coord_x"],
+            segments["coord_y"],
+            s=np.clip(segments["diam"], 0.2, 4.0),
+            c="0.8",
+            linewidths=0,
+        )
+        syn = synapses[synapses["region"] == region]
+        for k, (gid, g) in enumerate(syn.groupby("group", sort=True)):
+            ax.scatter(g["coord_x"], g["coord_y"], s=2, color=cmap(k % 20), linewidths=0)
+            centre = groups[groups["group"] == gid]
+            ax.plot(centre["coord_x"], centre["coord_y"], "x", color=cmap(k % 20), ms=6)
+        n_groups = int((groups["region"] == region).sum())
+        ax.set_title(f"{region}: {n_groups} groups, {len(syn)} synapses", fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (um)")
+        ax.set_ylabel("y (um)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def raster_figure(trains: Mapping[str, Any], tstop_ms: float, title: str) -> Any:
+    """A sample of each population's spike trains above their population rates."""
+    plt = _pyplot()
+    fig, (ax_r, ax_rate) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    bins = np.arange(0.0, tstop_ms + RATE_BIN_MS, RATE_BIN_MS)
+    offset = 0
+    for pop, (label, colour) in POP_STYLE.items():
+        if pop not in trains:
+            continue
+        ids = np.asarray(trains[pop].node_ids)
+        ts = np.asarray(trains[pop].timestamps)
+        keep = _sample_ids(ids, RASTER_SAMPLE[pop] * (2 if len(trains) == 1 else 1))
+        sel = np.isin(ids, keep)
+        ax_r.scatter(
+            ts[sel],
+            np.searchsorted(keep, ids[sel]) + offset,
+            s=1.5,
+            c=colour,
+            marker="|",
+            linewidths=0.6,
+        )
+        ax_r.text(tstop_ms * 1.005, offset + len(keep) / 2, label, color=colour, fontsize=8)
+        offset += len(keep) + 5
+        counts, _ = np.histogram(ts, bins=bins)
+        n = max(int(np.unique(ids).size), 1)
+        ax_rate.step(
+            bins[:-1],
+            counts / n / (RATE_BIN_MS / 1000.0),
+            where="post",
+            color=colour,
+            lw=0.9,
+            label=f"{label} ({ts.size / n / (tstop_ms / 1000.0):.1f} Hz per active input)",
+        )
+    ax_r.set_ylabel("inputs (sample)")
+    ax_r.set_yticks([])
+    ax_rate.set_ylabel(f"rate per input (Hz, {RATE_BIN_MS:g} ms bins)")
+    ax_rate.set_xlabel("time (ms)")
+    ax_rate.set_xlim(0.0, tstop_ms)
+    ax_rate.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -16,7 +16,7 @@ from l5assets.cell.validation.features import (
     ca_spike_events,
     spike_count,
 )
-from l5assets.cell.validation.plots import plot_protocol
+from l5assets.cell.validation.plots import inline_copy, plot_protocol
 from l5assets.cell.validation.protocols import (
     BAC_SITE_UM,
     CELSIUS,
@@ -113,6 +113,7 @@ __all__ = [
     "format_validation",
     "judge",
     "main_bifurcation",
+    "inline_copy",
     "plot_protocol",
     "resolve_morphology",
     "run_protocols",

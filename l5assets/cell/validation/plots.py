@@ -11,6 +11,7 @@ from l5assets.cell.validation.features import DEND_THRESHOLD
 from l5assets.cell.validation.protocols import PROTOCOLS
 from l5assets.cell.validation.report import _fmt
 from l5assets.cell.validation.traces import ProtocolTraces
+from l5assets.simulation.figures import INLINE_MAX_BYTES, png_bytes
 
 
 def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) -> Path:
@@ -19,8 +20,6 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from l5assets.storage import atomic_path
 
     t = tr.t
     rows = evaluation["features"]
@@ -101,8 +100,32 @@ def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) ->
     fig.text(0.01, 0.005, text, fontsize=7, va="bottom", family="monospace")
     n_lines = text.count("\n") + 1
     fig.tight_layout(rect=(0, min(0.45, 0.03 * n_lines + 0.02), 1, 0.95))
-    path = Path(path)
+    return _save(fig, Path(path))
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Full-size PNG at `path`, and a small copy kept for `inline_copy`."""
+    import matplotlib.pyplot as plt
+
+    from l5assets.storage import atomic_path
+
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    small = None
+    for dpi in (60, 45, 34):  # the inline copy for the materialization (<= 150 KB)
+        small = png_bytes(fig, dpi)
+        if len(small) <= INLINE_MAX_BYTES:
+            break
     plt.close(fig)
+    _INLINE[str(path)] = small
     return path
+
+
+_INLINE: dict[str, bytes | None] = {}
+
+
+def inline_copy(path: Path) -> bytes | None:
+    """The small PNG `plot_protocol` made beside the full one at `path` (this process), or
+    None if it could not get under INLINE_MAX_BYTES."""
+    small = _INLINE.get(str(Path(path)))
+    return small if small is not None and len(small) <= INLINE_MAX_BYTES else None

@@ -8,7 +8,6 @@ check per gating target reads the written features back, so a failing target sho
 failed check, not a failed run.
 """
 
-import base64
 import contextlib
 import json
 import os
@@ -25,7 +24,7 @@ from l5assets.cell import validation as V
 from l5assets.lineage.manifest import write_manifest
 from l5assets.storage import atomic_dir, cell_dir, dir_sha256, file_sha256
 
-from ..common import manifest_metadata, step_started_at
+from ..common import figure_markdown, manifest_metadata, step_started_at
 from ..resources import CellModelResource, StorageResource
 
 GROUP = "cell_validation"
@@ -33,8 +32,6 @@ FEATURES_FILE = "features.json"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 MORPHOLOGY_ENV = "L5ASSETS_REFERENCE_MORPHOLOGY"
-# embed the plot in the metadata as a markdown image only below this size
-MAX_INLINE_PNG = 400_000
 
 
 def cell_spec(cell: str) -> Any:
@@ -143,13 +140,6 @@ def _feature_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _inline_png(path: Path) -> str | None:
-    data = path.read_bytes()
-    if len(data) > MAX_INLINE_PNG:
-        return None
-    return f"![{path.stem}](data:image/png;base64,{base64.b64encode(data).decode()})"
-
-
 def _provenance(cell: str, morph: Path | None, mod_dir: Path) -> dict[str, Any]:
     from l5assets.cell.mechanisms import mod_hash
 
@@ -242,28 +232,13 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
             (tmp / FEATURES_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         plot = out / f"{protocol}.png"
         rows = ev["features"]
+        # the science first (verdict, features, plot), the provenance after
         metadata: dict[str, Any] = {
-            "cell": cell,
-            "morphology": dg.MetadataValue.path(str(morph)) if morph else "none",
             "passed": ev["passed"],
             "n_targets": sum(r["gating"] for r in rows),
             "n_passed": sum(r["passed"] for r in rows if r["gating"]),
-            "runtime_s": round(traces.runtime_s, 2),
             "features": dg.MetadataValue.md(_feature_table(rows)),
-            "plot": dg.MetadataValue.path(str(plot)),
-            "path_features": dg.MetadataValue.path(str(out / FEATURES_FILE)),
-            "dir": dg.MetadataValue.path(str(out)),
-            **done["metadata"],
         }
-        for r in rows:
-            if r["gating"]:
-                val = "n/a" if r["value"] is None else f"{r['value']:.4g}"
-                metadata[f"feature/{r['feature']}"] = (
-                    f"{val} {r['unit']} (target {r['target']}) {'PASS' if r['passed'] else 'FAIL'}"
-                )
-        image = _inline_png(plot)
-        if image:
-            metadata["plot_image"] = dg.MetadataValue.md(image)
         if protocol == "fi":
             c = ev["measures"]["fi.curve"]
             metadata["fi_curve"] = dg.MetadataValue.md(
@@ -272,6 +247,26 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
                     f"| {a:g} | {r:g} |" for a, r in zip(c["amps_nA"], c["rates_Hz"], strict=True)
                 )
             )
+        small = V.inline_copy(tmp / f"{protocol}.png")
+        if small is not None:
+            metadata["plot_image"] = figure_markdown("plot", small)
+        for r in rows:
+            if r["gating"]:
+                val = "n/a" if r["value"] is None else f"{r['value']:.4g}"
+                metadata[f"feature/{r['feature']}"] = (
+                    f"{val} {r['unit']} (target {r['target']}) {'PASS' if r['passed'] else 'FAIL'}"
+                )
+        metadata.update(
+            {
+                "cell": cell,
+                "morphology": dg.MetadataValue.path(str(morph)) if morph else "none",
+                "runtime_s": round(traces.runtime_s, 2),
+                "plot": dg.MetadataValue.path(str(plot)),
+                "path_features": dg.MetadataValue.path(str(out / FEATURES_FILE)),
+                "dir": dg.MetadataValue.path(str(out)),
+                **done["metadata"],
+            }
+        )
         return dg.MaterializeResult(metadata=metadata, data_version=done["data_version"])
 
     return _asset

@@ -10,8 +10,10 @@ from l5assets.layout import (
     CLUSTERS_FILE,
     DIST_SPIKES,
     EXC_SPIKES,
+    GROUPS_FIGURE,
     GROUPS_FILE,
     PROX_SPIKES,
+    RASTER_FIGURE,
     SEGMENTS_FILE,
     SYNAPSES_FILE,
 )
@@ -23,7 +25,7 @@ from ..common import AssetStep, graph_asset
 @graph_asset(
     G.FUNCTIONAL_GROUPS,
     kinds={"parquet", "numpy"},
-    code_version="1",
+    code_version="2",
     description=(
         "Excitatory functional groups and clusters (SPEC 4): `synapses.parquet`, one row per "
         "excitatory synapse (node_id, group, cluster, region, bmtk_id, x, distance, coords), and "
@@ -40,8 +42,20 @@ def functional_groups(step: AssetStep) -> dg.MaterializeResult:
     fg.groups.to_parquet(step.tmp / GROUPS_FILE, index=False)
     fg.clusters.to_parquet(step.tmp / CLUSTERS_FILE, index=False)
     syn, groups = fg.synapses, fg.groups
+    from l5assets.simulation.figures import groups_figure, render
+
+    inline = render(
+        groups_figure(segments, syn, groups, f"{step.param_set} seed {step.seed}"),
+        step.tmp / GROUPS_FIGURE,
+    )
     return step.result(
-        {"synapses": SYNAPSES_FILE, "groups": GROUPS_FILE, "clusters": CLUSTERS_FILE},
+        {
+            "synapses": SYNAPSES_FILE,
+            "groups": GROUPS_FILE,
+            "clusters": CLUSTERS_FILE,
+            "plot": GROUPS_FIGURE,
+        },
+        figures={"plot": inline},
         counts={
             "exc_synapses": len(syn),
             "exc_cells": int(groups["n_cells"].sum()),
@@ -55,6 +69,16 @@ def functional_groups(step: AssetStep) -> dg.MaterializeResult:
     )
 
 
+def _raster_plot(step: AssetStep, trains: dict, name: str) -> bytes:
+    """A raster sample and population rates, full size into the asset folder; inline copy."""
+    from l5assets.simulation.figures import raster_figure, render
+
+    title = f"{step.param_set} seed {step.seed}: " + ", ".join(
+        f"{pop} {len(t)} spikes" for pop, t in trains.items()
+    )
+    return render(raster_figure(trains, step.params.stop * 1000.0, title), step.tmp / name)
+
+
 def _rate_hz(n_spikes: int, n_cells: int, duration_s: float) -> float:
     return float(n_spikes / n_cells / duration_s) if n_cells and duration_s > 0 else 0.0
 
@@ -62,7 +86,7 @@ def _rate_hz(n_spikes: int, n_cells: int, duration_s: float) -> float:
 @graph_asset(
     G.EXC_RASTER,
     kinds={"hdf5", "numpy"},
-    code_version="1",
+    code_version="2",
     description=(
         "Excitatory input spike trains (SPEC 6): one 1/f-noise rate trace per functional group, "
         "scaled per cell by a Levy-stable draw, Poisson per 1-ms bin; SONATA spike file of "
@@ -78,8 +102,10 @@ def exc_raster(step: AssetStep) -> dg.MaterializeResult:
     trains = make_exc_raster(groups, params, step.rng("exc_raster"))
     write_sonata_spikes(step.tmp / EXC_SPIKES, EXC_POP, trains)
     n_cells = int(groups["n_cells"].sum())
+    inline = _raster_plot(step, {EXC_POP: trains}, RASTER_FIGURE)
     return step.result(
-        {"spikes": EXC_SPIKES},
+        {"spikes": EXC_SPIKES, "plot": RASTER_FIGURE},
+        figures={"plot": inline},
         counts={
             "exc_cells": n_cells,
             "exc_spikes": len(trains),
@@ -95,7 +121,7 @@ def exc_raster(step: AssetStep) -> dg.MaterializeResult:
 @graph_asset(
     G.INH_RASTERS,
     kinds={"hdf5", "numpy"},
-    code_version="1",
+    code_version="2",
     description=(
         "Inhibitory input spike trains (SPEC 6): PV+ (proximal: soma then proximal dendrites, "
         f"population `{PROX_POP}`) and SOM+ (distal: basal then apical, population "
@@ -115,8 +141,10 @@ def inh_rasters(step: AssetStep) -> dg.MaterializeResult:
     write_sonata_spikes(step.tmp / PROX_SPIKES, PROX_POP, prox)
     write_sonata_spikes(step.tmp / DIST_SPIKES, DIST_POP, dist)
     c = params.counts
+    inline = _raster_plot(step, {EXC_POP: exc, PROX_POP: prox, DIST_POP: dist}, RASTER_FIGURE)
     return step.result(
-        {"pv_spikes": PROX_SPIKES, "som_spikes": DIST_SPIKES},
+        {"pv_spikes": PROX_SPIKES, "som_spikes": DIST_SPIKES, "plot": RASTER_FIGURE},
+        figures={"plot": inline},
         counts={
             "pv_cells": c.pv_total,
             "som_cells": c.som_total,
