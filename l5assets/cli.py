@@ -267,10 +267,16 @@ def run_partitions(
                 return
             execute(job_name, pkey)
 
+    def say(msg: str) -> None:
+        if log_level is None:  # the terse terminal: Dagster's console says it otherwise
+            print(msg, file=sys.stderr, flush=True)
+
     execute("observe_sources_job", None)
     locked("cell_job", None)
-    for seed in seed_list:
+    for k, seed in enumerate(seed_list, 1):
+        say(f"== partition {k}/{len(seed_list)}: {params.name}|{seed}")
         locked("seed_job", seed)
+        say(f"== {k}/{len(seed_list)} partitions done")
 
     return summary
 

@@ -810,6 +810,7 @@ def test_cli_run_reports_each_asset_and_the_neuron_progress(e2e, clean_run):
     progress = [x for x in lines if "NEURON run:" in x and " ms simulated (" in x]
     assert len(progress) >= 10 and "(100%)" in progress[-1], err
     assert any("placing its synapses" in x for x in lines), err
+    assert "== partition 1/1: T_ok|1" in lines and "== 1/1 partitions done" in lines
     assert "running: " not in err and "-m l5assets" not in err
     assert "telemetry" not in err.lower()
     home = e2e / "A" / "home" / "dagster.yaml"
