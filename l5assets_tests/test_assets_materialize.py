@@ -245,7 +245,7 @@ def test_nwb_export_of_the_real_run(env):
     from pynwb import NWBHDF5IO
     from test_nwb_export import inspector_problems
 
-    from l5assets.lineage.manifest import manifest_digest, read_manifest
+    from l5assets.lineage.manifest import read_manifest
 
     meta = env["first"]["nwb_export"]
     path = Path(meta["path_nwb"])
@@ -268,9 +268,11 @@ def test_nwb_export_of_the_real_run(env):
     params = load_param_set(PS, env["params_dir"])
     assert (notes["param_set"], notes["seed"]) == (PS, SEED)
     assert notes["params_hash"] == params.params_hash == meta["params_hash"]
-    for asset, digest in notes["manifest_digests"].items():
+    # data hashes of what was read, never the code revision (a commit changes no bytes)
+    assert "git_commit" not in json.dumps(notes)
+    for asset, digest in notes["upstream_content_hashes"].items():
         up = env["storage"].partition_dir(asset, PS, SEED) / "manifest.json"
-        assert digest == manifest_digest(read_manifest(up)), asset
+        assert digest == read_manifest(up)["extra"]["content_hash"], asset
     assert len(spikes_ms) == meta["n_cell_spikes"]
     assert not inspector_problems(path, silent_cell=spikes_ms.size == 0)
     before = path.read_bytes()

@@ -106,7 +106,7 @@ def test_spikes_voltage_and_inputs_round_trip_exactly(written):
         notes = json.loads(nwb.notes)
         prov = provenance()
         assert notes["params_hash"] == prov.params_hash and notes["seed"] == prov.seed
-        assert notes["manifest_digests"] == dict(prov.manifests)
+        assert notes["upstream_content_hashes"] == dict(prov.manifests)
         assert notes["params"] == prov.params
         assert nwb.identifier == prov.identifier()
         assert nwb.subject.species == MODEL_SPECIES

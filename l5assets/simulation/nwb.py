@@ -13,12 +13,12 @@ What goes where (NWB 2.x, checked with nwbinspector in the tests):
   silent nodes included), spike times in seconds; `misc` is one of the processing-module names
   nwbinspector recommends, and a Units table there passes the same checks as `/units`;
 - `notes`: the provenance as canonical JSON (param set, params, params hash, seed, stage
-  seeds, the digests of the upstream manifests, code revision): a free-text field that every
+  seeds, the content hashes of the upstream outputs, code versions): a free-text field that every
   NWB reader shows and nwbinspector does not check;
 - `subject`: the model cell (subject_id = its biophysics, species of the data it models).
 
 Determinism: the NWB `identifier` is derived from the provenance (params hash, seed, upstream
-manifest digests), `session_start_time` and `file_create_date` are a fixed instant (a
+content hashes), `session_start_time` and `file_create_date` are a fixed instant (a
 simulation has no wall-clock start; the manifest records when it was written), and the
 object ids HDF-5 containers carry (random UUIDs in hdmf) are re-drawn from a stream seeded by
 the identifier. No schema is cached in the file (hdmf caches every namespace loaded in the
@@ -110,8 +110,9 @@ class RunRecord:
 class Provenance:
     """Where the run came from: recorded in the file's `notes` and hashed into its identifier.
 
-    manifests: upstream asset -> digest of the manifest that was read (lineage's
-    `manifest_digest`); params: the fully resolved params; code: revision facts.
+    manifests: upstream asset -> content hash of the outputs that were read (data only: the
+    file must not change with a commit that changes no data); params: the fully resolved
+    params; code: the code versions of the assets.
     """
 
     param_set: str
@@ -133,7 +134,7 @@ class Provenance:
                 "seed": self.seed,
                 "stage_seeds": dict(self.stage_seeds),
                 "params": self.params,
-                "manifest_digests": dict(self.manifests),
+                "upstream_content_hashes": dict(self.manifests),
                 "code": dict(self.code),
             },
             sort_keys=True,
@@ -142,8 +143,8 @@ class Provenance:
         )
 
     def identifier(self) -> str:
-        """A UUID-shaped identifier from the params hash, the seed and the upstream manifest
-        digests: the same inputs always name the file alike, different ones never do."""
+        """A UUID-shaped identifier from the params hash, the seed and the upstream content
+        hashes: the same inputs always name the file alike, different ones never do."""
         key = json.dumps(
             [self.params_hash, self.seed, sorted(self.manifests.items())], separators=(",", ":")
         )

@@ -7,22 +7,26 @@ import dagster as dg
 
 from l5assets import graph as G
 from l5assets.layout import NWB_FILE, RESULT_FILE, network_node_files, raster_files
-from l5assets.lineage.manifest import MANIFEST_NAME, manifest_digest, read_manifest
+from l5assets.lineage.manifest import MANIFEST_NAME, read_manifest
 from l5assets.rng import all_stage_seeds
 
 from ..common import AssetStep, graph_asset, upstream_file
 
 
 def _upstream_manifests(step: AssetStep) -> tuple[dict[str, str], dict]:
-    """(digest of each upstream asset's manifest, by asset; the simulation's `code` record):
-    what the NWB file records of its lineage (the manifest has the full records)."""
+    """(content hash of each upstream asset's outputs, by asset; the simulation's code
+    versions): what the NWB file records of its lineage. Data hashes, not manifest digests:
+    a manifest names the git commit, and the file must not change with a commit that changes
+    no data (the manifests keep the full records)."""
     digests, code = {}, {}
     for asset in G.node(G.NWB_EXPORT).deps:
         folder = step.storage.partition_dir(asset, step.param_set, step.seed)
         manifest = read_manifest(folder / MANIFEST_NAME)
-        digests[asset] = manifest_digest(manifest)
+        digests[asset] = (manifest.get("extra") or {}).get("content_hash") or str(
+            manifest.get("outputs_sha256")
+        )
         if asset == G.SIMULATION_OUTPUTS:
-            code = dict(manifest.get("code") or {})
+            code = {"code_versions": dict(manifest.get("code_versions") or {})}
     return digests, code
 
 
@@ -47,13 +51,13 @@ def _simulation_files(step: AssetStep) -> tuple[Path, Path | None]:
 @graph_asset(
     G.NWB_EXPORT,
     kinds={"nwb", "hdf5"},
-    code_version="2",
+    code_version="3",
     description=(
         "The run as one NWB file (`run.nwb`, pynwb): the cell's spikes (`/units`), the soma "
         "voltage (`/acquisition/soma_v`, CurrentClampSeries, volts, 1/dt Hz), the input spike "
         "trains (`/processing/misc/<population>`: exc_stim, prox_inh_stim PV+, dist_inh_stim "
-        "SOM+, one row per node), and the params, seed, params hash and upstream manifest "
-        "digests (`notes`, JSON). Byte-identical for the same params, seed and code."
+        "SOM+, one row per node), and the params, seed, params hash and the upstream outputs' "
+        "content hashes (`notes`, JSON). Byte-identical for the same params and seed."
     ),
 )
 def nwb_export(step: AssetStep) -> dg.MaterializeResult:
@@ -105,6 +109,6 @@ def nwb_export(step: AssetStep) -> dg.MaterializeResult:
         "nwb_identifier": nwb.identifier,
         "soma_v_samples": int(run.soma.v_mv.size) if run.soma is not None else 0,
         "soma_v_rate_hz": 1000.0 / run.soma.dt_ms if run.soma is not None else None,
-        "upstream_manifest_digests": digests,
+        "upstream_content_hashes": digests,
     }
     return step.result({"nwb": NWB_FILE}, counts=counts, extra=extra)
