@@ -63,6 +63,9 @@ class Node:
     deps: tuple[str, ...] = ()
     reads_params: bool = True
     reads_components: tuple[str, ...] = ()
+    # bump when the asset's code changes what it writes: its partitions become stale (in the
+    # UI and in `status`, with or without the instance)
+    code_version: str | None = None
 
     @property
     def source_deps(self) -> tuple[str, ...]:
@@ -91,6 +94,7 @@ ASSETS: tuple[Node, ...] = (
         "param_set",
         reads_params=False,
         reads_components=("mechanisms",),
+        code_version="1",
     ),
     # NEURON builds the cell from the biophysics + morphology files
     Node(
@@ -99,13 +103,27 @@ ASSETS: tuple[Node, ...] = (
         "param_set",
         (COMPILED_MECHANISMS,),
         reads_components=("biophysics", "morphology"),
+        code_version="1",
     ),
-    Node(FUNCTIONAL_GROUPS, "inputs", "seed", (SEGMENTS_TABLE,)),
-    Node(EXC_RASTER, "inputs", "seed", (FUNCTIONAL_GROUPS,)),
-    Node(INH_RASTERS, "inputs", "seed", (EXC_RASTER,)),
+    Node(FUNCTIONAL_GROUPS, "inputs", "seed", (SEGMENTS_TABLE,), code_version="2"),
+    Node(EXC_RASTER, "inputs", "seed", (FUNCTIONAL_GROUPS,), code_version="2"),
+    Node(INH_RASTERS, "inputs", "seed", (EXC_RASTER,), code_version="2"),
     # BMTK edge types read the synapse dynamics files
-    Node(NETWORK, "network", "seed", (FUNCTIONAL_GROUPS,), reads_components=("synaptic_models",)),
-    Node(SIMULATION_CONFIG, "simulation", "seed", (NETWORK, EXC_RASTER, INH_RASTERS)),
+    Node(
+        NETWORK,
+        "network",
+        "seed",
+        (FUNCTIONAL_GROUPS,),
+        reads_components=("synaptic_models",),
+        code_version="1",
+    ),
+    Node(
+        SIMULATION_CONFIG,
+        "simulation",
+        "seed",
+        (NETWORK, EXC_RASTER, INH_RASTERS),
+        code_version="2",
+    ),
     # the runner builds the cell and the synapses from the component files itself
     Node(
         SIMULATION_OUTPUTS,
@@ -113,10 +131,23 @@ ASSETS: tuple[Node, ...] = (
         "seed",
         (SIMULATION_CONFIG, COMPILED_MECHANISMS),
         reads_components=("biophysics", "morphology", "synaptic_models"),
+        code_version="2",
     ),
-    Node(SIMULATION_SUMMARY, "simulation", "seed", (SIMULATION_OUTPUTS, EXC_RASTER, INH_RASTERS)),
+    Node(
+        SIMULATION_SUMMARY,
+        "simulation",
+        "seed",
+        (SIMULATION_OUTPUTS, EXC_RASTER, INH_RASTERS),
+        code_version="4",
+    ),
     # the network's node files give each input population's size (silent nodes included)
-    Node(NWB_EXPORT, "export", "seed", (SIMULATION_OUTPUTS, NETWORK, EXC_RASTER, INH_RASTERS)),
+    Node(
+        NWB_EXPORT,
+        "export",
+        "seed",
+        (SIMULATION_OUTPUTS, NETWORK, EXC_RASTER, INH_RASTERS),
+        code_version="3",
+    ),
 )
 
 NODES: dict[str, Node] = {n.name: n for n in (*SOURCES, *ASSETS)}
@@ -126,6 +157,7 @@ SEED_ASSETS: tuple[str, ...] = tuple(n.name for n in ASSETS if n.level == "seed"
 # Readers, for `status`: which assets a params or component edit makes stale directly.
 PARAMS_READERS: dict[str, bool] = {n.name: n.reads_params for n in ASSETS}
 COMPONENT_READERS: dict[str, tuple[str, ...]] = {n.name: n.reads_components for n in ASSETS}
+CODE_VERSIONS: dict[str, str | None] = {n.name: n.code_version for n in ASSETS}
 
 
 def node(name: str) -> Node:

@@ -165,3 +165,13 @@ def test_workspace_yaml_loads_the_code_location():
     assert out.returncode == 0, out.stderr[-2000:]
     for name in SHARED | SEEDED:
         assert name in out.stdout
+
+
+def test_code_versions_come_from_the_graph_spec():
+    """The definitions' code versions are the graph's, which `status --no-dagster` uses."""
+    from l5assets import graph as G
+
+    graph = defs.resolve_asset_graph()
+    for name, version in G.CODE_VERSIONS.items():
+        assert version, name
+        assert graph.get(dg.AssetKey(name)).code_version == version, name

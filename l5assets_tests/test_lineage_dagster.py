@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import lineage_workspace
 
+from l5assets import graph as G
 from l5assets import storage
 from l5assets.defs.common import manifest_metadata, step_started_at
 from l5assets.defs.lineage.schedule import (
@@ -457,7 +458,7 @@ def test_cli_trace_diff_status_offline(env: SimpleNamespace) -> None:
         asset="segments_table",
         params=params,
         seed=None,
-        code_version="1",
+        code_version=G.CODE_VERSIONS["segments_table"],
         outputs=[seg],
         inputs={"params_file": env.pdir / "A.json"},
         extra={},
@@ -473,7 +474,7 @@ def test_cli_trace_diff_status_offline(env: SimpleNamespace) -> None:
             asset="functional_groups",
             params=params,
             seed=seed,
-            code_version="1",
+            code_version=G.CODE_VERSIONS["functional_groups"],
             outputs=[outs[seed]],
             inputs={"segments": seg},
             extra={},

@@ -338,13 +338,13 @@ def graph_asset(
     name: str,
     *,
     kinds: set[str],
-    code_version: str,
     description: str,
     resources: Iterable[str] = (),
 ) -> Callable[[Callable[[AssetStep], dg.MaterializeResult]], dg.AssetsDefinition]:
     """Declare an asset of `l5assets.graph` whose body is one `asset_step`.
 
-    Key, group, partitions and deps come from the spec; the asset gives what only it knows.
+    Key, group, partitions, deps and code version come from the spec (so the offline
+    `status` knows the code versions too); the asset gives what only it knows.
     The decorated function receives the AssetStep (outputs go to `step.tmp`, its return value
     is `step.result(...)`); `resources` are the keys it needs besides `storage` (reach them as
     `step.resources.<key>`; "cell_model" is also recorded as the NMODL folder in use).
@@ -365,7 +365,7 @@ def graph_asset(
             partitions_def=run_partitions if node.level == "seed" else param_set_partitions,
             group_name=node.group,
             kinds=kinds,
-            code_version=code_version,
+            code_version=node.code_version,
             deps=asset_deps(name),
             description=description,
             required_resource_keys=keys,

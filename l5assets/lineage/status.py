@@ -380,7 +380,8 @@ def status(
     root = Path(root) if root else paths.storage_root()
     params_dir = Path(params_dir) if params_dir else paths.params_dir()
     info = view.assets() if view is not None else None
-    shared, seeded, cvs = info or (list(G.SHARED_ASSETS), list(G.SEED_ASSETS), {})
+    # without the instance the graph spec gives the same code versions the definitions use
+    shared, seeded, cvs = info or (list(G.SHARED_ASSETS), list(G.SEED_ASSETS), G.CODE_VERSIONS)
     cvs = {**cvs, **dict(code_versions or {})}
     shared = list(shared_assets) if shared_assets is not None else shared
     seeded = list(seed_assets) if seed_assets is not None else seeded

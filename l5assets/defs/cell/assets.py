@@ -14,7 +14,6 @@ from ..common import AssetStep, graph_asset, run_logged
 @graph_asset(
     G.COMPILED_MECHANISMS,
     kinds={"neuron", "nmodl"},
-    code_version="1",
     description=(
         "The project's NMODL (.mod files) compiled by nrnivmodl into a cache keyed by the content "
         "hash of the .mod files; the partition folder holds `mechanisms.json`, a record of the "
@@ -54,7 +53,6 @@ def compiled_mechanisms(step: AssetStep) -> dg.MaterializeResult:
 @graph_asset(
     G.SEGMENTS_TABLE,
     kinds={"neuron", "parquet"},
-    code_version="1",
     description=(
         "One row per segment of the cell (biophysics, morphology and dL from the param set), "
         "built by NEURON in a subprocess: bmtk_id, x, type, sec_index, distance, coord_x/y/z, "

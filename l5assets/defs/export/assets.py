@@ -51,7 +51,6 @@ def _simulation_files(step: AssetStep) -> tuple[Path, Path | None]:
 @graph_asset(
     G.NWB_EXPORT,
     kinds={"nwb", "hdf5"},
-    code_version="3",
     description=(
         "The run as one NWB file (`run.nwb`, pynwb): the cell's spikes (`/units`), the soma "
         "voltage (`/acquisition/soma_v`, CurrentClampSeries, volts, 1/dt Hz), the input spike "

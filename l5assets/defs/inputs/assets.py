@@ -25,7 +25,6 @@ from ..common import AssetStep, graph_asset
 @graph_asset(
     G.FUNCTIONAL_GROUPS,
     kinds={"parquet", "numpy"},
-    code_version="2",
     description=(
         "Excitatory functional groups and clusters (SPEC 4): `synapses.parquet`, one row per "
         "excitatory synapse (node_id, group, cluster, region, bmtk_id, x, distance, coords), and "
@@ -86,7 +85,6 @@ def _rate_hz(n_spikes: int, n_cells: int, duration_s: float) -> float:
 @graph_asset(
     G.EXC_RASTER,
     kinds={"hdf5", "numpy"},
-    code_version="2",
     description=(
         "Excitatory input spike trains (SPEC 6): one 1/f-noise rate trace per functional group, "
         "scaled per cell by a Levy-stable draw, Poisson per 1-ms bin; SONATA spike file of "
@@ -121,7 +119,6 @@ def exc_raster(step: AssetStep) -> dg.MaterializeResult:
 @graph_asset(
     G.INH_RASTERS,
     kinds={"hdf5", "numpy"},
-    code_version="2",
     description=(
         "Inhibitory input spike trains (SPEC 6): PV+ (proximal: soma then proximal dendrites, "
         f"population `{PROX_POP}`) and SOM+ (distal: basal then apical, population "

@@ -11,7 +11,6 @@ from ..common import AssetStep, graph_asset
 @graph_asset(
     G.NETWORK,
     kinds={"bmtk", "hdf5", "sonata"},
-    code_version="1",
     description=(
         "SONATA network written with BMTK (SPEC 5): populations `biophysical` (the L5 cell), "
         "`exc_stim`, `prox_inh_stim`, `dist_inh_stim`; one excitatory edge per synapse at its "

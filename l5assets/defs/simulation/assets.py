@@ -27,7 +27,6 @@ from ..resources import NeuronRuntime
 @graph_asset(
     G.SIMULATION_CONFIG,
     kinds={"bmtk", "json"},
-    code_version="2",
     description=(
         "BMTK BioNet configuration of the run: `config.json` (give it to the runner), "
         "`circuit_config.json` (network files, components), `simulation_config.json` (tstop, "
@@ -69,7 +68,6 @@ def _runner_command(step: AssetStep, neuron: NeuronRuntime, config: Path, mech: 
 @graph_asset(
     G.SIMULATION_OUTPUTS,
     kinds={"neuron", "hdf5", "parquet"},
-    code_version="2",
     description=(
         "The NEURON run, in a separate process (`python -m l5assets.simulation.runner CONFIG`): "
         "the cell's spike file (`spikes.h5`), membrane report(s) (`<var>_report.h5`), one row "
@@ -153,7 +151,6 @@ def _summary_metadata(summary: dict[str, Any]) -> tuple[dict[str, int], dict[str
 @graph_asset(
     G.SIMULATION_SUMMARY,
     kinds={"json", "numpy"},
-    code_version="4",
     description=(
         "Summary of the run: the cell's firing rate and ISI CV, input spikes per population, "
         "mean soma V, dendritic Ca2+ spikes at the hot-zone site (`summary.json`), and its "
