@@ -9,9 +9,9 @@
 `run` validates the param set and seeds, registers them as dynamic partitions, records the
 params file's content hash (an observation of `params_file`), then materializes the graph on
 the local Dagster instance with the in-process executor: one run of `cell_job` for the param
-set (compiled mechanisms, segments table), then one run of `seed_job` per seed, one after the
-other (the simulation itself is a subprocess; several seeds in parallel would only compete for
-the same cores). The instance is the one of DAGSTER_HOME, else an embedded SQLite instance in
+set (compiled mechanisms, segments table), then one run of `seed_job` per seed: with several
+seeds, up to `--jobs` (default: one per core) at once, each in a child `l5assets run` process
+(one NEURON run, one core each). The instance is the one of DAGSTER_HOME, else an embedded SQLite instance in
 `l5assets.paths.dagster_home()` (under data/). Subcommands import what they need when they
 run (so `status` and `trace` never load NEURON or BMTK).
 """
@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
+import signal
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -163,6 +166,8 @@ def run_partitions(
     instance: Any = None,
     defs: Any = None,
     log_level: str | None = None,
+    jobs: int = 1,
+    seed_only: bool = False,
 ) -> dict[str, Any]:
     """Materialize the whole graph for a param set and seeds; returns the JSON summary.
 
@@ -271,14 +276,115 @@ def run_partitions(
         if log_level is None:  # the terse terminal: Dagster's console says it otherwise
             print(msg, file=sys.stderr, flush=True)
 
-    execute("observe_sources_job", None)
-    locked("cell_job", None)
+    if not seed_only:
+        execute("observe_sources_job", None)
+        locked("cell_job", None)
+    if jobs > 1 and len(seed_list) > 1:
+        run_seed_processes(
+            params.name, seed_list, jobs, summary, say, verbose=log_level is not None
+        )
+        return summary
     for k, seed in enumerate(seed_list, 1):
         say(f"== partition {k}/{len(seed_list)}: {params.name}|{seed}")
         locked("seed_job", seed)
         say(f"== {k}/{len(seed_list)} partitions done")
 
     return summary
+
+
+class _SeedChild:
+    """One `l5assets run --seed-only` child: its stderr lines go to ours with the partition
+    in front, its stdout (the JSON summary) is read while it runs (a full pipe would block
+    it)."""
+
+    def __init__(self, param_set: str, seed: int, verbose: bool) -> None:
+        import subprocess
+        import threading
+
+        from l5assets.defs.common import _die_with_parent
+
+        self.seed = seed
+        cmd = [sys.executable, "-m", "l5assets.cli", "run", "--param-set", param_set]
+        cmd += ["--seed", str(seed), "--json", "--seed-only"] + (["--verbose"] if verbose else [])
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # killed as a group, never left behind
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+        self.out: list[str] = []
+        prefix = f"[{param_set}|{seed}] "
+        self.threads = [
+            threading.Thread(target=self._forward, args=(prefix,), daemon=True),
+            threading.Thread(target=lambda: self.out.append(self.proc.stdout.read()), daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _forward(self, prefix: str) -> None:
+        for line in self.proc.stderr:
+            print(prefix + line.rstrip(), file=sys.stderr, flush=True)
+
+    def result(self) -> dict[str, Any]:
+        """Its summary once it has ended ("ok": false with the reason if it has none)."""
+        for t in self.threads:
+            t.join()
+        try:
+            child = json.loads(self.out[0] if self.out else "")
+        except json.JSONDecodeError:
+            child = {"ok": False, "error": f"no summary (exit code {self.proc.returncode})"}
+        if self.proc.returncode != 0:
+            child["ok"] = False
+        return child
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def run_seed_processes(
+    param_set: str,
+    seeds: Sequence[int],
+    jobs: int,
+    summary: dict[str, Any],
+    say: Any,
+    verbose: bool = False,
+) -> None:
+    """Make the seed partitions in up to `jobs` child processes at once (one NEURON run each:
+    a core apiece), merging their JSON summaries into `summary`. Raises RunFailed once every
+    child has ended if any failed; an interrupt kills them all."""
+    pending = list(seeds)
+    running: list[_SeedChild] = []
+    failed: list[str] = []
+    done = 0
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                running.append(_SeedChild(param_set, pending.pop(0), verbose))
+                say(f"== partition {param_set}|{running[-1].seed} started")
+            ended = [c for c in running if c.proc.poll() is not None]
+            for c in ended:
+                running.remove(c)
+                done += 1
+                child = c.result()
+                summary["runs"].extend(child.get("runs", []))
+                for asset, recs in (child.get("assets") or {}).items():
+                    summary["assets"].setdefault(asset, []).extend(recs)
+                summary["notes"].extend(child.get("notes", []))
+                if not child.get("ok", False):
+                    failed.append(f"seed {c.seed}: {child.get('error')}")
+                say(f"== {done}/{len(seeds)} partitions done ({len(running)} running)")
+            if not ended:
+                time.sleep(0.2)
+    finally:
+        for c in running:
+            c.kill()
+    summary["runs"].sort(key=lambda r: (r["job"] == "seed_job", str(r["partition_key"])))
+    if failed:
+        summary.update(ok=False, error="\n".join(failed))
+        raise RunFailed(summary["error"], summary)
 
 
 @dataclass
@@ -397,10 +503,17 @@ def run_preflight(args: argparse.Namespace) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from l5assets.params import ParamsError
 
+    if args.jobs is not None and args.jobs < 1:
+        print(f"error: run --jobs: must be an integer >= 1, got {args.jobs}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         pf = run_preflight(args)
         summary = run_partitions(
-            pf.params.name, pf.seeds, log_level="DEBUG" if args.verbose else None
+            pf.params.name,
+            pf.seeds,
+            log_level="DEBUG" if args.verbose else None,
+            jobs=args.jobs or os.cpu_count() or 1,
+            seed_only=args.seed_only,
         )
     except ParamsError as e:
         if args.verbose:
@@ -573,6 +686,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="integer seed; repeat for several (one run per seed)",
     )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="seed partitions simulated at once, each in its own process (default: one per core)",
+    )
+    # a child of `--jobs`: the parent made the param-set level already
+    run.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     run.add_argument(

@@ -817,6 +817,41 @@ def test_cli_run_reports_each_asset_and_the_neuron_progress(e2e, clean_run):
     assert "enabled: false" in home.read_text()
 
 
+def test_jobs_run_seeds_in_parallel_processes_with_the_same_files(e2e, clean_run):
+    """`run --seed 1 --seed 2 --jobs 2`: both partitions at once in child processes, their
+    terminal lines prefixed, one merged JSON summary; seed 1's files byte-identical to the
+    clean sequential run's."""
+    (e2e / "J").mkdir(exist_ok=True)
+    p = subprocess.run(
+        [*L5, "run", "--param-set", "T_ok", "--seed", "1", "--seed", "2", "--jobs", "2", "--json"],
+        capture_output=True,
+        text=True,
+        env=_e2e_env(e2e, "J"),
+        timeout=_E2E_TIMEOUT_S,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(p.stdout)
+    assert summary["ok"] and summary["seeds"] == [1, 2]
+    seed_runs = [r for r in summary["runs"] if r["job"] == "seed_job"]
+    assert sorted(r["partition_key"] for r in seed_runs) == ["T_ok|1", "T_ok|2"]
+    assert all(r["success"] for r in summary["runs"])
+    keys = sorted(r["partition_key"] for r in summary["assets"]["simulation_summary"])
+    assert keys == ["T_ok|1", "T_ok|2"]
+    assert "[T_ok|1] - simulation_outputs [T_ok|1]: started" in p.stderr
+    assert "[T_ok|2] - simulation_outputs [T_ok|2]: started" in p.stderr
+    assert "== 2/2 partitions done" in p.stderr
+    data, _ = clean_run
+    mine = _data_files(e2e / "J" / "out")
+    seed1 = {k: v for k, v in mine.items() if "/seed-1/" in k or "/shared/" in k}
+    assert seed1 == data
+    assert any("/seed-2/" in k for k in mine)
+
+
+def test_jobs_must_be_positive(capsys):
+    assert cli.main(["run", "--param-set", "L5_quick", "--seed", "1", "--jobs", "0"]) == 2
+    assert "--jobs: must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
 def test_identical_runs_give_identical_files_and_manifests_but_run(e2e, clean_run):
     """Same param set + seed into two storage roots (two homes), and again into the first:
     byte-identical data files, manifests equal once `run` (and only it) is removed."""
