@@ -179,6 +179,7 @@ def launch_partition(page: Page, url: str, shots: Path) -> None:
         dialog.get_by_text("Select a partition or create one").first.click()
         page.get_by_role("menuitem").filter(has=page.get_by_text(key, exact=True)).first.click()
         page.keyboard.press("Escape")  # close the menu, keep the dialog
+        page.get_by_placeholder("Filter partitions").wait_for(state="hidden")
     dialog.get_by_text("1 partition", exact=True).wait_for()
     page.screenshot(path=shots / "ui-1-materialize-dialog.png")
     dialog.get_by_role("button", name="Launch 1 run").click()
