@@ -11,9 +11,9 @@ params file's content hash (an observation of `params_file`), then materializes 
 the local Dagster instance with the in-process executor: one run of `cell_job` for the param
 set (compiled mechanisms, segments table), then one run of `seed_job` per seed: with several
 seeds, up to `--jobs` (default: one per core) at once, each in a child `l5assets run` process
-(one NEURON run, one core each). The instance is the one of DAGSTER_HOME, else an embedded SQLite instance in
-`l5assets.paths.dagster_home()` (under data/). Subcommands import what they need when they
-run (so `status` and `trace` never load NEURON or BMTK).
+(one NEURON run, one core each). The instance is the one of DAGSTER_HOME, else an embedded
+SQLite instance in `l5assets.paths.dagster_home()` (under data/). Subcommands import what they
+need when they run (so `status` and `trace` never load NEURON or BMTK).
 """
 
 from __future__ import annotations
