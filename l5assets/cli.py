@@ -159,6 +159,15 @@ def _root_cause(error: Any) -> str:
     return msg if msg.startswith(f"{error.cls_name}") else f"{error.cls_name}: {msg}"
 
 
+def _check_params_hash(params: Any, expected: str | None) -> None:
+    """A child of `--jobs` runs on the params its parent made the param-set level from."""
+    if expected is not None and params.params_hash != expected:
+        raise ValueError(
+            f"params file {params.name!r} changed since the run started (params hash "
+            f"{params.params_hash[:12]}, the run's {expected[:12]}): run it again"
+        )
+
+
 def run_partitions(
     param_set: str,
     seeds: Sequence[int | str],
@@ -168,6 +177,7 @@ def run_partitions(
     log_level: str | None = None,
     jobs: int = 1,
     seed_only: bool = False,
+    expect_params_hash: str | None = None,
 ) -> dict[str, Any]:
     """Materialize the whole graph for a param set and seeds; returns the JSON summary.
 
@@ -179,6 +189,7 @@ def run_partitions(
     from l5assets.params import load_param_set, validate_seed
 
     params = load_param_set(param_set)
+    _check_params_hash(params, expect_params_hash)
     seed_list = list(dict.fromkeys(validate_seed(s) for s in seeds))
     if not seed_list:
         raise ValueError("give at least one --seed")
@@ -281,7 +292,13 @@ def run_partitions(
         locked("cell_job", None)
     if jobs > 1 and len(seed_list) > 1:
         run_seed_processes(
-            params.name, seed_list, jobs, summary, say, verbose=log_level is not None
+            params.name,
+            seed_list,
+            jobs,
+            summary,
+            say,
+            verbose=log_level is not None,
+            params_hash=params.params_hash,
         )
         return summary
     for k, seed in enumerate(seed_list, 1):
@@ -297,7 +314,9 @@ class _SeedChild:
     in front, its stdout (the JSON summary) is read while it runs (a full pipe would block
     it)."""
 
-    def __init__(self, param_set: str, seed: int, verbose: bool) -> None:
+    def __init__(
+        self, param_set: str, seed: int, verbose: bool, params_hash: str | None = None
+    ) -> None:
         import subprocess
         import threading
 
@@ -306,6 +325,7 @@ class _SeedChild:
         self.seed = seed
         cmd = [sys.executable, "-m", "l5assets.cli", "run", "--param-set", param_set]
         cmd += ["--seed", str(seed), "--json", "--seed-only"] + (["--verbose"] if verbose else [])
+        cmd += ["--expect-params-hash", params_hash] if params_hash else []
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -331,8 +351,10 @@ class _SeedChild:
         """Its summary once it has ended ("ok": false with the reason if it has none)."""
         for t in self.threads:
             t.join()
+        text = self.out[0] if self.out else ""
+        start = text.find("\n{")  # anything printed before the summary is not the summary
         try:
-            child = json.loads(self.out[0] if self.out else "")
+            child = json.loads(text if text.startswith("{") or start < 0 else text[start + 1 :])
         except json.JSONDecodeError:
             child = {"ok": False, "error": f"no summary (exit code {self.proc.returncode})"}
         if self.proc.returncode != 0:
@@ -351,6 +373,7 @@ def run_seed_processes(
     summary: dict[str, Any],
     say: Any,
     verbose: bool = False,
+    params_hash: str | None = None,
 ) -> None:
     """Make the seed partitions in up to `jobs` child processes at once (one NEURON run each:
     a core apiece), merging their JSON summaries into `summary`. Raises RunFailed once every
@@ -362,7 +385,7 @@ def run_seed_processes(
     try:
         while pending or running:
             while pending and len(running) < jobs:
-                running.append(_SeedChild(param_set, pending.pop(0), verbose))
+                running.append(_SeedChild(param_set, pending.pop(0), verbose, params_hash))
                 say(f"== partition {param_set}|{running[-1].seed} started")
             ended = [c for c in running if c.proc.poll() is not None]
             for c in ended:
@@ -514,6 +537,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             log_level="DEBUG" if args.verbose else None,
             jobs=args.jobs or os.cpu_count() or 1,
             seed_only=args.seed_only,
+            expect_params_hash=args.expect_params_hash,
         )
     except ParamsError as e:
         if args.verbose:
@@ -694,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # a child of `--jobs`: the parent made the param-set level already
     run.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--expect-params-hash", default=None, help=argparse.SUPPRESS)
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     run.add_argument(

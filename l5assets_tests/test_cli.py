@@ -233,3 +233,15 @@ def test_help_says_what_the_tool_is_and_lists_param_sets(dirs, capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
     assert "T_help" in capsys.readouterr().out
+
+
+def test_a_jobs_child_refuses_params_changed_since_the_run_started(dirs, capsys):
+    """`--jobs` children get the parent's params hash: an edit in between stops them before
+    anything is written (the param-set level was made from the parent's params)."""
+    tmp, params_dir = dirs
+    (params_dir / "T_child.json").write_text(json.dumps(small_params()))
+    argv = ["run", "--param-set", "T_child", "--seed", "1", "--seed-only"]
+    rc = cli.main([*argv, "--expect-params-hash", "0" * 64])
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_FAILED and "changed since the run started" in err
+    assert not (tmp / "out").exists() and not (tmp / "home").exists()

@@ -262,7 +262,9 @@ def asset_result(
     `cell_model` resource's); `manifest_extra` goes to the lineage manifest only (e.g.
     "engine", "wall_time_s").
     """
-    digest = digest or content_hash(files, out_dir, tmp_dir)
+    # the data version is the science files': a figure's bytes follow the plotting library
+    science = {k: v for k, v in files.items() if k not in (figures or {})}
+    digest = digest or content_hash(science, out_dir, tmp_dir)
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or ""
     staged_manifest = write_manifest(
         out_dir,

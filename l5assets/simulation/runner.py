@@ -394,6 +394,8 @@ def report_progress(h: Any, tstop: float, steps: int = PROGRESS_STEPS) -> Any:
     cvode = h.CVode()
 
     def queue() -> None:
+        if cvode.active():  # under CVode an event restarts the integrator: no progress then
+            return
         for t in marks:
             cvode.event(t, say)
 

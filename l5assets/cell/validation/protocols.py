@@ -44,7 +44,7 @@ DEFAULT_CELL = "L5PC_hay_C060114A7"
 # Validation discretisation: Hay's own, nseg = 1 + 2*int(L/40) (BMTK's rule with dL = 20 um),
 # on which Hay's targets were fitted; `validate-cell --dL 5` validates at the study's dL.
 VALIDATION_DL = 20.0
-CODE_VERSION = "2"
+CODE_VERSION = "3"  # 3: ca_train pulses each just above threshold
 
 
 class ValidationError(RuntimeError):

@@ -223,8 +223,13 @@ def calibrate_train_pulses(
                     while hi - lo > tol:
                         mid = 0.5 * (lo + hi)
                         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-                amp = round(hi * TRAIN_MARGIN, 4)
-                if k == 0:
+                    amp = round(hi * TRAIN_MARGIN, 4)
+                else:
+                    # no AP within the search range: the pulse is left out (0 nA), never
+                    # forced at the range's top (which could fire the Ca2+ spike by itself);
+                    # `pulse_aps` then counts it as a pulse without its AP
+                    amp = 0.0
+                if k == 0 and amp > 0:
                     first = amp
             amps.append(amp)
             run.pulses[k].amp = amp
@@ -259,7 +264,7 @@ def _place_sites(
             "requested": d,
             "diam": round(float(seg.diam), 4),
         }
-        if pulse_amp is not None:
+        if pulse_amp is not None and d is None:  # the pulses are somatic
             info[name]["pulse_nA"] = pulse_amp
     return segs, info
 
