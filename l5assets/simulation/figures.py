@@ -43,23 +43,68 @@ def png_bytes(fig: Any, dpi: float) -> bytes:
     return buf.getvalue()
 
 
+def inline_png(fig: Any, dpis: tuple[float, ...] = _INLINE_DPIS) -> bytes | None:
+    """The figure as a PNG of at most INLINE_MAX_BYTES (the first of `dpis` that fits), or
+    None if none does."""
+    for dpi in dpis:
+        small = png_bytes(fig, dpi)
+        if len(small) <= INLINE_MAX_BYTES:
+            return small
+    return None
+
+
 def render(fig: Any, full_path: Path) -> bytes:
     """Write `fig` full size to `full_path`; return a small PNG of it (<= INLINE_MAX_BYTES)."""
     full_path = Path(full_path)
     full_path.write_bytes(png_bytes(fig, FULL_DPI))
-    for dpi in _INLINE_DPIS:
-        small = png_bytes(fig, dpi)
-        if len(small) <= INLINE_MAX_BYTES:
-            break
+    small = inline_png(fig)
     _pyplot().close(fig)
-    if len(small) > INLINE_MAX_BYTES:
-        raise ValueError(f"inline figure is {len(small)} bytes even at {dpi} dpi")
+    if small is None:
+        raise ValueError(
+            f"inline figure over {INLINE_MAX_BYTES} bytes even at {_INLINE_DPIS[-1]} dpi"
+        )
     return small
 
 
 def _sample_ids(node_ids: np.ndarray, n: int) -> np.ndarray:
     """The first `n` distinct node ids that spiked (a fixed, readable sample)."""
     return np.unique(node_ids)[:n]
+
+
+def _raster_and_rates(
+    ax_r: Any,
+    ax_rate: Any,
+    trains: Mapping[str, Any],
+    tstop_ms: float,
+    legend: Any,
+    sample_scale: int = 1,
+) -> None:
+    """Per population (POP_STYLE order): a raster of a sample of its inputs on `ax_r`, stacked,
+    and its rate per active input in RATE_BIN_MS bins on `ax_rate`, labelled by
+    `legend(pop, label, timestamps, n_active)`."""
+    bins = np.arange(0.0, tstop_ms + RATE_BIN_MS, RATE_BIN_MS)
+    offset = 0
+    for pop, (label, colour) in POP_STYLE.items():
+        if pop not in trains:
+            continue
+        ids = np.asarray(trains[pop].node_ids)
+        ts = np.asarray(trains[pop].timestamps)
+        keep = _sample_ids(ids, RASTER_SAMPLE[pop] * sample_scale)
+        sel = np.isin(ids, keep)
+        rank = np.searchsorted(keep, ids[sel])
+        ax_r.scatter(ts[sel], rank + offset, s=1.5, c=colour, marker="|", linewidths=0.6)
+        ax_r.text(tstop_ms * 1.005, offset + len(keep) / 2, label, color=colour, fontsize=8)
+        offset += len(keep) + 5
+        n = max(int(np.unique(ids).size), 1)
+        counts, _ = np.histogram(ts, bins=bins)
+        ax_rate.step(
+            bins[:-1],
+            counts / n / (RATE_BIN_MS / 1000.0),
+            where="post",
+            color=colour,
+            lw=0.9,
+            label=legend(pop, label, ts, n),
+        )
 
 
 def summary_figure(
@@ -81,32 +126,18 @@ def summary_figure(
         rows, 1, figsize=(10, 2.1 * rows + 0.6), sharex=True, constrained_layout=True
     )
     ax_r, ax_rate = axes[0], axes[1]
-    offset = 0
-    bins = np.arange(0.0, tstop_ms + RATE_BIN_MS, RATE_BIN_MS)
-    for pop, (label, colour) in POP_STYLE.items():
-        trains = input_trains.get(pop)
-        if trains is None:
-            continue
-        ids, ts = np.asarray(trains.node_ids), np.asarray(trains.timestamps)
-        keep = _sample_ids(ids, RASTER_SAMPLE[pop])
-        sel = np.isin(ids, keep)
-        rank = np.searchsorted(keep, ids[sel])
-        ax_r.scatter(ts[sel], rank + offset, s=1.5, c=colour, marker="|", linewidths=0.6)
-        ax_r.text(tstop_ms * 1.005, offset + len(keep) / 2, label, color=colour, fontsize=8)
-        offset += len(keep) + 5
-        n_nodes = max(int(np.unique(ids).size), 1)
-        counts, _ = np.histogram(ts, bins=bins)
-        rate = counts / n_nodes / (RATE_BIN_MS / 1000.0)
-        inputs = summary.get("input_spikes", {}).get(pop, {})
-        mean = inputs.get("mean_rate_per_active_node_hz")
-        ax_rate.step(
-            bins[:-1],
-            rate,
-            where="post",
-            color=colour,
-            lw=0.9,
-            label=f"{label} ({mean:.1f} Hz)" if mean is not None else label,
-        )
+    rates = summary.get("input_spikes", {})
+    _raster_and_rates(
+        ax_r,
+        ax_rate,
+        input_trains,
+        tstop_ms,
+        lambda pop, label, ts, n: (
+            f"{label} ({rates[pop]['mean_rate_per_active_node_hz']:.1f} Hz)"
+            if "mean_rate_per_active_node_hz" in rates.get(pop, {})
+            else label
+        ),
+    )
     ax_r.set_ylabel("input (sample)")
     ax_r.set_yticks([])
     ax_rate.set_ylabel("rate per input (Hz)")
@@ -190,35 +221,16 @@ def raster_figure(trains: Mapping[str, Any], tstop_ms: float, title: str) -> Any
     """A sample of each population's spike trains above their population rates."""
     plt = _pyplot()
     fig, (ax_r, ax_rate) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    bins = np.arange(0.0, tstop_ms + RATE_BIN_MS, RATE_BIN_MS)
-    offset = 0
-    for pop, (label, colour) in POP_STYLE.items():
-        if pop not in trains:
-            continue
-        ids = np.asarray(trains[pop].node_ids)
-        ts = np.asarray(trains[pop].timestamps)
-        keep = _sample_ids(ids, RASTER_SAMPLE[pop] * (2 if len(trains) == 1 else 1))
-        sel = np.isin(ids, keep)
-        ax_r.scatter(
-            ts[sel],
-            np.searchsorted(keep, ids[sel]) + offset,
-            s=1.5,
-            c=colour,
-            marker="|",
-            linewidths=0.6,
-        )
-        ax_r.text(tstop_ms * 1.005, offset + len(keep) / 2, label, color=colour, fontsize=8)
-        offset += len(keep) + 5
-        counts, _ = np.histogram(ts, bins=bins)
-        n = max(int(np.unique(ids).size), 1)
-        ax_rate.step(
-            bins[:-1],
-            counts / n / (RATE_BIN_MS / 1000.0),
-            where="post",
-            color=colour,
-            lw=0.9,
-            label=f"{label} ({ts.size / n / (tstop_ms / 1000.0):.1f} Hz per active input)",
-        )
+    _raster_and_rates(
+        ax_r,
+        ax_rate,
+        trains,
+        tstop_ms,
+        lambda pop, label, ts, n: (
+            f"{label} ({ts.size / n / (tstop_ms / 1000.0):.1f} Hz per active input)"
+        ),
+        sample_scale=2 if len(trains) == 1 else 1,
+    )
     ax_r.set_ylabel("inputs (sample)")
     ax_r.set_yticks([])
     ax_rate.set_ylabel(f"rate per input (Hz, {RATE_BIN_MS:g} ms bins)")

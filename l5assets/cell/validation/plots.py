@@ -11,7 +11,7 @@ from l5assets.cell.validation.features import DEND_THRESHOLD
 from l5assets.cell.validation.protocols import PROTOCOLS
 from l5assets.cell.validation.report import _fmt
 from l5assets.cell.validation.traces import ProtocolTraces
-from l5assets.simulation.figures import INLINE_MAX_BYTES, png_bytes
+from l5assets.simulation.figures import inline_png
 
 
 def plot_protocol(tr: ProtocolTraces, evaluation: dict[str, Any], path: Path) -> Path:
@@ -111,11 +111,7 @@ def _save(fig: Any, path: Path) -> Path:
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    small = None
-    for dpi in (60, 45, 34):  # the inline copy for the materialization (<= 150 KB)
-        small = png_bytes(fig, dpi)
-        if len(small) <= INLINE_MAX_BYTES:
-            break
+    small = inline_png(fig, (60, 45, 34))  # the inline copy for the materialization
     plt.close(fig)
     _INLINE[str(path)] = small
     return path
@@ -127,5 +123,4 @@ _INLINE: dict[str, bytes | None] = {}
 def inline_copy(path: Path) -> bytes | None:
     """The small PNG `plot_protocol` made beside the full one at `path` (this process), or
     None if it could not get under INLINE_MAX_BYTES."""
-    small = _INLINE.get(str(Path(path)))
-    return small if small is not None and len(small) <= INLINE_MAX_BYTES else None
+    return _INLINE.get(str(Path(path)))

@@ -174,7 +174,7 @@ def calibrate_train_pulses(
     pulses before it at their own amplitudes, evokes an AP in its window (`ap_windows`), times
     TRAIN_MARGIN. Each trial restarts from a saved state at the pulse's onset, so a trial costs
     only the pulse's window."""
-    from l5assets.cell.validation.features import SOMA_THRESHOLD
+    from l5assets.cell.validation.features import SOMA_THRESHOLD, threshold_crossings
 
     lo0, hi0, tol = TRAIN_CALIBRATION
     proto = PROTOCOLS["ca_train"]
@@ -191,9 +191,8 @@ def calibrate_train_pulses(
         h.frecord_init()
 
     def has_ap(window: tuple[float, float]) -> bool:
-        t, v = np.array(run.trec), np.array(run.recs["soma"])
-        up = np.flatnonzero((v[:-1] < SOMA_THRESHOLD) & (v[1:] >= SOMA_THRESHOLD)) + 1
-        return bool(((t[up] >= window[0]) & (t[up] < window[1])).any())
+        up = threshold_crossings(np.array(run.trec), np.array(run.recs["soma"]), SOMA_THRESHOLD)
+        return bool(((up >= window[0]) & (up < window[1])).any())
 
     out: dict[str, list[float]] = {}
     first: float | None = None  # every sweep's first pulse starts from the same state
