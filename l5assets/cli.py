@@ -754,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     fc = sub.add_parser(
         "fit-cell",
         help="fit the default cell to Hay 2011's targets (resumable)",
-        description="BluePyOpt IBEA fit of L5PC_hay_C060114A7 from Hay's biophys3 values. "
+        description="BluePyOpt CMA-ES fit of L5PC_hay_C060114A7 from Hay's biophys3 values. "
         "Continues from --checkpoint if it exists; stops after --generations more generations "
         "or once --minutes have passed (checked after each generation).",
     )
@@ -766,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fc.add_argument("--generations", type=int, default=None)
     fc.add_argument("--minutes", type=float, default=None)
-    fc.add_argument("--offspring", type=int, default=16)
+    fc.add_argument("--offspring", type=int, default=12, help="CMA-ES lambda (default 12)")
     fc.add_argument("--seed", type=int, default=1)
     fc.add_argument("--workers", type=int, default=None, help="default: one per core")
     fc.add_argument(

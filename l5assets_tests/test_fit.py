@@ -1,6 +1,6 @@
 """The cell fit program: parameter mapping, scores, seeding and checkpoint resumption.
 
-The resumption test runs BluePyOpt's real IBEA with a cheap analytic evaluator (the NEURON
+The resumption test runs BluePyOpt's real CMA-ES with a cheap analytic evaluator (the NEURON
 evaluator costs ~40 s per individual); the NEURON path is exercised by `simulate` in the slow
 test and by `l5assets fit-cell` itself."""
 
@@ -46,15 +46,6 @@ def test_scores() -> None:
     assert o["bac.paired.spikecount"].score({"bac.paired.spikecount": 1.0}) > fit.BOOL_FAIL
 
 
-def test_initial_population_is_seeded_and_bounded() -> None:
-    a, b = fit.initial_population(8, 3), fit.initial_population(8, 3)
-    assert a == b and a[0] == [p.start for p in fit.PARAMETERS]
-    assert fit.initial_population(8, 4) != a
-    for ind in a:
-        for p, v in zip(fit.PARAMETERS, ind, strict=True):
-            assert p.lower <= v <= p.upper
-
-
 class _Sphere:
     """A cheap evaluator with the fit's parameters and objectives (distance to a point)."""
 
@@ -77,41 +68,29 @@ class _Sphere:
 def _state(ckpt: Path) -> tuple:
     with open(ckpt, "rb") as f:
         cp = pickle.load(f)
-    return cp["generation"], [list(ind) for ind in cp["population"]]
+    es = cp["CMA_es"]
+    return len(cp["logbook"]), [list(ind) for ind in cp["population"]], list(es.centroid)
 
 
 def test_checkpoint_resumes_to_the_same_result(tmp_path: Path) -> None:
     """3 generations in one go == 2, then 1 more resumed from the checkpoint (same seed)."""
-    start = fit.initial_population(4, 1)
+    kw = dict(offspring=4, seed=1, workers=1, evaluator=_Sphere(), log=lambda m: None)
     one = tmp_path / "one.pkl"
-    fit.run_fit(
-        one,
-        generations=2,
-        offspring=4,
-        seed=1,
-        workers=1,
-        evaluator=_Sphere(),
-        start=start,
-        log=lambda m: None,
-    )
+    fit.run_fit(one, generations=3, **kw)
     two = tmp_path / "two.pkl"
-    fit.run_fit(
-        two,
-        generations=1,
-        offspring=4,
-        seed=1,
-        workers=1,
-        evaluator=_Sphere(),
-        start=start,
-        log=lambda m: None,
-    )
+    fit.run_fit(two, generations=2, **kw)
     assert _state(two)[0] == 2
-    fit.run_fit(
-        two, generations=1, offspring=4, seed=1, workers=1, evaluator=_Sphere(), log=lambda m: None
-    )
+    fit.run_fit(two, generations=1, **kw)
     assert _state(one) == _state(two) and _state(two)[0] == 3
     best = fit.best_individual(two)
     assert best["generation"] == 3 and len(best["values"]) == len(fit.PARAMETERS)
+    # the search stays within the bounds
+    with open(two, "rb") as f:
+        cp = pickle.load(f)
+    for ind in cp["history"].genealogy_history.values():
+        for p, v in zip(fit.PARAMETERS, ind, strict=True):
+            assert p.lower - 1e-12 <= v <= p.upper + 1e-12, p.name
+    assert best["total"] <= min(sum(ind.fitness.values) for ind in cp["population"])
 
 
 class _FewerObjectives(_Sphere):
@@ -127,8 +106,7 @@ def test_a_checkpoint_of_other_objectives_is_refused(tmp_path: Path) -> None:
     """Continuing a checkpoint scored on another objective set would mix incomparable
     fitnesses: refused with a message, before anything runs."""
     ckpt = tmp_path / "old.pkl"
-    start = fit.initial_population(4, 1)
-    kw = dict(offspring=4, seed=1, workers=1, start=start, log=lambda m: None)
+    kw = dict(offspring=4, seed=1, workers=1, log=lambda m: None)
     fit.run_fit(ckpt, generations=1, evaluator=_FewerObjectives(), **kw)
     before = ckpt.read_bytes()
     with pytest.raises(ValueError, match="other parameters or objectives"):

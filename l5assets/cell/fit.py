@@ -3,18 +3,18 @@
 The default cell (`L5PC_hay_C060114A7`) starts from Hay et al. 2011's biophys3 values and fits,
 on the packaged morphology C060114A7, the Ca2+ hot zone (extent and densities), the apical and
 somatic channels, CaDynamics and the leak, within Hay's bounds where Hay gives them. It runs
-BluePyOpt's IBEA optimiser (DEAP) with our own evaluator: each evaluation applies a candidate to
-a cell built once per worker process and simulates the validation protocols (`bap`, `bac`,
-`hay_steps` and part of `ca_train`, CVode) with the validation code itself, at Hay's own
-discretisation (dL = 20 um, i.e. nseg = 1 + 2*int(L/40)); the result is then validated in full
-at dL = 5 um by `validate-cell`.
+BluePyOpt's CMA-ES (DEAP), centred on Hay's values, with our own evaluator: each evaluation
+applies a candidate to a cell built once per worker process and simulates the validation
+protocols (`bap`, `bac`, `hay_steps` and part of `ca_train`, CVode) with the validation code
+itself, at Hay's own discretisation (dL = 20 um, i.e. nseg = 1 + 2*int(L/40)); the result is
+then validated in full at dL = 5 um by `validate-cell`.
 
-Seeded (DEAP's random state and the initial population come from `seed`) and resumable: the
-checkpoint (BluePyOpt's own pickle, written after every generation) holds population, hall of
-fame, logbook, history and random state; `run_fit` continues from it for as many generations or
-minutes as asked, so the fit makes progress in chunks (`l5assets fit-cell --minutes 45`).
-`export_fit` writes the best individual as a biophysics file plus a fit record (parameters,
-bounds, targets, feature values and scores, generations, seed, date).
+Seeded (DEAP's and NumPy's random state come from `seed`) and resumable: the checkpoint
+(BluePyOpt's own pickle, written after every generation) holds the CMA strategy, population,
+hall of fame, logbook, history and random state; `run_fit` continues from it for as many
+generations or minutes as asked, so the fit makes progress in chunks (`l5assets fit-cell
+--minutes 45`). `export_fit` writes the best individual as a biophysics file plus a fit record
+(parameters, bounds, targets, feature values and scores, generations, seed, date).
 """
 
 from __future__ import annotations
@@ -253,19 +253,6 @@ class HayFitEvaluator:
         return dict(zip([o.name for o in OBJECTIVES], self.evaluate_with_lists(vals), strict=True))
 
 
-def initial_population(n: int, seed: int, spread: float = 0.3) -> list[list[float]]:
-    """Hay's values first, then log-normal perturbations of them (clipped to the bounds)."""
-    rng = np.random.default_rng(seed)
-    pop = [[p.start for p in PARAMETERS]]
-    while len(pop) < n:
-        ind = []
-        for p in PARAMETERS:
-            v = p.start * float(np.exp(rng.normal(0.0, spread)))
-            ind.append(float(np.clip(v, p.lower, p.upper)))
-        pop.append(ind)
-    return pop
-
-
 def _pool_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -291,24 +278,32 @@ def timed_map(pool: Any, timeout_s: float, n_objectives: int) -> Any:
     return _map
 
 
+CMA_SIGMA = 0.08  # initial step, in the optimiser's [-1, 1]-normalised parameter space
+CMA_MAX_NGEN = 100_000  # never the stopping reason: chunks stop on --generations / --minutes
+
+
 def run_fit(
     checkpoint: Path,
     *,
     generations: int | None = None,
     minutes: float | None = None,
-    offspring: int = 16,
+    offspring: int = 12,
     seed: int = 1,
     workers: int | None = None,
     log: Any = print,
     evaluator: Any = None,
-    start: Sequence[Sequence[float]] | None = None,
+    centroid: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Run (or continue, if `checkpoint` exists) the IBEA fit for `generations` more
+    """Run (or continue, if `checkpoint` exists) the CMA-ES fit for `generations` more
     generations or until `minutes` have passed (checked after each generation).
 
-    `evaluator` (default HayFitEvaluator) and `start` (the initial population, default
-    `initial_population(offspring, seed)`) are for tests."""
+    CMA-ES (BluePyOpt's DEAPOptimisationCMA, single objective: the sum of the scores) starts
+    at Hay's values (`centroid`, default the parameters' start values) with a small step: a
+    local search around a model that already passes most targets, where IBEA's wide
+    crossover and mutation spent its evaluations far from it. `evaluator` (default
+    HayFitEvaluator) is for tests."""
     import multiprocessing as mp
+    import threading
 
     import bluepyopt as bpop
     from pebble import ProcessPool
@@ -316,46 +311,57 @@ def run_fit(
     checkpoint = Path(checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     n_workers = workers or os.cpu_count() or 1
-    ctx = mp.get_context("spawn")
+    evaluator = evaluator if evaluator is not None else HayFitEvaluator()
+    done_before = _generation(checkpoint, evaluator)
     t0 = time.monotonic()
-    with ProcessPool(n_workers, initializer=_pool_init, context=ctx) as pool:
-        evaluator = evaluator if evaluator is not None else HayFitEvaluator()
-        opt = bpop.deapext.optimisations.DEAPOptimisation(
+    stop = threading.Event()
+    with ProcessPool(n_workers, initializer=_pool_init, context=mp.get_context("spawn")) as pool:
+        evaluate = timed_map(pool, EVAL_TIMEOUT_S, len(evaluator.objectives))
+        state = {"done": 0}
+
+        def _map(f: Any, items: Any) -> list[Any]:
+            # one call per generation; the optimiser checks `stop` before the next one, after
+            # writing this generation's checkpoint
+            out = evaluate(f, items)
+            state["done"] += 1
+            elapsed = (time.monotonic() - t0) / 60.0
+            best = min(sum(x) for x in out)
+            log(
+                f"generation {done_before + state['done']}: best total score in it {best:.2f} "
+                f"({elapsed:.1f} min)"
+            )
+            if (generations is not None and state["done"] >= generations) or (
+                minutes is not None and elapsed >= minutes
+            ):
+                stop.set()
+            return out
+
+        start = list(centroid) if centroid is not None else [p.start for p in PARAMETERS]
+        opt = bpop.deapext.optimisationsCMA.DEAPOptimisationCMA(
             evaluator=evaluator,
             offspring_size=offspring,
             seed=seed,
-            map_function=timed_map(pool, EVAL_TIMEOUT_S, len(evaluator.objectives)),
-            selector_name="IBEA",
+            centroids=[start],
+            sigma=CMA_SIGMA,
+            map_function=_map,
+            selector_name="single_objective",
         )
-        gen = _generation(checkpoint, evaluator)
-        done = 0
-        while True:
-            if generations is not None and done >= generations:
-                break
-            if minutes is not None and done and (time.monotonic() - t0) / 60.0 >= minutes:
-                break
-            if gen == 0:
-                # DEAP checkpoints from generation 2 on: the first chunk evaluates the seeded
-                # population and one generation of offspring
-                pop = (
-                    [list(p) for p in start]
-                    if start is not None
-                    else initial_population(offspring, seed)
-                )
-                opt.run(max_ngen=2, cp_filename=str(checkpoint), parent_population=pop)
-            else:
-                opt.run(max_ngen=gen + 1, cp_filename=str(checkpoint), continue_cp=True)
-            gen = _generation(checkpoint, evaluator)
-            done += 1
-            best = best_individual(checkpoint)
-            log(
-                f"generation {gen}: best total score {best['total']:.2f} "
-                f"({(time.monotonic() - t0) / 60.0:.1f} min)"
+        if generations != 0:
+            opt.run(
+                max_ngen=CMA_MAX_NGEN,
+                cp_filename=str(checkpoint),
+                continue_cp=done_before > 0,
+                terminator=stop,
             )
-    return {"generation": gen, "best": best_individual(checkpoint)}
+    best = best_individual(checkpoint)
+    log(f"generation {best['generation']}: best total score {best['total']:.2f}")
+    return {"generation": best["generation"], "best": best}
 
 
 def _generation(checkpoint: Path, evaluator: Any) -> int:
+    """Generations in `checkpoint` (0 if none); refuses one of another parameter or objective
+    set. Counted from the logbook: BluePyOpt's CMA checkpoint repeats its last generation
+    number after a resume."""
     if not checkpoint.exists():
         return 0
     with open(checkpoint, "rb") as f:
@@ -363,15 +369,17 @@ def _generation(checkpoint: Path, evaluator: Any) -> int:
     # a checkpoint of another objective or parameter set cannot be continued
     n_obj = len(cp["population"][0].fitness.values) if cp.get("population") else None
     names = list(evaluator.param_names)
-    if list(cp.get("param_names") or names) != names or n_obj not in (
-        None,
-        len(evaluator.objectives),
+    if (
+        "CMA_es" not in cp
+        or list(cp.get("param_names") or names) != names
+        or n_obj not in (None, len(evaluator.objectives))
     ):
         raise ValueError(
-            f"{checkpoint}: made for other parameters or objectives ({n_obj} objectives, "
-            f"{len(evaluator.objectives)} now); move it away to start a new fit"
+            f"{checkpoint}: made by another optimiser or for other parameters or objectives "
+            f"({n_obj} objectives, {len(evaluator.objectives)} now); move it away to start a "
+            "new fit"
         )
-    return int(cp["generation"])
+    return len(cp["logbook"])
 
 
 def best_individual(checkpoint: Path) -> dict[str, Any]:
@@ -385,7 +393,7 @@ def best_individual(checkpoint: Path) -> dict[str, Any]:
         "values": [float(v) for v in best],
         "scores": [float(s) for s in best.fitness.values],
         "total": float(sum(best.fitness.values)),
-        "generation": int(cp["generation"]),
+        "generation": len(cp["logbook"]),
     }
 
 
@@ -412,7 +420,7 @@ def export_fit(
         "Default cell of l5assets."
     )
     bio["source"] = (
-        "Fitted by l5assets.cell.fit (BluePyOpt IBEA, eFEL) from Hay et al. 2011 "
+        "Fitted by l5assets.cell.fit (BluePyOpt CMA-ES, eFEL) from Hay et al. 2011 "
         "biophys3 (ModelDB 139653; SPEC 8b). Morphology C060114A7.asc loaded at "
         "run time from the installed bluepyopt package (upstream licence "
         "CC-BY-NC-SA 4.0; never redistributed here). Hot zone placed as a "
@@ -425,7 +433,10 @@ def export_fit(
     record = {
         "cell": FIT_CELL,
         "template": TEMPLATE_CELL,
-        "optimiser": "bluepyopt.deapext.optimisations.DEAPOptimisation (IBEA)",
+        "optimiser": (
+            "bluepyopt.deapext.optimisationsCMA.DEAPOptimisationCMA (single objective: sum of "
+            f"scores; centroid Hay's values, sigma {CMA_SIGMA} in [-1, 1]-normalised space)"
+        ),
         "seed": seed,
         "generations": best["generation"],
         "date": time.strftime("%Y-%m-%d"),
