@@ -48,8 +48,16 @@ def _node_value(node: Any, key: str) -> Any:
         return None
 
 
-def load_l5_cell(node: Any, template_name: str, dynamics_params: Any) -> L5Cell:
-    """BMTK cell-model function: build our cell for one SONATA node."""
+def cell_from_node(
+    dynamics_params: Any, morphology: Any, dl: float = DEFAULT_DL, template: str = TEMPLATE_NAME
+) -> L5Cell:
+    """Build our cell for one biophysical node from its `dynamics_params` (the parsed
+    biophysics dict BMTK hands over, or a biophysics file name) and `morphology` (a path or
+    None for the biophysics file's default), with segment length target `dl`.
+
+    Shared by the BMTK hook and the project's own driver (`l5assets.simulation.driver`), so
+    both build the same cell from the same node.
+    """
     if isinstance(dynamics_params, Mapping):
         bio = parse_biophysics(dynamics_params)
         try:  # point at the shipped file when the dict is one of ours, for provenance
@@ -62,9 +70,14 @@ def load_l5_cell(node: Any, template_name: str, dynamics_params: Any) -> L5Cell:
         bio = load_biophysics(dynamics_params)
     else:
         raise BiophysicsError(
-            f"node with model_template '{DIRECTIVE}:{template_name}' needs dynamics_params "
+            f"node with model_template '{DIRECTIVE}:{template}' needs dynamics_params "
             "naming a biophysics file (e.g. 'L5PC_bbp.json')"
         )
+    return build_cell(bio, morphology, dl)
+
+
+def load_l5_cell(node: Any, template_name: str, dynamics_params: Any) -> L5Cell:
+    """BMTK cell-model function: build our cell for one SONATA node."""
     morphology = getattr(node, "morphology_file", None)
     if morphology is None:
         morphology = _node_value(node, "morphology")
@@ -72,7 +85,7 @@ def load_l5_cell(node: Any, template_name: str, dynamics_params: Any) -> L5Cell:
     network = getattr(node, "network", None)
     if network is not None and getattr(network, "dL", None):
         dl = float(network.dL)
-    return build_cell(bio, morphology, dl)
+    return cell_from_node(dynamics_params, morphology, dl, template_name)
 
 
 def register(overwrite: bool = True) -> None:

@@ -2,6 +2,11 @@
 
     python -m l5assets.simulation.runner CONFIG [--output-dir DIR]
         [--share-synapses | --no-share-synapses] [--seed N] [--mechanisms RECORD]
+        [--engine {bionet,neuron}]
+
+`--engine neuron` runs the same network with the project's own driver
+(`l5assets.simulation.driver`, no BMTK simulator objects; identical results, tested); the
+default `bionet` is described here.
 
 CONFIG is the `config.json` written by `l5assets.network.sim_config.write_sim_config`. The
 process compiles/loads the project's mechanism library, registers our cell and synapse models
@@ -64,6 +69,7 @@ SYNAPSES_FILE = "synapses.parquet"
 DEND_FILE = "dend_v.h5"  # soma-independent hot-zone voltage, for the dendritic Ca2+ spikes
 RESULT_FILE = "result.json"
 PLACEMENT_CHILD = 1
+ENGINES = ("bionet", "neuron")
 
 
 def placement_random_state(seed: int) -> np.random.RandomState:
@@ -109,7 +115,6 @@ def _load_config(config: Path, output_dir: Path | None) -> Any:
 def _network_class(seed: int) -> type:
     """BioNetwork subclass: seeded synapse placement and PatternStim-driven virtual inputs."""
     from bmtk.simulator.bionet import BioNetwork
-    from neuron import h
 
     class L5BioNetwork(BioNetwork):
         """BMTK's BioNetwork with two changes, both invisible in the network files.
@@ -154,21 +159,40 @@ def _network_class(seed: int) -> type:
                 self.input_spike_counts[pop] = 0 if df is None else len(df)
                 if df is None or not len(df):  # BMTK returns None for a population w/o spikes
                     continue
-                ids = df["node_ids"].to_numpy(np.int64)
-                ts = df["timestamps"].to_numpy(np.float64)
-                # an id outside the population would land on another population's gid
-                n_nodes = int(np.max(node_pop.node_ids)) + 1
-                if ids.min() < 0 or ids.max() >= n_nodes:
-                    raise ValueError(f"spike input for {pop}: node ids outside [0, {n_nodes})")
-                order = np.lexsort((ids, ts))  # PatternStim needs nondecreasing times
-                gids = ids[order] + self.gid_pool.get_gid(name=pop, node_id=0)
-                tvec, gvec = h.Vector(ts[order]), h.Vector(gids.astype(np.float64))
-                ps = h.PatternStim()
-                ps.play(tvec, gvec)
-                self.pattern_stims.append((ps, tvec, gvec))
+                stim = replay_spikes(
+                    pop,
+                    df["node_ids"].to_numpy(np.int64),
+                    df["timestamps"].to_numpy(np.float64),
+                    first_gid=self.gid_pool.get_gid(name=pop, node_id=0),
+                    n_nodes=int(np.max(node_pop.node_ids)) + 1,
+                )
+                self.pattern_stims.append(stim)
             self.io.barrier()
 
     return L5BioNetwork
+
+
+def replay_spikes(
+    pop: str, node_ids: np.ndarray, timestamps: np.ndarray, *, first_gid: int, n_nodes: int
+) -> tuple[Any, Any, Any]:
+    """One built-in `PatternStim` replaying a population's spikes into the gids
+    `first_gid + node id` (every NetCon made with `pc.gid_connect` to such a gid receives them).
+
+    Returns (PatternStim, time Vector, gid Vector): keep them alive while simulating.
+    """
+    from neuron import h
+
+    ids = np.asarray(node_ids, dtype=np.int64)
+    ts = np.asarray(timestamps, dtype=np.float64)
+    # an id outside the population would land on another population's gid
+    if ids.size and (ids.min() < 0 or ids.max() >= n_nodes):
+        raise ValueError(f"spike input for {pop}: node ids outside [0, {n_nodes})")
+    order = np.lexsort((ids, ts))  # PatternStim needs nondecreasing times
+    gids = ids[order] + int(first_gid)
+    tvec, gvec = h.Vector(ts[order]), h.Vector(gids.astype(np.float64))
+    ps = h.PatternStim()
+    ps.play(tvec, gvec)
+    return ps, tvec, gvec
 
 
 def _section_type(name: str) -> str:
@@ -339,14 +363,61 @@ def run_simulation(
     max_events = pool.check_events(conns["netcon"])
 
     out_dir = Path(conf.output_dir)
+    spikes_file = Path(conf.output["spikes_file"])
+    result = write_outputs(
+        out_dir,
+        table,
+        pool,
+        dend_rec,
+        engine="bionet",
+        seed=seed,
+        share_synapses=share_synapses,
+        gates=gates,
+        stride=stride,
+        max_events=max_events,
+        input_spikes=getattr(net, "input_spike_counts", {}),
+        spikes_file=spikes_file,
+        tstop=float(conf.tstop),
+        dt=float(conf.dt),
+        mechanisms_hash=compiled.mod_hash,
+        times=(t_start, t_built, t_setup, t_run),
+    )
+    return result
+
+
+def write_outputs(
+    out_dir: Path,
+    table: pd.DataFrame,
+    pool: Any,
+    dend_rec: dict[str, Any] | None,
+    *,
+    engine: str,
+    seed: int,
+    share_synapses: bool,
+    gates: bool,
+    stride: int,
+    max_events: int,
+    input_spikes: dict[str, int],
+    spikes_file: Path,
+    tstop: float,
+    dt: float,
+    mechanisms_hash: str,
+    times: tuple[float, float, float, float],
+) -> dict[str, Any]:
+    """Write synapses.parquet, dend_v.h5 and result.json (the outputs every engine writes the
+    same way) after a run; returns the result dict. `times`: perf_counter at start, cell
+    built, synapses set up, run done. Reads h.celsius and the spikes file."""
+    from neuron import h
+
+    t_start, t_built, t_setup, t_run = times
     table.to_parquet(out_dir / SYNAPSES_FILE, index=False)
     if dend_rec is not None:
-        _write_hot_zone(out_dir / DEND_FILE, dend_rec, float(conf.dt))
-    spikes = cell_spike_count(Path(conf.output["spikes_file"]))
+        _write_hot_zone(out_dir / DEND_FILE, dend_rec, dt)
     result = {
+        "engine": engine,
         "seed": int(seed),
         "share_synapses": bool(share_synapses),
-        "exc_release_gates_transmission": gates,
+        "exc_release_gates_transmission": bool(gates),
         "n_synapses": int(len(table)),
         "n_synapses_by_population": {
             str(k): int(v)
@@ -356,11 +427,11 @@ def run_simulation(
         "release_stride": int(stride),
         "max_events_per_connection": int(max_events),
         "celsius": float(h.celsius),
-        "input_spikes": dict(sorted(getattr(net, "input_spike_counts", {}).items())),
-        "spike_count": spikes,
-        "tstop_ms": float(conf.tstop),
-        "dt_ms": float(conf.dt),
-        "mechanisms_hash": compiled.mod_hash,
+        "input_spikes": dict(sorted(input_spikes.items())),
+        "spike_count": cell_spike_count(spikes_file),
+        "tstop_ms": float(tstop),
+        "dt_ms": float(dt),
+        "mechanisms_hash": mechanisms_hash,
         "wall_seconds": {
             "build": round(t_built - t_start, 3),
             "setup": round(t_setup - t_built, 3),
@@ -368,7 +439,7 @@ def run_simulation(
             "total": round(time.perf_counter() - t_start, 3),
         },
         "files": {
-            "spikes": Path(conf.output["spikes_file"]).name,
+            "spikes": spikes_file.name,
             "synapses": SYNAPSES_FILE,
             "reports": sorted(p.name for p in out_dir.glob("*_report.h5")),
             **({"dend_v": DEND_FILE} if dend_rec is not None else {}),
@@ -506,10 +577,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compiled_mechanisms record (JSON) of the library to load "
         "(default: compile the project's mechanisms, cached)",
     )
-    args = ap.parse_args(argv)
-    result = run_simulation(
-        args.config, args.output_dir, args.share_synapses, args.seed, args.mechanisms
+    ap.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="bionet",
+        help="bionet: BMTK BioNet (default); neuron: the project's own driver "
+        "(l5assets.simulation.driver), same results",
     )
+    args = ap.parse_args(argv)
+    run = run_simulation
+    if args.engine == "neuron":
+        from l5assets.simulation.driver import run_driver as run
+    result = run(args.config, args.output_dir, args.share_synapses, args.seed, args.mechanisms)
     print(json.dumps(result, sort_keys=True))
     return 0
 
