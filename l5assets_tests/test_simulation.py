@@ -61,9 +61,12 @@ def _runner(config: Path, out: Path, *flags: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sim")
+def build_small_network(tmp: Path) -> tuple:
+    """The small network of `small_params` (seed SEED) in `tmp`, with its rasters and config.
+
+    Returns (params, groups, network files, trains, spike files, config files). Also used by
+    test_driver.py.
+    """
     params = small_params()
     seg_file = tmp / "segments.parquet"
     subprocess.run(
@@ -92,6 +95,13 @@ def runs(tmp_path_factory):
     }
     spike_files = {p: write_sonata_spikes(tmp / f"{p}.h5", p, t) for p, t in trains.items()}
     cfg = write_sim_config(tmp / "config", params, net.network_dir, spike_files, seed=SEED)
+    return params, groups, net, trains, spike_files, cfg
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sim")
+    params, groups, net, trains, spike_files, cfg = build_small_network(tmp)
     # three independent NEURON processes, run side by side
     outs = {"share": tmp / "out_share", "again": tmp / "out_again", "noshare": tmp / "out_noshare"}
     procs = {

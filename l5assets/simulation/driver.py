@@ -32,14 +32,15 @@ that the `bionet` and `neuron` engines give identical results (tested):
 - `h.run()` (stdinit + continuerun to tstop); reports sample every step after the first
   (BioNet never records the initial state).
 
-Differences from BioNet's files (values are the same):
+Differences from BioNet's files:
 - `spikes.h5`: no gzip; `sorting` is the SONATA enum (none/by_id/by_time), "by_time" (BioNet
   writes the string "none", which libsonata cannot read);
-- `<var>_report.h5`: no gzip/chunking; mapping `index_pointers` (SONATA's name) and
-  `index_pointer` (BMTK's, a hard link to the same dataset); `data` has `units` for v (mV);
-  the SWC-id mapping columns BioNet adds for non-soma reports are not written. As in BioNet,
-  `time` is [tstart, tstop, dt] while sample k is the value at tstart + (k + 1) * dt
-  (`summary.read_soma_trace` knows this).
+- `<var>_report.h5`: `data` in float32 (SONATA's type, the only one libsonata 0.2 reads;
+  BioNet writes float64: our values are BioNet's rounded to float32), with `units`; `time`
+  with units "ms"; no gzip/chunking; mapping `index_pointers` (SONATA's name) and
+  `index_pointer` (BMTK's, a hard link to the same dataset); the SWC-id mapping columns BioNet
+  adds for non-soma reports are not written. As in BioNet, `time` is [tstart, tstop, dt]
+  while sample k is the value at tstart + (k + 1) * dt (`summary.read_soma_trace` knows this).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ SECTION_LABELS = {
     "apic": 4,
     "apical": 4,
 }
-UNITS = {"v": "mV"}
+UNITS = {"v": "mV", "cai": "mM", "ica": "mA/cm2", "ik": "mA/cm2", "ina": "mA/cm2"}
 _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
@@ -621,17 +622,18 @@ def write_report(path: Path, rep: Report, tstart: float, tstop: float, dt: float
         f.attrs["magic"] = np.uint32(0x0A7A)
         f.attrs["version"] = np.array([0, 1], dtype=np.uint32)
         g = f.create_group(f"report/{rep.population}")
-        ds = g.create_dataset("data", data=data.astype(np.float64))
+        # float32 as SONATA has it (libsonata refuses float64; BioNet writes float64)
+        ds = g.create_dataset("data", data=data.astype(np.float32))
         ds.attrs["variable"] = rep.spec.variable
-        if rep.spec.variable in UNITS:
-            ds.attrs["units"] = UNITS[rep.spec.variable]
+        ds.attrs["units"] = UNITS.get(rep.spec.variable, "")  # libsonata needs the attribute
         m = g.create_group("mapping")
         m.create_dataset("node_ids", data=np.array([rep.node_id], dtype=np.uint64))
         m.create_dataset("index_pointers", data=np.array([0, data.shape[1]], dtype=np.uint64))
         m["index_pointer"] = m["index_pointers"]  # BMTK's reader (and ours) use this name
         m.create_dataset("element_ids", data=np.array(rep.element_ids, dtype=np.uint64))
         m.create_dataset("element_pos", data=np.array(rep.element_pos, dtype=np.float64))
-        m.create_dataset("time", data=np.array([tstart, tstop, dt], dtype=np.float64))
+        t = m.create_dataset("time", data=np.array([tstart, tstop, dt], dtype=np.float64))
+        t.attrs["units"] = "ms"  # libsonata needs it
 
 
 def write_spikes(path: Path, population: str, node_id: int, times: np.ndarray) -> None:
