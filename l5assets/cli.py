@@ -77,18 +77,16 @@ def _print_json(obj: Any) -> None:
 # instance
 
 
-# the instance the project creates: Dagster's defaults, telemetry off
-INSTANCE_YAML = "telemetry:\n  enabled: false\n"
-
-
 def local_instance(create: bool = True):
     """The Dagster instance of DAGSTER_HOME, else an embedded SQLite instance in
     `l5assets.paths.dagster_home()` (under data/). The home folder is created if missing, with
-    a dagster.yaml (Dagster's defaults, telemetry off) when it has none; with `create=False`
+    the project's dagster.yaml (`l5assets.defs.instance`: telemetry off, run queue, the
+    `neuron` pool) when it has none; with `create=False`
     (read-only queries) a missing home gives None instead."""
     import dagster as dg
 
     from l5assets import paths
+    from l5assets.defs.instance import instance_yaml
     from l5assets.preflight import check_dagster_home
     from l5assets.storage import atomic_write_text, exclusive_lock
 
@@ -103,7 +101,7 @@ def local_instance(create: bool = True):
     # touches every storage; later opens find them made.
     with exclusive_lock(home / INSTANCE_LOCK, f"Dagster instance {home}", wait=True):
         if not (home / "dagster.yaml").exists():
-            atomic_write_text(home / "dagster.yaml", INSTANCE_YAML)
+            atomic_write_text(home / "dagster.yaml", instance_yaml())
         instance = dg.DagsterInstance.get()
         instance.get_runs(limit=1)
         instance.get_dynamic_partitions("param_set")

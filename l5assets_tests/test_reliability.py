@@ -529,9 +529,17 @@ def test_a_run_left_started_by_a_dead_process_is_marked_failed(ws):
     for tags in (tags_dead, run_tags()):
         r = inst.create_run_for_job(job, tags=tags, status=dg.DagsterRunStatus.STARTED)
         runs.append(r.run_id)
+    # each holds a slot of the neuron pool (the project's instance: one slot per core)
+    storage = inst.event_log_storage
+    assert storage.initialize_concurrency_limit_to_default("neuron")
+    for run_id in runs:
+        assert storage.claim_concurrency_slot("neuron", run_id, "simulation_outputs").is_claimed
     assert fail_dead_runs(inst) == [runs[0]]
     assert inst.get_run_by_id(runs[0]).status == dg.DagsterRunStatus.FAILURE
     assert inst.get_run_by_id(runs[1]).status == dg.DagsterRunStatus.STARTED  # we are alive
+    # the dead run's slot is free again, the live one's kept
+    held = {s.run_id for s in storage.get_concurrency_info("neuron").claimed_slots}
+    assert held == {runs[1]}
 
 
 def test_leftover_temps_are_listed_and_removed_by_the_next_step(ws, capsys):

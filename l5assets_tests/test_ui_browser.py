@@ -13,32 +13,21 @@ test command and `.ci/run` install it). Screenshots go to `l5assets_tests/artifa
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import small_params
+from dagster_server import Server, dagster_dev, prepared_instance
 from playwright.sync_api import Page, sync_playwright
 
-from l5assets import paths
-from l5assets.cli import INSTANCE_YAML
-from l5assets.definitions import defs
-from l5assets.defs.partitions import register_partitions, run_partition_key
+from l5assets.defs.partitions import run_partition_key
 from l5assets.layout import SUMMARY_FIGURE
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright's own builds are not used
 PS, SEED = "T_ui", 7
-SERVER_START_S = 180  # code location import + webserver + daemon on a loaded 2-core machine
 RUN_TIMEOUT_S = 600
 UI_TIMEOUT_MS = 90_000  # React pages behind GraphQL polls: generous, the machine may be busy
 
@@ -56,113 +45,20 @@ def clear_screenshots(d: Path) -> None:
         f.unlink()
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A running `dagster dev` and the instance it serves."""
-
-    url: str
-    instance: dg.DagsterInstance
-    log: Path
-    storage_root: Path
-
-    def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
-
-def wait_for_server(proc: subprocess.Popen, url: str, log: Path) -> None:
-    """Poll the webserver's /server_info until it answers; fail early if it exited."""
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dagster dev exited ({proc.returncode}):\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"dagster dev did not answer in {SERVER_START_S} s:\n{log.read_text()}")
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """End dagster dev and everything it started (webserver, daemon, code servers, runs)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # dagster dev stops its children on SIGTERM
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
-    except ProcessLookupError:
-        return
-    proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`dagster dev` on a fresh instance whose param-set-level assets are already made.
 
     The UI launches `seed_job` only (one partitions definition per launch), so the
     seed-independent assets (compiled mechanisms from the shared cache, segments table) are
-    materialized here first, in process, as `l5assets run` does before its seeds."""
+    materialized first, in process, as `l5assets run` does before its seeds."""
     assert CHROMIUM.is_file(), (
         f"{CHROMIUM} is missing: `apt-get install -y chromium` (the README's test command "
         "and .ci/run install it)"
     )
-    root = tmp_path_factory.mktemp("ui")
-    home, params_dir, storage = root / "dagster_home", root / "params", root / "outputs"
-    home.mkdir()
-    params_dir.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_YAML)
-    (params_dir / f"{PS}.json").write_text(json.dumps(small_params(), indent=1))
-    env = {
-        "DAGSTER_HOME": str(home),
-        "L5ASSETS_PARAMS_DIR": str(params_dir),
-        "L5ASSETS_STORAGE_ROOT": str(storage),
-        "L5ASSETS_CACHE_DIR": str(paths.cache_dir()),  # reuse the compiled mechanisms
-    }
-    log = artifacts_dir() / "dagster-dev.log"
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        instance = dg.DagsterInstance.from_config(str(home))
-        # registered before the UI opens: the Materialize dialog lists only known partitions
-        register_partitions(instance, [PS], [SEED])
-        cell = defs.resolve_job_def("cell_job").execute_in_process(
-            instance=instance, partition_key=PS
-        )
-        assert cell.success
-        with log.open("w") as out:
-            port = free_port()
-            # own session: kill the whole group at the end; started from a non-interactive
-            # shell dagster dev would otherwise ignore SIGTERM
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
-                + ["-h", "127.0.0.1", "-p", str(port)],
-                cwd=paths.PROJECT_ROOT,
-                env=os.environ | env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                url = f"http://127.0.0.1:{port}"
-                wait_for_server(proc, url, log)
-                yield Server(url, instance, log, storage)
-            finally:
-                stop_group(proc)
-                instance.dispose()
+    instance, env = prepared_instance(tmp_path_factory.mktemp("ui"), PS, [SEED])
+    with dagster_dev(instance, env, artifacts_dir() / "dagster-dev.log") as srv:
+        yield srv
 
 
 def launch_partition(page: Page, url: str, shots: Path) -> None:
@@ -196,15 +92,6 @@ def wait_for_run(server: Server, partition: str) -> dg.DagsterRun:
             return runs[0]
         time.sleep(2)
     raise TimeoutError(f"seed_job {partition} not finished in {RUN_TIMEOUT_S} s")
-
-
-def run_failure(server: Server, run: dg.DagsterRun) -> str:
-    """The run's step failures and the server log's end, for the assertion message."""
-    events = server.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    failures = [
-        f"{e.step_key}: {e.dagster_event.event_specific_data.error.message}" for e in events
-    ]
-    return "\n".join([*failures, server.log_tail()])
 
 
 def open_plot(page: Page, url: str, run_id: str, shots: Path) -> dict:
@@ -242,7 +129,7 @@ def test_ui_materialize_partition_and_see_the_plot(server: Server) -> None:
         try:
             launch_partition(page, server.url, shots)
             run = wait_for_run(server, partition)
-            assert run.status == dg.DagsterRunStatus.SUCCESS, run_failure(server, run)
+            assert run.status == dg.DagsterRunStatus.SUCCESS, server.run_failure(run)
             assert run.tags.get("dagster/from_ui") == "true"
             img = open_plot(page, server.url, run.run_id, shots)
         except Exception:

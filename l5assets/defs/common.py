@@ -342,6 +342,7 @@ def graph_asset(
     kinds: set[str],
     description: str,
     resources: Iterable[str] = (),
+    pool: str | None = None,
 ) -> Callable[[Callable[[AssetStep], dg.MaterializeResult]], dg.AssetsDefinition]:
     """Declare an asset of `l5assets.graph` whose body is one `asset_step`.
 
@@ -349,7 +350,8 @@ def graph_asset(
     `status` knows the code versions too); the asset gives what only it knows.
     The decorated function receives the AssetStep (outputs go to `step.tmp`, its return value
     is `step.result(...)`); `resources` are the keys it needs besides `storage` (reach them as
-    `step.resources.<key>`; "cell_model" is also recorded as the NMODL folder in use).
+    `step.resources.<key>`; "cell_model" is also recorded as the NMODL folder in use);
+    `pool` is the Dagster concurrency pool its steps take a slot of (the NEURON runs').
     """
     node = G.node(name)
     keys = {"storage", *resources}
@@ -371,6 +373,7 @@ def graph_asset(
             deps=asset_deps(name),
             description=description,
             required_resource_keys=keys,
+            pool=pool,
         )(run)
 
     return decorate

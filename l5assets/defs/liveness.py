@@ -58,5 +58,8 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
                 f"the process that ran it (pid {run.tags[PID_TAG]} on {run.tags[HOST_TAG]}) "
                 "is gone: killed before the run finished",
             )
+            # its pool slots too: nothing else frees them once the process is gone
+            if instance.event_log_storage.supports_global_concurrency_limits:
+                instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             failed.append(run.run_id)
     return failed

@@ -25,6 +25,7 @@ from l5assets.lineage.manifest import write_manifest
 from l5assets.storage import atomic_dir, cell_dir, dir_sha256, file_sha256
 
 from ..common import figure_markdown, manifest_metadata, step_started_at
+from ..instance import NEURON_POOL
 from ..resources import CellModelResource, StorageResource
 
 GROUP = "cell_validation"
@@ -166,6 +167,7 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"neuron", "python"},
         code_version=V.CODE_VERSION,
+        pool=NEURON_POOL,
         description=(
             f"Cell validation, {proto.title}. Simulated in a fresh NEURON subprocess; writes "
             f"traces (.npy/.json), {FEATURES_FILE} (every feature, its target, pass/fail) and a "

@@ -21,6 +21,7 @@ from l5assets.network.build import CELL_POP
 from l5assets.storage import atomic_write_text
 
 from ..common import AssetStep, graph_asset, run_logged, upstream_file
+from ..instance import NEURON_POOL
 from ..resources import NeuronRuntime
 
 
@@ -74,6 +75,7 @@ def _runner_command(step: AssetStep, neuron: NeuronRuntime, config: Path, mech: 
         "per synapse (`synapses.parquet`) and the runner's `result.json` (counts, wall times)."
     ),
     resources={"cell_model", "neuron"},
+    pool=NEURON_POOL,
 )
 def simulation_outputs(step: AssetStep) -> dg.MaterializeResult:
     neuron = step.resources.neuron

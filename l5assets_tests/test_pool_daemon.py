@@ -1,0 +1,127 @@
+"""The `neuron` concurrency pool with the daemon (issue 11 item 4).
+
+A backfill of three seeds, launched as the UI launches one (GraphQL `launchPartitionBackfill`
+with the seed assets and three partitions) against `dagster dev` (webserver + daemon) on the
+project's instance (QueuedRunCoordinator, op-granularity pools) with the pool at one slot:
+the daemon runs the three seed runs at once, and their simulations one after another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+from dagster_server import Server, dagster_dev, prepared_instance
+
+from l5assets import graph as G
+from l5assets.defs.instance import NEURON_POOL
+from l5assets.defs.partitions import run_partition_key
+
+PS, SEEDS = "T_pool", (1, 2, 3)
+BACKFILL_TIMEOUT_S = 900
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("pool")
+    instance, env = prepared_instance(root, PS, SEEDS, slots=1, stop=0.1)
+    with dagster_dev(instance, env, root / "dagster-dev.log") as srv:
+        yield srv
+
+
+def _step_intervals(instance: dg.DagsterInstance, run_id: str, step: str) -> list[float]:
+    """[start, end] wall times of one step of a run, from its event log."""
+    times = {
+        kind: [e.timestamp for e in instance.all_logs(run_id, of_type=kind) if e.step_key == step]
+        for kind in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS)
+    }
+    (start,), (end,) = times.values()  # exactly once each
+    return [start, end]
+
+
+def test_backfill_runs_seeds_at_once_and_simulations_within_the_pool(server: Server) -> None:
+    inst = server.instance
+    partitions = [str(run_partition_key(PS, s)) for s in SEEDS]
+    out = server.graphql(
+        LAUNCH,
+        {
+            "params": {
+                "assetSelection": [{"path": [k]} for k in G.SEED_ASSETS],
+                "partitionNames": partitions,
+                "fromFailure": False,
+            }
+        },
+    )["launchPartitionBackfill"]
+    assert out["__typename"] == "LaunchBackfillSuccess", out
+    backfill = out["backfillId"]
+
+    deadline = time.monotonic() + BACKFILL_TIMEOUT_S
+    filters = dg.RunsFilter(tags={"dagster/backfill": backfill})
+    while time.monotonic() < deadline:
+        runs = inst.get_runs(filters)
+        done = [r for r in runs if r.is_finished]
+        if len(runs) >= len(SEEDS) and len(done) == len(runs):
+            break
+        time.sleep(3)
+    else:
+        raise TimeoutError(
+            f"backfill {backfill} not done in {BACKFILL_TIMEOUT_S} s\n" + server.log_tail()
+        )
+    for run in runs:
+        assert run.status == dg.DagsterRunStatus.SUCCESS, server.run_failure(run)
+    # every seed asset of every partition is materialized
+    for key in G.SEED_ASSETS:
+        have = inst.get_materialized_partitions(dg.AssetKey(key))
+        assert set(partitions) <= {str(p) for p in have}, key
+
+    sims = sorted(
+        _step_intervals(inst, r.run_id, G.SIMULATION_OUTPUTS)
+        for r in runs
+        if G.SIMULATION_OUTPUTS in _steps(inst, r.run_id)
+    )
+    assert len(sims) == len(SEEDS)
+    # the pool's one slot: no two simulations at once
+    for (_, end), (start, _) in zip(sims, sims[1:], strict=False):
+        assert start >= end, f"simulations overlap: {sims}"
+    # ...while the runs themselves were in progress together (the queue let them launch)
+    spans = [_run_span(inst, r.run_id) for r in runs]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :]), (
+        f"no two runs were in progress together: {spans}"
+    )
+    # and a step did wait for the slot (Dagster's engine event)
+    waited = [
+        e.step_key
+        for r in runs
+        for e in inst.all_logs(r.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+        if f"blocked by limit for pool {NEURON_POOL}" in (e.dagster_event.message or "")
+    ]
+    assert G.SIMULATION_OUTPUTS in waited, "no simulation waited for a neuron pool slot"
+    info = inst.event_log_storage.get_concurrency_info(NEURON_POOL)
+    assert info.slot_count == 1 and not info.claimed_slots  # all slots returned
+
+
+def _steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    return {
+        e.step_key
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+        if e.step_key
+    }
+
+
+def _run_span(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
+    rec = instance.get_run_record_by_id(run_id)
+    assert rec is not None and rec.start_time and rec.end_time
+    return rec.start_time, rec.end_time
