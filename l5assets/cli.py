@@ -507,6 +507,13 @@ def run_preflight(args: argparse.Namespace) -> Any:
     ):
         if value:
             os.environ[env] = str(check_folder(Path(value), what))
+    from l5assets.defs.resources import ENGINE_ENV
+    from l5assets.preflight import check_engine
+
+    if args.engine:  # children of --jobs and the runs' resources read it from the environment
+        os.environ[ENGINE_ENV] = check_engine(args.engine, "run --engine")
+    elif os.environ.get(ENGINE_ENV):
+        check_engine(os.environ[ENGINE_ENV], ENGINE_ENV)
     from l5assets.definitions import defs
 
     cell_model = defs.resources.get("cell_model")
@@ -717,6 +724,12 @@ def build_parser() -> argparse.ArgumentParser:
     # a child of `--jobs`: the parent made the param-set level already
     run.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--expect-params-hash", default=None, help=argparse.SUPPRESS)
+    run.add_argument(
+        "--engine",
+        default=None,
+        help="simulation engine: neuron (the project's driver, default), bionet (BMTK BioNet) "
+        "(default: L5ASSETS_ENGINE, else neuron)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     run.add_argument(

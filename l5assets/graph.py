@@ -131,7 +131,7 @@ ASSETS: tuple[Node, ...] = (
         "seed",
         (SIMULATION_CONFIG, COMPILED_MECHANISMS),
         reads_components=("biophysics", "morphology", "synaptic_models"),
-        code_version="2",
+        code_version="3",
     ),
     Node(
         SIMULATION_SUMMARY,

@@ -260,3 +260,12 @@ def preflight(
     if check_neuron and morph is not None:
         check_morphology(morph)
     return Preflight(params, seed_list, home, root, cache, morph)
+
+
+def check_engine(name: str, what: str) -> str:
+    """A simulation engine name: one of the runner's engines."""
+    from l5assets.simulation.runner import ENGINES
+
+    if name not in ENGINES:
+        raise PreflightError(f"{what}: {name!r} is not an engine, allowed: {', '.join(ENGINES)}")
+    return name

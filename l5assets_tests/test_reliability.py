@@ -255,6 +255,20 @@ BAD_INPUTS = [
         "dagster.yaml",
     ),
     (
+        "engine-unknown",
+        lambda ws, mp: ["--engine", "nest"],
+        "T_ok",
+        ["1"],
+        "run --engine: 'nest' is not an engine, allowed: bionet, neuron",
+    ),
+    (
+        "engine-env-unknown",
+        lambda ws, mp: mp.setenv("L5ASSETS_ENGINE", "gpu") or [],
+        "T_ok",
+        ["1"],
+        "L5ASSETS_ENGINE: 'gpu' is not an engine, allowed:",
+    ),
+    (
         "params-dir-missing",
         lambda ws, mp: ["--params-dir", str(ws / "nowhere")],
         "T_ok",

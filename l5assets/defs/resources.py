@@ -17,6 +17,9 @@ from l5assets import paths
 from l5assets.params import ParamSet, load_param_set, param_set_path
 from l5assets.storage import partition_dir
 
+ENGINE_ENV = "L5ASSETS_ENGINE"
+DEFAULT_ENGINE = "neuron"
+
 
 class StorageResource(dg.ConfigurableResource):
     """Storage root of the materialized files and the folder of param set files."""
@@ -58,13 +61,26 @@ class CellModelResource(dg.ConfigurableResource):
 
 
 class NeuronRuntime(dg.ConfigurableResource):
-    """How the simulation subprocess runs NEURON."""
+    """How the simulation subprocess runs NEURON.
 
-    engine: str = "neuron"  # the runner (BMTK BioNet) supports "neuron" only
+    `engine`: "neuron" (the project's driver, default), "bionet" (BMTK BioNet, the
+    cross-check) or another of `l5assets.simulation.runner.ENGINES`; unset, the environment
+    variable L5ASSETS_ENGINE, else "neuron". The engine is recorded in the manifest and is not
+    part of the params hash (the engines give the same spikes)."""
+
+    engine: str | None = None
     threads: int = 1
     share_synapses: bool = True
     timeout_s: float = 3600.0
     python: str | None = None  # interpreter for the subprocess; default: this one
+
+    def resolved_engine(self) -> str:
+        """The engine of this run, validated (PreflightError naming the allowed ones)."""
+        from l5assets.preflight import check_engine
+
+        if self.engine:
+            return check_engine(self.engine, "NeuronRuntime.engine")
+        return check_engine(os.environ.get(ENGINE_ENV) or DEFAULT_ENGINE, ENGINE_ENV)
 
     def python_executable(self) -> str:
         return self.python or sys.executable

@@ -70,7 +70,9 @@ def _runner_command(step: AssetStep, neuron: NeuronRuntime, config: Path, mech: 
     G.SIMULATION_OUTPUTS,
     kinds={"neuron", "hdf5", "parquet"},
     description=(
-        "The NEURON run, in a separate process (`python -m l5assets.simulation.runner CONFIG`): "
+        "The NEURON run, in a separate process (`python -m l5assets.simulation.runner CONFIG "
+        "--engine E`; engine `neuron`, the project's driver, unless L5ASSETS_ENGINE says "
+        "`bionet` or another): "
         "the cell's spike file (`spikes.h5`), membrane report(s) (`<var>_report.h5`), one row "
         "per synapse (`synapses.parquet`) and the runner's `result.json` (counts, wall times)."
     ),
@@ -79,16 +81,17 @@ def _runner_command(step: AssetStep, neuron: NeuronRuntime, config: Path, mech: 
 )
 def simulation_outputs(step: AssetStep) -> dg.MaterializeResult:
     neuron = step.resources.neuron
-    if neuron.engine != "neuron" or neuron.threads != 1:
+    engine = neuron.resolved_engine()
+    if neuron.threads != 1:
         raise ValueError(
-            f"NeuronRuntime(engine={neuron.engine!r}, threads={neuron.threads}): the runner "
-            "drives BMTK BioNet, which supports engine 'neuron' with 1 thread only"
+            f"NeuronRuntime.threads: {neuron.threads}, allowed: 1 (threads would change the "
+            "results; run several seeds at once instead)"
         )
     t0 = time.perf_counter()
     config = step.read(G.SIMULATION_CONFIG, CONFIG_FILE)
     mechanisms = mechanisms_record(step.root, step.param_set)
     step.inputs[G.COMPILED_MECHANISMS] = mechanisms
-    cmd = _runner_command(step, neuron, config, mechanisms)
+    cmd = _runner_command(step, neuron, config, mechanisms) + ["--engine", engine]
     run_logged(
         step.context, cmd, timeout_s=neuron.timeout_s, env=neuron.subprocess_env(), cwd=step.tmp
     )
@@ -117,12 +120,13 @@ def simulation_outputs(step: AssetStep) -> dg.MaterializeResult:
             "tstop_ms": float(result["tstop_ms"]),
             "mechanisms_hash": result.get("mechanisms_hash", ""),
             "share_synapses": neuron.share_synapses,
+            "engine": engine,
             "wall_seconds": round(wall, 2),
             "run_seconds": float(result.get("wall_seconds", {}).get("run", 0.0)),
         },
         manifest_extra={
             "engine": {
-                "engine": neuron.engine,
+                "engine": engine,
                 "threads": neuron.threads,
                 "share_synapses": neuron.share_synapses,
             },
