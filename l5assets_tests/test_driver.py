@@ -6,11 +6,19 @@ What "identical" means here: spike times (float64) equal, the synapse table equa
 synapse on the same segment, same W, sid, delay, point process), the hot-zone V equal; the
 soma report of the driver is float32 (SONATA's type, the one libsonata reads) and equals
 BioNet's float64 report rounded to float32.
+
+Engine `coreneuron` against engine `neuron` with merged inputs, at delays raised above dt
+(a copy of the network): same spikes, V within one float32 step, same synapses and results;
+the refusal of delays <= dt, the --min-delay option, and options refused before any build.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -18,6 +26,7 @@ import pandas as pd
 import pytest
 from test_simulation import _runner, build_small_network
 
+from l5assets import paths
 from l5assets.science.spikes import read_sonata_spikes
 from l5assets.simulation.summary import read_soma_trace
 
@@ -126,3 +135,165 @@ def test_reports_read_by_bmtk_and_libsonata(runs):
     assert cr.dt(population="biophysical") == pytest.approx(params.dt)
     df = SpikeTrains.load(str(out / "spikes.h5")).to_dataframe()
     np.testing.assert_array_equal(np.sort(df["timestamps"].to_numpy()), ts)
+
+
+# ---------------------------------------------------------------------------------------------
+# engine coreneuron against engine neuron with merged inputs (issue 11 item 2)
+#
+# CoreNEURON needs NetCon delays > dt: the small network's 0.1 ms delays (dt 0.1 ms) are
+# raised to SLOW_DELAY_MS in a copy of its edge types. Engine coreneuron replays all inputs with
+# one PatternStim; engine neuron does the same with --merge-inputs, so both do equal
+# arithmetic. Measured on this network: the same 6 spike times (float64, bit-identical) and
+# bit-identical float32 soma and hot-zone V; the tolerance below is one float32 step at 80 mV.
+
+SLOW_DELAY_MS = 0.2
+V_TOL_MV = 1e-5  # float32 spacing at 64-128 mV is 7.6e-6 mV
+CORE_CASES = {  # name: (network copy, runner flags)
+    "neuron_merged": ("slow", ("--engine", "neuron", "--merge-inputs")),
+    "coreneuron": ("slow", ("--engine", "coreneuron")),
+    "refused": ("fast", ("--engine", "coreneuron")),
+    "min_delay": ("fast", ("--engine", "coreneuron", "--min-delay", str(SLOW_DELAY_MS))),
+}
+
+
+def _core_runner(config, out, *flags):
+    env = dict(os.environ, L5ASSETS_CACHE_DIR=str(paths.cache_dir()))  # reuse both builds
+    cmd = [sys.executable, "-m", "l5assets.simulation.runner", str(config), "--output-dir"]
+    return subprocess.Popen(
+        [*cmd, str(out), *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def _raise_delays(root, delay_ms):
+    """Every edge type of the network under `root` gets `delay_ms`."""
+    for csv in (root / "network").glob("*_edge_types.csv"):
+        df = pd.read_csv(csv, sep=" ")
+        df["delay"] = delay_ms
+        df.to_csv(csv, sep=" ", index=False)
+
+
+@pytest.fixture(scope="module")
+def core_runs(tmp_path_factory):
+    fast = tmp_path_factory.mktemp("core_fast")
+    params, groups, net, trains, spike_files, cfg = build_small_network(fast)
+    slow = tmp_path_factory.mktemp("core_slow")
+    shutil.copytree(fast / "network", slow / "network")
+    shutil.copytree(fast / "config", slow / "config")
+    for f in fast.glob("*.h5"):  # the input spike files (the config names them relatively)
+        shutil.copy2(f, slow / f.name)
+    _raise_delays(slow, SLOW_DELAY_MS)
+    roots = {"fast": fast, "slow": slow}
+    outs = {name: fast / f"out_{name}" for name in CORE_CASES}
+    done = {}
+    for batch in (("neuron_merged", "coreneuron"), ("refused", "min_delay")):  # 2 at a time
+        procs = {
+            n: _core_runner(
+                roots[CORE_CASES[n][0]] / "config" / "config.json", outs[n], *CORE_CASES[n][1]
+            )
+            for n in batch
+        }
+        for n, p in procs.items():
+            stdout, stderr = p.communicate(timeout=600)
+            done[n] = (p.returncode, stdout, stderr)
+    results = {}
+    for n, (rc, stdout, stderr) in done.items():
+        if n == "refused":
+            continue
+        assert rc == 0, f"{n} failed:\n{stderr[-4000:]}"
+        results[n] = json.loads(stdout.strip().splitlines()[-1])
+        print(f"{n}: {results[n]['spike_count']} spikes, wall {results[n]['wall_seconds']}")
+    return net, outs, results, done["refused"]
+
+
+def test_coreneuron_same_spikes_as_neuron_merged(core_runs):
+    net, outs, results, _ = core_runs
+    sp = {n: read_sonata_spikes(outs[n] / "spikes.h5")["biophysical"] for n in results}
+    ref = sp["neuron_merged"].timestamps
+    assert ref.size >= 3
+    np.testing.assert_array_equal(sp["coreneuron"].timestamps, ref)
+    np.testing.assert_array_equal(sp["coreneuron"].node_ids, sp["neuron_merged"].node_ids)
+
+
+def test_coreneuron_same_soma_and_hot_zone_voltage(core_runs):
+    net, outs, results, _ = core_runs
+    t_n, v_n = read_soma_trace(outs["neuron_merged"] / "v_report.h5")
+    t_c, v_c = read_soma_trace(outs["coreneuron"] / "v_report.h5")
+    np.testing.assert_array_equal(t_c, t_n)
+    assert v_c.shape == v_n.shape and v_n.size == int(
+        round(results["coreneuron"]["tstop_ms"] / 0.1)
+    )
+    assert np.max(np.abs(v_c.astype(np.float64) - v_n)) <= V_TOL_MV
+    dend = {}
+    for n in ("neuron_merged", "coreneuron"):
+        with h5py.File(outs[n] / "dend_v.h5") as f:
+            dend[n] = f["v"][()].astype(np.float64)
+    assert dend["coreneuron"].shape == dend["neuron_merged"].shape
+    assert np.max(np.abs(dend["coreneuron"] - dend["neuron_merged"])) <= V_TOL_MV
+
+
+def test_coreneuron_same_synapses_and_result_fields(core_runs):
+    net, outs, results, _ = core_runs
+    tabs = {n: pd.read_parquet(outs[n] / "synapses.parquet") for n in results}
+    pd.testing.assert_frame_equal(tabs["coreneuron"], tabs["neuron_merged"], check_exact=True)
+    assert (tabs["coreneuron"]["delay"] == SLOW_DELAY_MS).all()
+    core, nrn = results["coreneuron"], results["neuron_merged"]
+    assert core["engine"] == "coreneuron" and nrn["engine"] == "neuron"
+    assert core["merge_inputs"] is nrn["merge_inputs"] is True
+    assert core["mechanisms_build"] == "coreneuron" and core["min_delay_ms"] is None
+    assert core["delays_raised"] == 0
+    only_core = {"engine", "wall_seconds", "mechanisms_build", "min_delay_ms", "delays_raised"}
+    assert {k: v for k, v in core.items() if k not in only_core} == {
+        k: v for k, v in nrn.items() if k not in only_core
+    }  # incl. spike_count, max_events_per_connection (weight-vector state came back)
+
+
+def test_coreneuron_refuses_delay_not_above_dt(core_runs):
+    net, outs, results, (rc, stdout, stderr) = core_runs
+    n = net.counts["total_synapses"]
+    assert rc == 2, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "python -m l5assets.simulation.runner: error: engine coreneuron: edge field 'delay' is "
+        f"0.1 ms on {n} of {n} synapses; allowed range: delay > dt = 0.1 ms (raise 'delay' in "
+        "the edge types, or pass --min-delay MS with MS > 0.1 to run shorter delays at MS)"
+    )
+    assert not (outs["refused"] / "spikes.h5").exists()
+
+
+def test_coreneuron_min_delay_option_equals_raised_network(core_runs):
+    net, outs, results, _ = core_runs
+    res = results["min_delay"]
+    assert res["min_delay_ms"] == SLOW_DELAY_MS
+    assert res["delays_raised"] == net.counts["total_synapses"] == res["n_synapses"]
+    tab = pd.read_parquet(outs["min_delay"] / "synapses.parquet")
+    pd.testing.assert_frame_equal(
+        tab, pd.read_parquet(outs["coreneuron"] / "synapses.parquet"), check_exact=True
+    )  # the raised delays are in the table
+    for f in ("spikes.h5", "v_report.h5", "dend_v.h5"):  # same model as the edited network
+        with h5py.File(outs["min_delay"] / f) as a, h5py.File(outs["coreneuron"] / f) as b:
+            key = {"spikes.h5": "spikes/biophysical/timestamps"}.get(f, None)
+            key = key or ("report/biophysical/data" if f == "v_report.h5" else "v")
+            np.testing.assert_array_equal(a[key][()], b[key][()])
+
+
+def test_engine_options_refused_before_any_build(tmp_path, capsys):
+    from l5assets.simulation import runner
+    from l5assets.simulation.driver import apply_min_delay
+
+    cfg = str(tmp_path / "none.json")  # never read: the options fail first
+    cases = {
+        ("--engine", "coreneuron", "--threads", "2"): "--threads 2: engine coreneuron allows 1 "
+        "thread only (CoreNEURON's threads/multisplit have been seen to give wrong output)",
+        ("--engine", "neuron", "--min-delay", "0.2"): "--min-delay: an option of engine "
+        "coreneuron only, not neuron",
+        ("--engine", "bionet", "--merge-inputs"): "--merge-inputs: an option of engine neuron "
+        "only (engine bionet never does)",
+    }
+    for flags, message in cases.items():
+        assert runner.main([cfg, *flags]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"python -m l5assets.simulation.runner: error: {message}"
+        )
+    assert apply_min_delay([0.1, 0.3], 0.1, 0.2) == [0.2, 0.3]
+    assert apply_min_delay([0.2], 0.1, None) == [0.2]
+    with pytest.raises(runner.EngineError, match=r"--min-delay 0.1: must exceed dt = 0.1 ms"):
+        apply_min_delay([0.2], 0.1, 0.1)

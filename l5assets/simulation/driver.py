@@ -1,7 +1,8 @@
-"""The project's own simulation driver (engine `neuron`): the network BMTK builds, without
-BMTK's BioNet simulator objects.
+"""The project's own simulation driver (engines `neuron` and `coreneuron`): the network BMTK
+builds, without BMTK's BioNet simulator objects.
 
     python -m l5assets.simulation.runner CONFIG --engine neuron [--output-dir DIR] ...
+    python -m l5assets.simulation.runner CONFIG --engine coreneuron [--min-delay MS] ...
 
 Reads the BMTK simulation config (`config.json` of `write_sim_config`), the SONATA node,
 edge and input spike files (h5py / pandas), builds the cell with our builder
@@ -41,12 +42,35 @@ Differences from BioNet's files:
   `index_pointer` (BMTK's, a hard link to the same dataset); the SWC-id mapping columns BioNet
   adds for non-soma reports are not written. As in BioNet, `time` is [tstart, tstop, dt]
   while sample k is the value at tstart + (k + 1) * dt (`summary.read_soma_trace` knows this).
+
+Engine `coreneuron` builds the same network, then runs it in CoreNEURON (direct mode, in this
+process): fixed step, `cvode.cache_efficient(1)`, `pc.set_maxstep(10)`, `stdinit`,
+`pc.psolve(tstop)`; same output files (`result.json` adds `merge_inputs`, `min_delay_ms`,
+`delays_raised`, `mechanisms_build`). What differs from engine `neuron`:
+- mechanisms: the `nrnivmodl -coreneuron` build (cache entry `mechanisms-<hash>-coreneuron`,
+  compiled on first use, same content hash); CORENEURONLIB names its libcorenrnmech.so;
+- inputs: ONE PatternStim replays every input population (CoreNEURON's direct mode takes a
+  single PatternStim: `nrn2core_patstim_share_info` asserts `nodecount == 1`). Events of
+  equal time then reach the synapses in another order than with one PatternStim per
+  population, which changes V by rounding only (~1e-8 mV on the test network, spikes equal).
+  Engine `neuron` does the same with `merge_inputs=True` (`--merge-inputs`; off by default,
+  so that `neuron` stays identical to `bionet`): compare `coreneuron` with that;
+- NetCon delays must exceed dt. A network with a delay <= dt (the reference's 0.1 ms at dt
+  0.1 ms) is refused (EngineError naming the field and the allowed range) unless
+  `min_delay_ms` (> dt, `--min-delay MS`) is given: every shorter delay then runs at
+  min_delay_ms, which changes the model; the value and the number of raised delays are in
+  `result.json` and in the synapse table's `delay` column. No delay is changed otherwise;
+- no progress events (Python callbacks do not run inside CoreNEURON); reports record every
+  step (a sampling interval comes back empty under CoreNEURON, nrn issue 2101);
+- one thread only (threads/multisplit have been seen to give wrong output): refused
+  otherwise.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import time
 import warnings
@@ -62,7 +86,9 @@ import pandas as pd
 from l5assets.rng import stage_seed
 from l5assets.simulation.progress import say_stage
 from l5assets.simulation.runner import (
+    EngineError,
     _record_hot_zone,
+    check_engine_options,
     placement_random_state,
     replay_spikes,
     report_progress,
@@ -71,6 +97,7 @@ from l5assets.simulation.runner import (
 )
 
 ENGINE = "neuron"
+CORENEURON = "coreneuron"
 SPIKE_SORTING = h5py.enum_dtype({"none": 0, "by_id": 1, "by_time": 2}, basetype="u1")
 # BioNet's section-name prefix -> SWC type code, and its target-section labels
 SWC_TYPE = {"soma": 1, "axon": 2, "dend": 3, "apic": 4}
@@ -90,6 +117,34 @@ _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 # ---------------------------------------------------------------------------------------------
 # config
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the driver runs: engine ("neuron" | "coreneuron"), one merged input PatternStim
+    (always under coreneuron), the minimum NetCon delay coreneuron may raise delays to (None:
+    refuse delays <= dt), threads (1 only)."""
+
+    engine: str = ENGINE
+    merge_inputs: bool = False
+    min_delay_ms: float | None = None
+    threads: int = 1
+
+    def check(self) -> None:
+        """Raise EngineError for an option the engine does not take."""
+        if self.engine not in (ENGINE, CORENEURON):
+            raise EngineError(f"engine {self.engine!r}: the driver runs neuron or coreneuron")
+        check_engine_options(
+            self.engine,
+            merge_inputs=self.merge_inputs,
+            min_delay_ms=self.min_delay_ms,
+            threads=self.threads,
+        )
+
+    @property
+    def merged(self) -> bool:
+        """Whether the inputs are replayed by one PatternStim."""
+        return self.merge_inputs or self.engine == CORENEURON
 
 
 @dataclass(frozen=True)
@@ -498,8 +553,10 @@ def _read_spikes(path: Path, pop: str) -> tuple[np.ndarray, np.ndarray]:
         return g["node_ids"][()].astype(np.int64), ts
 
 
-def build_network(conf: DriverConfig, pool: Any, seed: int) -> Network:
-    """Cell, simulator set-up (as BioNet does it between cell and inputs), synapses, inputs."""
+def build_network(conf: DriverConfig, pool: Any, seed: int, merge_inputs: bool = False) -> Network:
+    """Cell, simulator set-up (as BioNet does it between cell and inputs), synapses, inputs:
+    one PatternStim per input population, or with `merge_inputs` one for all of them (what
+    CoreNEURON takes)."""
     from neuron import h
 
     pc = h.ParallelContext()
@@ -527,22 +584,24 @@ def build_network(conf: DriverConfig, pool: Any, seed: int) -> Network:
 
     edges = _EdgeBuilder(net, pool, conf.synapses_dir, place)
     sizes = {p.name: p.n_nodes for p in pops}
+    merged: list[tuple[np.ndarray, np.ndarray]] = []  # (gids, times) of every population
     for inp in conf.inputs:
         for edges_h5, types_csv in conf.edges:
             for edge in read_edges(edges_h5, types_csv, inp.population, cell_pop.name, net.node_id):
                 edges.connect(edge, inp.population, first_gid[inp.population])
         ids, ts = _read_spikes(inp.spike_file, inp.population)
         net.input_spike_counts[inp.population] = int(len(ids))
-        if len(ids):
-            net.stims.append(
-                replay_spikes(
-                    inp.population,
-                    ids,
-                    ts,
-                    first_gid=first_gid[inp.population],
-                    n_nodes=sizes[inp.population],
-                )
-            )
+        n, first = sizes[inp.population], first_gid[inp.population]
+        if merge_inputs:
+            if ids.size and (ids.min() < 0 or ids.max() >= n):  # it would hit another's gid
+                raise ValueError(f"spike input for {inp.population}: node ids outside [0, {n})")
+            merged.append((ids + first, ts))
+        elif len(ids):
+            net.stims.append(replay_spikes(inp.population, ids, ts, first_gid=first, n_nodes=n))
+    if merged and sum(len(g) for g, _ in merged):
+        gids = np.concatenate([g for g, _ in merged])
+        ts = np.concatenate([t for _, t in merged])
+        net.stims.append(replay_spikes("all inputs", gids, ts, first_gid=0, n_nodes=gid))
     return net
 
 
@@ -654,25 +713,113 @@ def write_spikes(path: Path, population: str, node_id: int, times: np.ndarray) -
 # the run
 
 
+def _mechanisms(record: Path | None, coreneuron: bool) -> Any:
+    """The compiled mechanisms to load: the record's (the pipeline's build), or the project's
+    (compiled, cached). Engine coreneuron needs the -coreneuron build: compiled on first use
+    next to the record's entry, from the same .mod files (same content hash, or refused)."""
+    from l5assets.cell.mechanisms import CompiledMechanisms, compile_mechanisms
+
+    if record is None:
+        return compile_mechanisms(coreneuron=coreneuron, on_progress=say_stage)
+    compiled = CompiledMechanisms.from_record(record)
+    if not coreneuron or compiled.coreneuron:
+        return compiled
+    core = compile_mechanisms(
+        cache_root=compiled.directory.parent, coreneuron=True, on_progress=say_stage
+    )
+    if core.mod_hash != compiled.mod_hash:
+        raise EngineError(
+            f"--mechanisms {record}: mod_hash {compiled.mod_hash[:16]} is not the project's "
+            f"current .mod files ({core.mod_hash[:16]}); re-materialize compiled_mechanisms"
+        )
+    return core
+
+
+def apply_min_delay(delays: list[float], dt: float, min_delay_ms: float | None) -> list[float]:
+    """The NetCon delays engine coreneuron runs with: unchanged if all exceed dt; else, with
+    `min_delay_ms` (> dt), every shorter delay raised to it; else EngineError naming the field
+    and the allowed range (a delay is never changed without the option)."""
+    d = np.asarray(delays, dtype=np.float64)
+    if min_delay_ms is not None:
+        if not min_delay_ms > dt:
+            raise EngineError(
+                f"--min-delay {min_delay_ms:g}: must exceed dt = {dt:g} ms (allowed: > {dt:g})"
+            )
+        return np.maximum(d, min_delay_ms).tolist()
+    bad = d <= dt
+    if bad.any():
+        raise EngineError(
+            f"engine coreneuron: edge field 'delay' is {d[bad].min():g} ms on {int(bad.sum())} "
+            f"of {d.size} synapses; allowed range: delay > dt = {dt:g} ms (raise 'delay' in the "
+            f"edge types, or pass --min-delay MS with MS > {dt:g} to run shorter delays at MS)"
+        )
+    return d.tolist()
+
+
+def _coreneuron_delays(net: Network, dt: float, min_delay_ms: float | None) -> int:
+    """Check (and with `min_delay_ms` raise) the NetCon delays; returns how many were raised."""
+    old = [float(nc.delay) for nc, _ in net.connections]
+    new = apply_min_delay(old, dt, min_delay_ms)
+    raised = 0
+    for (nc, _), a, b in zip(net.connections, old, new, strict=True):
+        if b != a:
+            nc.delay = b
+            raised += 1
+    return raised
+
+
+def _run(conf: DriverConfig, engine: str) -> None:
+    """Initialise and run to tstop: stdrun's h.run() with progress events (neuron), or
+    CoreNEURON's psolve (coreneuron: no Python events can run inside CoreNEURON)."""
+    from neuron import h
+
+    pc = h.ParallelContext()
+    if engine == ENGINE:
+        progress = report_progress(h, conf.tstop)  # keep the handler alive for the run
+        pc.timeout(0)
+        h.run()
+        del progress
+        return
+    from neuron import coreneuron
+
+    h.cvode.cache_efficient(1)
+    coreneuron.enable = True
+    coreneuron.verbose = 0
+    pc.set_maxstep(10)  # again, now that the NetCons exist (the minimum delay CoreNEURON gets)
+    pc.timeout(0)
+    h.stdinit()
+    pc.psolve(conf.tstop)
+    coreneuron.enable = False
+
+
 def run_driver(
     config: Path,
     output_dir: Path | None = None,
     share_synapses: bool = True,
     seed: int | None = None,
     mechanisms: Path | None = None,
+    options: EngineOptions | None = None,
 ) -> dict[str, Any]:
-    """Build and run CONFIG with the `neuron` engine in this process; returns the result dict
-    (the runner's keys, "engine": "neuron"). Call once per process."""
+    """Build and run CONFIG with the driver in this process; returns the result dict (the
+    runner's keys, "engine": "neuron" or "coreneuron", plus the non-default engine options).
+    Call once per process. EngineError for options or delays the engine cannot run."""
     t_start = time.perf_counter()
+    opts = options or EngineOptions()
+    opts.check()
     from l5assets.cell import synapses
-    from l5assets.cell.mechanisms import CompiledMechanisms, compile_mechanisms, load_mechanisms
+    from l5assets.cell.mechanisms import load_mechanisms
 
-    compiled = CompiledMechanisms.from_record(mechanisms) if mechanisms else compile_mechanisms()
+    core = opts.engine == CORENEURON
+    compiled = _mechanisms(mechanisms, core)
+    if core:  # CoreNEURON finds our mechanisms only through this variable
+        os.environ.update(compiled.coreneuron_env())
     load_mechanisms(compiled)
-    say_stage("building the cell and its inputs (engine neuron)")
+    say_stage(f"building the cell and its inputs (engine {opts.engine})")
     from neuron import h
 
     conf = read_config(Path(config), output_dir)
+    if core and opts.min_delay_ms is not None:
+        apply_min_delay([], conf.dt, opts.min_delay_ms)  # a bad option fails before the build
     if seed is None:
         if "seed" not in conf.extra:
             raise ValueError(f"{config}: no seed given and none in the config's l5assets section")
@@ -686,7 +833,8 @@ def run_driver(
         release_gates_transmission=gates,
         stride=stride,
     )
-    net = build_network(conf, pool, seed)
+    net = build_network(conf, pool, seed, merge_inputs=opts.merged)
+    raised = _coreneuron_delays(net, conf.dt, opts.min_delay_ms) if core else 0
     t_built = time.perf_counter()
 
     say_stage(f"cell built in {t_built - t_start:.0f} s; placing its synapses")
@@ -702,10 +850,7 @@ def run_driver(
     t_setup = time.perf_counter()
 
     say_stage(f"{len(table)} synapses placed; simulating {conf.tstop:.0f} ms")
-    progress = report_progress(h, conf.tstop)  # keep the handler alive for the run
-    h.ParallelContext().timeout(0)
-    h.run()
-    del progress
+    _run(conf, opts.engine)
     t_run = time.perf_counter()
     max_events = pool.check_events(conns["netcon"])
 
@@ -720,12 +865,17 @@ def run_driver(
     for rep in reports:
         path = conf.output_dir / f"{rep.spec.name}.h5"
         write_report(path, rep, conf.tstart, conf.tstop, conf.dt)
+    extra: dict[str, Any] = {"merge_inputs": True} if opts.merged else {}
+    if core:
+        extra.update(
+            min_delay_ms=opts.min_delay_ms, delays_raised=raised, mechanisms_build=CORENEURON
+        )
     return write_outputs(
         conf.output_dir,
         table,
         pool,
         dend_rec,
-        engine=ENGINE,
+        engine=opts.engine,
         seed=seed,
         share_synapses=share_synapses,
         gates=gates,
@@ -737,6 +887,7 @@ def run_driver(
         dt=conf.dt,
         mechanisms_hash=compiled.mod_hash,
         times=(t_start, t_built, t_setup, t_run),
+        extra=extra,
     )
 
 

@@ -2,11 +2,13 @@
 
     python -m l5assets.simulation.runner CONFIG [--output-dir DIR]
         [--share-synapses | --no-share-synapses] [--seed N] [--mechanisms RECORD]
-        [--engine {bionet,neuron}]
+        [--engine {bionet,neuron,coreneuron}] [--merge-inputs] [--min-delay MS] [--threads N]
 
 `--engine neuron` runs the same network with the project's own driver
-(`l5assets.simulation.driver`, no BMTK simulator objects; identical results, tested); the
-default `bionet` is described here.
+(`l5assets.simulation.driver`, no BMTK simulator objects; identical results, tested);
+`--engine coreneuron` runs the driver's network in CoreNEURON (see the driver's doc: one
+merged input PatternStim, NetCon delays must exceed dt, one thread); the default `bionet` is
+described here. Options an engine cannot honour are refused with a one-line error (exit 2).
 
 CONFIG is the `config.json` written by `l5assets.network.sim_config.write_sim_config`. The
 process compiles/loads the project's mechanism library, registers our cell and synapse models
@@ -69,7 +71,34 @@ SYNAPSES_FILE = "synapses.parquet"
 DEND_FILE = "dend_v.h5"  # soma-independent hot-zone voltage, for the dendritic Ca2+ spikes
 RESULT_FILE = "result.json"
 PLACEMENT_CHILD = 1
-ENGINES = ("bionet", "neuron")
+ENGINES = ("bionet", "neuron", "coreneuron")
+
+
+class EngineError(ValueError):
+    """An engine option, or a value of the network, the chosen engine cannot run with (the
+    message is one line naming the option or field and what is allowed)."""
+
+
+def check_engine_options(
+    engine: str, *, merge_inputs: bool = False, min_delay_ms: float | None = None, threads: int = 1
+) -> None:
+    """Refuse engine options that do not apply to `engine` (before anything is built)."""
+    if engine not in ENGINES:
+        raise EngineError(f"engine {engine!r}: not one of {', '.join(ENGINES)}")
+    if threads != 1:
+        why = (
+            "CoreNEURON's threads/multisplit have been seen to give wrong output"
+            if engine == "coreneuron"
+            else "no threaded run is implemented"
+        )
+        raise EngineError(f"--threads {threads}: engine {engine} allows 1 thread only ({why})")
+    if merge_inputs and engine != "neuron":
+        raise EngineError(
+            f"--merge-inputs: an option of engine neuron only (engine {engine} "
+            + ("always merges its inputs)" if engine == "coreneuron" else "never does)")
+        )
+    if min_delay_ms is not None and engine != "coreneuron":
+        raise EngineError(f"--min-delay: an option of engine coreneuron only, not {engine}")
 
 
 def placement_random_state(seed: int) -> np.random.RandomState:
@@ -403,10 +432,13 @@ def write_outputs(
     dt: float,
     mechanisms_hash: str,
     times: tuple[float, float, float, float],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write synapses.parquet, dend_v.h5 and result.json (the outputs every engine writes the
     same way) after a run; returns the result dict. `times`: perf_counter at start, cell
-    built, synapses set up, run done. Reads h.celsius and the spikes file."""
+    built, synapses set up, run done; `extra`: engine options to record (non-default ones
+    only, so that equal runs of different engines keep the same fields). Reads h.celsius and
+    the spikes file."""
     from neuron import h
 
     t_start, t_built, t_setup, t_run = times
@@ -444,6 +476,7 @@ def write_outputs(
             "reports": sorted(p.name for p in out_dir.glob("*_report.h5")),
             **({"dend_v": DEND_FILE} if dend_rec is not None else {}),
         },
+        **(extra or {}),
     }
     (out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
@@ -582,13 +615,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=ENGINES,
         default="bionet",
         help="bionet: BMTK BioNet (default); neuron: the project's own driver "
-        "(l5assets.simulation.driver), same results",
+        "(l5assets.simulation.driver), same results; coreneuron: the driver's network run in "
+        "CoreNEURON (needs NetCon delays > dt, see --min-delay)",
+    )
+    ap.add_argument(
+        "--merge-inputs",
+        action="store_true",
+        help="engine neuron: replay all input populations with one PatternStim, as engine "
+        "coreneuron does (same-time events then arrive in another order: rounding-level "
+        "differences from bionet; for comparing with coreneuron)",
+    )
+    ap.add_argument(
+        "--min-delay",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="engine coreneuron: run every NetCon delay shorter than MS (> dt) at MS, "
+        "recorded in result.json (default: refuse delays <= dt)",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="threads (only 1 is allowed, by every engine)"
     )
     args = ap.parse_args(argv)
-    run = run_simulation
-    if args.engine == "neuron":
-        from l5assets.simulation.driver import run_driver as run
-    result = run(args.config, args.output_dir, args.share_synapses, args.seed, args.mechanisms)
+    # run with -m this module is __main__, while the driver raises the importable module's class
+    from l5assets.simulation import runner as importable
+
+    try:
+        check_engine_options(
+            args.engine,
+            merge_inputs=args.merge_inputs,
+            min_delay_ms=args.min_delay,
+            threads=args.threads,
+        )
+        pos = (args.config, args.output_dir, args.share_synapses, args.seed, args.mechanisms)
+        if args.engine == "bionet":
+            result = run_simulation(*pos)
+        else:
+            from l5assets.simulation.driver import EngineOptions, run_driver
+
+            opts = EngineOptions(args.engine, args.merge_inputs, args.min_delay, args.threads)
+            result = run_driver(*pos, options=opts)
+    except (EngineError, importable.EngineError) as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(result, sort_keys=True))
     return 0
 
