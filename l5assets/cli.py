@@ -638,6 +638,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_instance_init(args: argparse.Namespace) -> int:
+    from l5assets.defs.instance import InstanceConfigError, PostgresStorage, init_instance
+
+    try:
+        path = init_instance(args.home, postgres=args.postgres, slots=args.slots, force=args.force)
+    except InstanceConfigError as e:  # bad input: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {path}")
+    if args.postgres:
+        pg = PostgresStorage.from_url(args.postgres if isinstance(args.postgres, str) else None)
+        print(f"Dagster's processes need: {', '.join(pg.env_vars())} (DAGSTER_HOME={path.parent})")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from l5assets.lineage import status as mod
     from l5assets.params import validate_param_set_name
@@ -815,6 +830,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="files and manifests only: do not open the Dagster instance",
     )
     st.set_defaults(func=cmd_status)
+
+    inst = sub.add_parser("instance", help="the Dagster instance (its dagster.yaml)")
+    inst_sub = inst.add_subparsers(dest="instance_command", required=True)
+    ini = inst_sub.add_parser(
+        "init",
+        help="write DAGSTER_HOME/dagster.yaml: telemetry off, run queue, the neuron pool",
+        description="Write the instance's dagster.yaml (l5assets/defs/instance.py): telemetry "
+        "off, the QueuedRunCoordinator, the `neuron` pool limit; with --postgres, run, "
+        "event-log and schedule storage on PostgreSQL, the password (and every connection "
+        "field the URL leaves out) read from L5ASSETS_PG_HOST, L5ASSETS_PG_PORT, "
+        "L5ASSETS_PG_USER, L5ASSETS_PG_PASSWORD, L5ASSETS_PG_DB when Dagster opens it.",
+    )
+    ini.add_argument("--home", default=None, help="default: DAGSTER_HOME, else data/dagster_home")
+    ini.add_argument(
+        "--postgres",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="URL",
+        help="storage on PostgreSQL; URL (optional): postgresql+psycopg2://[user@]host[:port]/db",
+    )
+    ini.add_argument("--slots", default=None, help="neuron pool limit (default: one per core)")
+    ini.add_argument("--force", action="store_true", help="overwrite an existing dagster.yaml")
+    ini.set_defaults(func=cmd_instance_init)
     return ap
 
 
