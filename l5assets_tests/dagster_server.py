@@ -28,7 +28,7 @@ import pytest
 from conftest import small_params
 
 from l5assets import paths
-from l5assets.defs.instance import instance_yaml
+from l5assets.defs.instance import PostgresStorage, instance_yaml
 from l5assets.defs.partitions import register_partitions
 
 SERVER_START_S = 180  # code location import + webserver + daemon on a loaded 2-core machine
@@ -107,23 +107,32 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def prepared_instance(
-    root: Path, param_set: str, seeds: Sequence[int], *, slots: int | None = None, **params: Any
+    root: Path,
+    param_set: str,
+    seeds: Sequence[int],
+    *,
+    slots: int | None = None,
+    postgres_env: dict[str, str] | None = None,
+    **params: Any,
 ) -> tuple[dg.DagsterInstance, dict[str, str]]:
-    """A fresh home under `root` with the project's dagster.yaml (`slots`: the neuron pool),
-    one small param set (`small_params(**params)`), its partitions registered and its
-    seed-independent assets materialized; returns the instance and the environment."""
+    """A fresh home under `root` with the project's dagster.yaml (`slots`: the neuron pool;
+    `postgres_env`: storage on PostgreSQL, its `L5ASSETS_PG_*` variables), one small param
+    set (`small_params(**params)`), its partitions registered and its seed-independent assets
+    materialized; returns the instance and the environment (the credentials included)."""
     from l5assets.definitions import defs
 
     home, params_dir, storage = root / "dagster_home", root / "params", root / "outputs"
     home.mkdir()
     params_dir.mkdir()
-    (home / "dagster.yaml").write_text(instance_yaml(slots))
+    pg = PostgresStorage() if postgres_env is not None else None
+    (home / "dagster.yaml").write_text(instance_yaml(slots, pg))
     (params_dir / f"{param_set}.json").write_text(json.dumps(small_params(**params), indent=1))
     env = {
         "DAGSTER_HOME": str(home),
         "L5ASSETS_PARAMS_DIR": str(params_dir),
         "L5ASSETS_STORAGE_ROOT": str(storage),
         "L5ASSETS_CACHE_DIR": str(paths.cache_dir()),  # reuse the compiled mechanisms
+        **(postgres_env or {}),
     }
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():

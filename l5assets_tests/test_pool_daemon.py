@@ -3,7 +3,9 @@
 A backfill of three seeds, launched as the UI launches one (GraphQL `launchPartitionBackfill`
 with the seed assets and three partitions) against `dagster dev` (webserver + daemon) on the
 project's instance (QueuedRunCoordinator, op-granularity pools) with the pool at one slot:
-the daemon runs the three seed runs at once, and their simulations one after another.
+the daemon runs the three seed runs at once, and their simulations one after another. The
+same backfill runs on the SQLite instance and on a shared one on PostgreSQL (issue 9 item 3:
+a real server, `postgres_server`; `dagster dev` gets the credentials from the environment).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 from dagster_server import Server, dagster_dev, prepared_instance
+from postgres_server import postgres_server_fixture as postgres_server_fixture  # noqa: F401
 
 from l5assets import graph as G
 from l5assets.defs.instance import NEURON_POOL
@@ -34,10 +37,19 @@ mutation Launch($params: LaunchBackfillParams!) {
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("pool")
-    instance, env = prepared_instance(root, PS, SEEDS, slots=1, stop=0.1)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp(f"pool-{request.param}")
+    pg_env = None
+    if request.param == "postgres":  # the server starts only for this variant
+        pg_env = request.getfixturevalue("postgres_server").new_database("l5_pool")
+    instance, env = prepared_instance(root, PS, SEEDS, slots=1, postgres_env=pg_env, stop=0.1)
+    if pg_env is not None:
+        from dagster_postgres import PostgresEventLogStorage
+
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
     with dagster_dev(instance, env, root / "dagster-dev.log") as srv:
         yield srv
 
