@@ -21,6 +21,7 @@ from l5assets.defs import (
 from l5assets.defs.cli_logger import CLI_LOGGER, cli_logger
 from l5assets.defs.jobs import cell_job, observe_sources_job, seed_job
 from l5assets.defs.resources import CellModelResource, NeuronRuntime, StorageResource
+from l5assets.defs.slurm import SlurmResource
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
@@ -32,6 +33,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "storage": StorageResource(),
         "cell_model": CellModelResource(),
         "neuron": NeuronRuntime(),
+        # local unless L5ASSETS_SIMULATION_EXECUTOR=slurm (or the run's resource config) says so
+        "slurm": SlurmResource(),
     }
 
 

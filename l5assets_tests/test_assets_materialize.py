@@ -25,6 +25,7 @@ from l5assets.definitions import defs
 from l5assets.defs.lineage.status import status
 from l5assets.defs.partitions import register_partitions, run_partition_key
 from l5assets.defs.resources import CellModelResource, NeuronRuntime, StorageResource
+from l5assets.defs.slurm import SlurmResource
 from l5assets.graph import SEED_ASSETS
 from l5assets.graph import SHARED_ASSETS as CELL_ASSETS
 from l5assets.graph import SOURCE_ASSETS as OBSERVED_SOURCES
@@ -79,6 +80,7 @@ def env(tmp_path_factory):
         "storage": StorageResource(root=str(root / "out"), params_dir=str(params_dir)),
         "cell_model": CellModelResource(),  # mod_dir: the copy (L5ASSETS_COMPONENTS_DIR)
         "neuron": NeuronRuntime(timeout_s=600),
+        "slurm": SlurmResource(executor="local"),
     }
     with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as mp:
         mp.setenv("L5ASSETS_COMPONENTS_DIR", str(components))

@@ -106,7 +106,7 @@ def run_logged(
     Returns the last `keep_lines` lines; raises SubprocessError (with them) on a non-zero exit
     or after `timeout_s` (the process is killed).
     """
-    from l5assets.simulation.progress import ProgressMeter, parse_progress, parse_stage
+    from l5assets.simulation.progress import ProgressMeter, log_line
 
     # the command line (temp paths) is for debugging, not for the run log's reader
     context.log.debug(f"running: {' '.join(cmd)}")
@@ -140,19 +140,7 @@ def run_logged(
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            stage = parse_stage(line)
-            if stage is not None:
-                context.log.info(f"{progress_label}: {stage}")
-                continue
-            point = parse_progress(line)
-            if point is None:
-                tail.append(line.rstrip())
-                context.log.debug(tail[-1])
-                continue
-            said = meter.update(*point)
-            if said is not None:
-                # the main points (every 10% or 30 s) at INFO, a terminal's extra ones at DEBUG
-                (context.log.info if said[0] == "main" else context.log.debug)(said[1])
+            log_line(context.log, line, meter, tail)
         rc = proc.wait()
     finally:
         timer.cancel()

@@ -44,6 +44,8 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA = "l5assets.manifest/1"
 # Keys whose values legitimately differ between two runs of the same partition.
 VOLATILE_KEYS = ("run",)
+# Keys of `extra` that say where a step ran (they differ between runs): kept under "run".
+RUN_KEYS = ("executor", "slurm_job_id", "slurm_node")
 # Libraries whose versions are recorded (distribution names on PyPI).
 LIBRARIES = ("neuron", "bmtk", "numpy", "scipy", "dagster", "pandas", "h5py", "l5assets")
 # How many folder levels above an input file to look for the upstream's manifest.
@@ -464,8 +466,9 @@ def write_manifest(
     loaded from data/params/<name>.json), "mod_dir" (the NMODL folder, if not the default),
     "reads_components" (list of "mechanisms"/"biophysics"/"morphology"/"synaptic_models" this
     asset's output depends on, for staleness). Keys ending in "_seconds" / "_time_s" are
-    timings. Time, host, run id and timings go under "run" (see VOLATILE_KEYS); every other
-    key is stored under "extra".
+    timings. Time, host, run id, timings and where the step ran (`RUN_KEYS`: "executor",
+    "slurm_job_id", "slurm_node") go under "run" (see VOLATILE_KEYS); every other key is
+    stored under "extra".
     """
     out_dir = Path(out_dir)
     write_dir = Path(staging_dir) if staging_dir is not None else out_dir
@@ -488,6 +491,7 @@ def write_manifest(
         "pid": os.getpid(),
         # other timings callers put in extra (e.g. "build_seconds") vary from run to run
         "timings": {k: extra.pop(k) for k in sorted(extra) if _is_timing(k)},
+        **{k: extra.pop(k) for k in RUN_KEYS if k in extra},
     }
     run["dir"] = str(out_dir.resolve())
     partition_key = extra.pop("partition_key", None)

@@ -9,8 +9,9 @@ never stay silent long).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
+from typing import Any
 
 PROGRESS_PREFIX = "L5PROGRESS"
 STAGE_PREFIX = "L5STAGE"  # `L5STAGE <what the process does now>`
@@ -38,6 +39,25 @@ def parse_stage(line: str) -> str | None:
     if not line.startswith(STAGE_PREFIX + " "):
         return None
     return line[len(STAGE_PREFIX) + 1 :].strip() or None
+
+
+def log_line(log: Any, line: str, meter: ProgressMeter, tail: MutableSequence[str]) -> None:
+    """Log one runner output line on `log` (a logger: `.info`, `.debug`): stage lines and the
+    main progress points (every 10% or 30 s) at info, a terminal's extra points at debug, a
+    quiet point not at all; any other line is appended to `tail` and logged at debug."""
+    stage = parse_stage(line)
+    if stage is not None:
+        log.info(f"{meter.label}: {stage}")
+        return
+    point = parse_progress(line)
+    if point is None:
+        tail.append(line.rstrip())
+        if tail[-1].strip():
+            log.debug(tail[-1])
+        return
+    said = meter.update(*point)
+    if said is not None:
+        (log.info if said[0] == "main" else log.debug)(said[1])
 
 
 def say_stage(text: str) -> None:

@@ -23,6 +23,7 @@ from l5assets.storage import atomic_write_text
 from ..common import AssetStep, graph_asset, run_logged, upstream_file
 from ..instance import NEURON_POOL
 from ..resources import NeuronRuntime
+from ..slurm import SlurmJob, SlurmResource
 
 
 @graph_asset(
@@ -66,6 +67,41 @@ def _runner_command(step: AssetStep, neuron: NeuronRuntime, config: Path, mech: 
     ]
 
 
+def _run_simulation(
+    step: AssetStep, neuron: NeuronRuntime, slurm: SlurmResource, cmd: list
+) -> SlurmJob | None:
+    """Run the runner command: in a subprocess here, or as a SLURM job through Pipes (the job
+    runs the same command under `l5assets.simulation.pipes_report`); the job, or None."""
+    if not slurm.enabled:
+        run_logged(
+            step.context,
+            cmd,
+            timeout_s=neuron.timeout_s,
+            env=neuron.subprocess_env(),
+            cwd=step.tmp,
+        )
+        return None
+    job_cmd = [cmd[0], "-m", "l5assets.simulation.pipes_report", *cmd[3:]]
+    job = slurm.run(
+        step.context,
+        job_cmd,
+        cwd=step.tmp,
+        env=neuron.subprocess_env(),
+        storage_root=step.root,
+        timeout_s=neuron.timeout_s,
+    )
+    step.context.log.info(f"SLURM job {job.job_id} {job.state} on {job.node or '?'}")
+    return job
+
+
+def _job_metadata(job: SlurmJob | None) -> dict[str, Any]:
+    """Materialization metadata of the executor (the SLURM job id and node, if any); the
+    manifest keeps them in its volatile "run" section (`lineage.manifest.RUN_KEYS`)."""
+    if job is None:
+        return {"executor": "local"}
+    return {"executor": "slurm", "slurm_job_id": job.job_id, "slurm_node": job.node or ""}
+
+
 @graph_asset(
     G.SIMULATION_OUTPUTS,
     kinds={"neuron", "hdf5", "parquet"},
@@ -76,7 +112,7 @@ def _runner_command(step: AssetStep, neuron: NeuronRuntime, config: Path, mech: 
         "the cell's spike file (`spikes.h5`), membrane report(s) (`<var>_report.h5`), one row "
         "per synapse (`synapses.parquet`) and the runner's `result.json` (counts, wall times)."
     ),
-    resources={"cell_model", "neuron"},
+    resources={"cell_model", "neuron", "slurm"},
     pool=NEURON_POOL,
 )
 def simulation_outputs(step: AssetStep) -> dg.MaterializeResult:
@@ -92,9 +128,7 @@ def simulation_outputs(step: AssetStep) -> dg.MaterializeResult:
     mechanisms = mechanisms_record(step.root, step.param_set)
     step.inputs[G.COMPILED_MECHANISMS] = mechanisms
     cmd = _runner_command(step, neuron, config, mechanisms) + ["--engine", engine]
-    run_logged(
-        step.context, cmd, timeout_s=neuron.timeout_s, env=neuron.subprocess_env(), cwd=step.tmp
-    )
+    job = _run_simulation(step, neuron, step.resources.slurm, cmd)
     result = json.loads((step.tmp / RESULT_FILE).read_text())
     step.context.log.info(
         f"runner: {result['spike_count']} cell spikes, {result['n_synapses']} synapses, "
@@ -123,6 +157,7 @@ def simulation_outputs(step: AssetStep) -> dg.MaterializeResult:
             "engine": engine,
             "wall_seconds": round(wall, 2),
             "run_seconds": float(result.get("wall_seconds", {}).get("run", 0.0)),
+            **_job_metadata(job),
         },
         manifest_extra={
             "engine": {
