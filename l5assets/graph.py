@@ -106,8 +106,8 @@ ASSETS: tuple[Node, ...] = (
         code_version="1",
     ),
     Node(FUNCTIONAL_GROUPS, "inputs", "seed", (SEGMENTS_TABLE,), code_version="2"),
-    Node(EXC_RASTER, "inputs", "seed", (FUNCTIONAL_GROUPS,), code_version="2"),
-    Node(INH_RASTERS, "inputs", "seed", (EXC_RASTER,), code_version="2"),
+    Node(EXC_RASTER, "inputs", "seed", (FUNCTIONAL_GROUPS,), code_version="3"),
+    Node(INH_RASTERS, "inputs", "seed", (EXC_RASTER,), code_version="3"),
     # BMTK edge types read the synapse dynamics files
     Node(
         NETWORK,

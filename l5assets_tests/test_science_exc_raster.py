@@ -13,9 +13,11 @@ from l5assets.params import ParamSet
 from l5assets.rng import stage_rng
 from l5assets.science.exc_raster import (
     bernoulli_spikes,
+    bin_probability,
     exc_raster,
     group_spikes,
     levy_exponents,
+    thinned_spikes,
 )
 from l5assets.science.functional_groups import build_functional_groups
 from l5assets.science.noise import pink_noise
@@ -103,3 +105,45 @@ def test_levy_exponents_quantiles() -> None:
     r = levy_exponents(100_000, np.random.default_rng(1))
     q = levy_stable.ppf([0.1, 0.5, 0.9], 1.37, -1.0, loc=1.84, scale=0.44)
     np.testing.assert_allclose(np.quantile(r, [0.1, 0.5, 0.9]), q, atol=0.03)
+
+
+def test_thinning_has_the_law_of_one_bernoulli_draw_per_bin() -> None:
+    """Thinned spikes: P(spike in bin) = 1 - exp(-rate/1000) bin by bin, for rates that vary
+    over time and cells, the same as the per-bin draw (`bernoulli_spikes`)."""
+    n_cells, n = 4000, 200
+    wave = 60.0 + 50.0 * np.sin(np.arange(n) / 7.0)  # 10..110 Hz
+    scale = np.linspace(0.5, 2.0, n_cells)
+    rates = scale[:, None] * wave[None, :]
+    t = thinned_spikes(
+        scale * wave.max(), lambda r, b: scale[r] * wave[b], n, np.random.default_rng(3)
+    )
+    ref = bernoulli_spikes(rates, np.random.default_rng(4))
+    p = bin_probability(rates).sum(axis=0)  # expected spikes per bin
+    for s in (t, ref):
+        per_bin = np.bincount(s.timestamps.astype(int), minlength=n)
+        z = (per_bin - p) / np.sqrt(p)
+        assert np.abs(z).max() < 5.0 and abs(z.mean()) < 0.3, (z.max(), z.mean())
+    assert abs(len(t) - len(ref)) < 5 * np.sqrt(p.sum())
+    pairs = t.node_ids * n + t.timestamps.astype(np.int64)
+    assert np.unique(pairs).size == len(t) and np.all(np.diff(pairs) > 0)  # (node, time) order
+
+
+def test_candidate_rounds_and_extreme_probabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows whose first gaps end before the last bin draw more rounds (forced here with one gap
+    per round): counts stay Binomial(n, p); p = 1 gives every bin, p ~ 0 none, and a tiny p
+    does not overflow."""
+    from l5assets.science import exc_raster as er
+
+    monkeypatch.setattr(er, "_gap_budget", lambda p, n: np.ones(p.size, dtype=np.int64))
+    p = np.array([0.3, 1.0, 0.0, 1e-300, 0.05])
+    rows, bins = er.candidate_bins(np.repeat(p, 400), 500, np.random.default_rng(5))
+    assert bins.min() >= 0 and bins.max() < 500
+    counts = np.bincount(rows, minlength=2000).reshape(5, 400)
+    assert (counts[1] == 500).all() and (counts[2] == 0).all() and (counts[3] == 0).all()
+    for i in (0, 4):
+        mean, sd = 500 * p[i], np.sqrt(500 * p[i] * (1 - p[i]) / 400)
+        assert abs(counts[i].mean() - mean) < 5 * sd, (i, counts[i].mean())
+    with pytest.raises(ValueError, match="exceeds its row's bound"):
+        thinned_spikes(
+            np.array([1.0]), lambda r, b: np.full(r.size, 500.0), 1000, np.random.default_rng(0)
+        )

@@ -11,12 +11,13 @@ rate(t) = A sin(2 pi f t) + offset at t = 0, 1, 2, ... ms (in s), clipped at 0; 
 profile is not used (as in the reference).
 
 Spikes as in `exc_raster`: at most one per 1-ms bin, Bernoulli with p = 1 - exp(-rate/1000),
-at the bin's integer ms; inhibitory trains run over [0, stop) like the reference.
+at the bin's integer ms, drawn by thinning; inhibitory trains run over [0, stop) like the
+reference.
 
 Random draws, in this fixed order, from the generator passed in (stage
 "inh_raster_proximal" or "inh_raster_distal"): (1) the n_cells mean rates (scipy
-`truncnorm.rvs(random_state=rng)`), (2) `standard_exponential` for the (n_cells, n_bins) bins,
-row-major.
+`truncnorm.rvs(random_state=rng)`), (2) the candidate bins' geometric gaps and (3) one uniform
+per candidate (`exc_raster.thinned_spikes`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from scipy.stats import truncnorm
 
 from l5assets.params import InhRates, ParamSet
-from l5assets.science.exc_raster import blocked_spikes, n_bins
+from l5assets.science.exc_raster import n_bins, thinned_spikes
 from l5assets.science.noise import minmax_plus_half
 from l5assets.science.spikes import SpikeTrains
 
@@ -63,12 +64,17 @@ def draw_inh_rates(n_cells: int, rates: InhRates, rng: np.random.Generator) -> n
     ).reshape(n_cells)
 
 
-def rhythmic_rates(offsets: np.ndarray, f_hz: float, mod: float, nb: int) -> np.ndarray:
-    """(n_cells, nb) rates A sin(2 pi f t) + offset, A = offset / (1/mod - 1), clipped at 0."""
+def rhythm_amplitude(offsets: np.ndarray, mod: float) -> np.ndarray:
+    """Per-cell amplitude A = offset / (1/mod - 1) of the rhythmic rates."""
     if not 0 < mod < 1:
         raise ValueError(f"rhythmic_rates: mod must be in (0, 1), got {mod}")
+    return np.asarray(offsets, dtype=np.float64) / (1.0 / mod - 1.0)
+
+
+def rhythmic_rates(offsets: np.ndarray, f_hz: float, mod: float, nb: int) -> np.ndarray:
+    """(n_cells, nb) rates A sin(2 pi f t) + offset, A = offset / (1/mod - 1), clipped at 0."""
+    amp = rhythm_amplitude(offsets, mod)
     t = np.arange(nb) / 1000.0
-    amp = offsets / (1.0 / mod - 1.0)
     out = amp[:, None] * np.sin(2 * np.pi * f_hz * t)[None, :] + offsets[:, None]
     return np.maximum(out, 0.0, out=out)
 
@@ -100,15 +106,19 @@ def inh_raster(
         return SpikeTrains.empty()
     rhythm = rates.rhythm
     if rhythm is not None:
+        amp = rhythm_amplitude(mean, rhythm.mod)
+        wave = np.sin(2 * np.pi * rhythm.f * (np.arange(nb) / 1000.0))  # as rhythmic_rates
+        row_max = amp + mean  # A sin + offset never exceeds A + offset
 
-        def rows(r0: int, r1: int) -> np.ndarray:
-            return rhythmic_rates(mean[r0:r1], rhythm.f, rhythm.mod, nb)
+        def rate_at(rows: np.ndarray, bins: np.ndarray) -> np.ndarray:
+            return np.maximum(amp[rows] * wave[bins] + mean[rows], 0.0)
     else:
+        row_max = mean * max(float(prof.max()), 0.0)
 
-        def rows(r0: int, r1: int) -> np.ndarray:
-            return np.maximum(mean[r0:r1, None] * prof[None, :], 0.0)
+        def rate_at(rows: np.ndarray, bins: np.ndarray) -> np.ndarray:
+            return np.maximum(mean[rows] * prof[bins], 0.0)
 
-    return blocked_spikes(n_cells, nb, rows, rng).sorted_by_time()
+    return thinned_spikes(row_max, rate_at, nb, rng).sorted_by_time()
 
 
 def inh_rasters(

@@ -1,12 +1,18 @@
 """`compiled_mechanisms` and `segments_table`: the seed-independent cell assets."""
 
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from l5assets import graph as G
 from l5assets.layout import MECHANISMS_RECORD, SEGMENTS_FILE
+from l5assets.lineage.manifest import canonical_dumps, cell_file_records, mechanism_hashes
+from l5assets.params import ParamSet
+from l5assets.storage import atomic_path
 
 from ..common import AssetStep, graph_asset, run_logged
 
@@ -75,7 +81,15 @@ def segments_table(step: AssetStep) -> dg.MaterializeResult:
         repr(params.dL),
         str(step.tmp / SEGMENTS_FILE),
     ]
-    run_logged(step.context, cmd, timeout_s=neuron.timeout_s, env=neuron.subprocess_env())
+    key = segments_cache_key(step.params, step.mod_dir)
+    cached = step.resources.cell_model.cache_path() / "segments" / f"{key}.parquet"
+    hit = cached.is_file()
+    if hit:  # the same cell model was tabulated before: no NEURON run
+        shutil.copyfile(cached, step.tmp / SEGMENTS_FILE)
+    else:
+        run_logged(step.context, cmd, timeout_s=neuron.timeout_s, env=neuron.subprocess_env())
+        with atomic_path(cached) as tmp:
+            shutil.copyfile(step.tmp / SEGMENTS_FILE, tmp)
     table = pd.read_parquet(step.tmp / SEGMENTS_FILE)
     by_type = table["type"].value_counts().to_dict()
     return step.result(
@@ -87,5 +101,21 @@ def segments_table(step: AssetStep) -> dg.MaterializeResult:
         extra={
             "biophysics": params.biophysics,
             "max_distance_um": float(table["distance"].max()),
+            "segments_cache": "hit" if hit else "miss",
+            "segments_cache_key": key,
         },
     )
+
+
+def segments_cache_key(params: ParamSet, mod_dir: Path | None) -> str:
+    """Key of the segments-table cache: what the table depends on (the .mod files' hash, the
+    biophysics and morphology contents, dL, the table's code version), not file paths."""
+    cell = cell_file_records(params)
+    rec = {
+        "mechanisms": mechanism_hashes(mod_dir)["sha256"],
+        "biophysics": cell["biophysics"]["sha256"],
+        "morphology": cell["morphology"]["sha256"],
+        "dL": params.dL,
+        "code_version": G.CODE_VERSIONS[G.SEGMENTS_TABLE],
+    }
+    return hashlib.sha256(canonical_dumps(rec).encode()).hexdigest()
