@@ -1,0 +1,163 @@
+"""Wall time per simulated second and peak RSS of each simulation engine, in one run.
+
+    python benchmarks/bench_simulation.py [--param-set L5_quick] [--seed 123]
+        [--engines bionet,neuron,coreneuron] [--storage-root DIR] [--json]
+
+1. `l5assets run --param-set P --seed S` into a temporary storage root and Dagster home (warm
+   mechanism cache): the whole run's wall time next to its NEURON stepping time (the issue's
+   "at most 1.5x the stepping time").
+2. On that run's network and simulation config, the runner once per arrangement, each in a
+   fresh process: BioNet with one point process per connection (the reference pipeline's
+   arrangement, the baseline), BioNet with shared point processes, then every other engine
+   asked for (shared). Per arrangement: build / setup / run seconds from the runner's
+   result.json, run seconds per simulated second, the process's peak RSS (`os.wait4`), the
+   spike count, and the speed-up of the run phase over the baseline.
+An engine the runner does not offer is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _child(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float, str]:
+    """Run `cmd`; (exit code, wall s, peak RSS MB of it and its waited-for children, stderr)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read()[-3000:].decode(errors="replace")
+    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 1024.0, tail
+
+
+def whole_run(param_set: str, seed: int, root: Path, env: dict[str, str]) -> dict:
+    """`l5assets run` of one partition: wall seconds and the simulation's stepping seconds."""
+    cmd = [sys.executable, "-m", "l5assets.cli", "run", "--param-set", param_set]
+    cmd += ["--seed", str(seed), "--storage-root", str(root), "--jobs", "1"]
+    code, wall, _, err = _child(cmd, env)
+    if code != 0:
+        raise SystemExit(f"l5assets run failed ({code}):\n{err}")
+    result = json.loads(
+        (root / param_set / f"seed-{seed}" / "simulation_outputs" / "result.json").read_text()
+    )
+    return {"wall_s": wall, "run_s": result["wall_seconds"]["run"], "engine": result.get("engine")}
+
+
+def arrangements(engines: list[str]) -> list[tuple[str, str, bool]]:
+    """(label, engine, share) in the order measured; the first is the baseline."""
+    out = [
+        ("bionet, one point process per connection (reference)", "bionet", False),
+        ("bionet, shared point processes", "bionet", True),
+    ]
+    out += [(f"{e}, shared point processes", e, True) for e in engines if e != "bionet"]
+    return out
+
+
+def run_engine(
+    config: Path, mech: Path, seed: int, engine: str, share: bool, env: dict[str, str]
+) -> dict:
+    """One runner process on the built network; its timings, peak RSS and spike count."""
+    from l5assets.simulation.runner import ENGINES
+
+    if engine not in ENGINES:
+        return {"skipped": f"engine {engine!r} not offered by the runner ({', '.join(ENGINES)})"}
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [
+            sys.executable,
+            "-m",
+            "l5assets.simulation.runner",
+            str(config),
+            "--output-dir",
+            out,
+            "--seed",
+            str(seed),
+            "--mechanisms",
+            str(mech),
+            "--engine",
+            engine,
+            "--share-synapses" if share else "--no-share-synapses",
+        ]
+        code, wall, rss, err = _child(cmd, env)
+        if code != 0:
+            return {"skipped": f"runner failed ({code}): {err.strip().splitlines()[-1:]}"}
+        res = json.loads((Path(out) / "result.json").read_text())
+    w = res["wall_seconds"]
+    return {
+        "build_s": w["build"],
+        "setup_s": w["setup"],
+        "run_s": w["run"],
+        "total_s": w["total"],
+        "process_wall_s": wall,
+        "peak_rss_mb": rss,
+        "spikes": res["spike_count"],
+        "point_processes": res["n_point_processes"],
+        "tstop_ms": res["tstop_ms"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--param-set", default="L5_quick")
+    ap.add_argument("--seed", type=int, default=123)
+    ap.add_argument("--engines", default="bionet,neuron,coreneuron")
+    ap.add_argument("--storage-root", default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.storage_root or Path(tmp) / "outputs")
+        env = dict(os.environ, DAGSTER_HOME=str(Path(tmp) / "home"), OMP_NUM_THREADS="1")
+        env.setdefault("L5ASSETS_CACHE_DIR", str(ROOT / "data" / "cache"))
+        whole = whole_run(args.param_set, args.seed, root, env)
+        part = root / args.param_set
+        config = part / f"seed-{args.seed}" / "simulation_config" / "config.json"
+        mech = part / "shared" / "compiled_mechanisms" / "mechanisms.json"
+        rows = []
+        for label, engine, share in arrangements(args.engines.split(",")):
+            rows.append(
+                {"arrangement": label, **run_engine(config, mech, args.seed, engine, share, env)}
+            )
+    base = rows[0].get("run_s")
+    for r in rows:
+        if "run_s" in r:
+            r["run_s_per_simulated_s"] = r["run_s"] / (r["tstop_ms"] / 1000.0)
+            r["speedup_vs_reference"] = base / r["run_s"] if base else None
+    report = {
+        "param_set": args.param_set,
+        "seed": args.seed,
+        "whole_run": whole,
+        "whole_run_over_stepping": whole["wall_s"] / whole["run_s"],
+        "engines": rows,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(
+        f"{args.param_set} seed {args.seed}: whole `l5assets run` {whole['wall_s']:.1f} s "
+        f"around {whole['run_s']:.1f} s of stepping ({report['whole_run_over_stepping']:.2f}x;"
+        f" engine {whole['engine']})"
+    )
+    for r in rows:
+        if "skipped" in r:
+            print(f"  {r['arrangement']:55s} skipped: {r['skipped']}")
+            continue
+        print(
+            f"  {r['arrangement']:55s} run {r['run_s']:6.1f} s ({r['run_s_per_simulated_s']:.1f}"
+            f" s per simulated s), build {r['build_s']:.1f} s, setup {r['setup_s']:.1f} s, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB, {r['spikes']} spikes, "
+            f"{r['point_processes']} point processes, {r['speedup_vs_reference']:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
