@@ -146,7 +146,8 @@ def test_the_jobs_logs_and_progress_came_back_through_pipes(env):
             if r.dagster_event is None and r.user_message
         ]
         joined = "\n".join(texts)
-        assert "submitted" in joined and "[pipes]" not in joined.split("submitted")[0]
+        assert "submitted" in joined
+        assert "[pipes] external process successfully opened dagster pipes." in joined
         assert "NEURON run (SLURM): " in joined  # stage lines from the job
         assert "ms simulated (100%)" in joined  # the last progress point
 
@@ -264,3 +265,16 @@ def test_batch_script_has_the_resource_options(tmp_path):
         assert f"#SBATCH {o}\n" in script
     assert script.splitlines()[-1] == "exec /usr/bin/python3 -m mod 'a b'"
     assert "unset L5ASSETS_PARENT_PID" in script
+
+
+def test_a_job_whose_step_stopped_its_heartbeat_ends_itself(tmp_path):
+    """The job-side watch: the heartbeat file unchanged for the timeout -> on_stale()."""
+    import threading
+
+    from l5assets.simulation.pipes_report import watch_heartbeat
+
+    beat, stale = tmp_path / "heartbeat", threading.Event()
+    beat.touch()
+    watch_heartbeat(beat, timeout_s=0.5, on_stale=stale.set, poll_s=0.1)
+    assert not stale.wait(0.3)
+    assert stale.wait(3.0)

@@ -108,7 +108,8 @@ def _job_metadata(job: SlurmJob | None) -> dict[str, Any]:
     description=(
         "The NEURON run, in a separate process (`python -m l5assets.simulation.runner CONFIG "
         "--engine E`; engine `neuron`, the project's driver, unless L5ASSETS_ENGINE says "
-        "`bionet` or another): "
+        "`bionet` or another), here or as a SLURM job through Dagster Pipes (the `slurm` "
+        "resource, L5ASSETS_SIMULATION_EXECUTOR=slurm; job id in `slurm_job_id`): "
         "the cell's spike file (`spikes.h5`), membrane report(s) (`<var>_report.h5`), one row "
         "per synapse (`synapses.parquet`) and the runner's `result.json` (counts, wall times)."
     ),
