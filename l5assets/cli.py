@@ -638,6 +638,99 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def sweep_points(args: argparse.Namespace) -> tuple[list[Any], list[int]]:
+    """The sweep's grid points (params files written) and seeds; ParamsError before any write."""
+    from l5assets import paths, sweep
+    from l5assets.params import load_param_set
+    from l5assets.preflight import check_folder
+
+    if args.params_dir:
+        os.environ["L5ASSETS_PARAMS_DIR"] = str(check_folder(Path(args.params_dir), "--params-dir"))
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"sweep --jobs: must be an integer >= 1, got {args.jobs}")
+    base = load_param_set(args.base)
+    points = sweep.grid(base.name, base.raw, args.set or [])
+    seeds = sweep.parse_seeds(args.seeds)
+    sweep.write_grid(points, paths.params_dir())
+    return points, seeds
+
+
+def _launch_backfill(names: Sequence[str], seeds: Sequence[int]) -> str:
+    """seed_job over every (param set, seed) as a Dagster backfill (the daemon runs it)."""
+    import subprocess
+
+    from l5assets import paths
+    from l5assets.defs.partitions import run_partition_key
+
+    keys = ",".join(str(run_partition_key(n, s)) for n in names for s in seeds)
+    cmd = [sys.executable, "-m", "dagster", "job", "backfill", "-w", "workspace.yaml"]
+    cmd += ["-j", "seed_job", "--partitions", keys, "--noprompt"]
+    proc = subprocess.run(cmd, cwd=paths.PROJECT_ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RunFailed(f"dagster job backfill failed: {proc.stderr.strip()[-500:]}", {})
+    return proc.stdout.strip()
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from l5assets.params import ParamsError
+
+    try:
+        points, seeds = sweep_points(args)
+    except (ParamsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    names = [p.name for p in points]
+    from l5assets.definitions import defs
+    from l5assets.defs.partitions import register_partitions
+
+    instance = local_instance()
+    register_partitions(instance, names, seeds)
+    out: dict[str, Any] = {"ok": True, "param_sets": names, "seeds": seeds, "launch": args.launch}
+    try:
+        if args.launch == "local":
+            for name in names:
+                run_partitions(
+                    name, seeds, instance=instance, jobs=args.jobs or os.cpu_count() or 1
+                )
+            summaries = out["cross_seed_summary"] = {}
+            for name in names:
+                res = defs.resolve_job_def("cross_seed_job").execute_in_process(
+                    instance=instance, partition_key=name, raise_on_error=False
+                )
+                if not res.success:
+                    raise RunFailed(f"cross_seed_summary {name} failed (run {res.run_id})", out)
+                mat = res.get_asset_materialization_events()[0].materialization
+                summaries[name] = {
+                    k: getattr(v, "value", v)
+                    for k, v in mat.metadata.items()
+                    if k in ("n_seeds", "seeds", "firing_rate_hz_mean", "firing_rate_hz_sd")
+                    or k == "path_table"
+                }
+        elif args.launch == "daemon":
+            for name in names:  # the seed-independent assets first, in process
+                res = defs.resolve_job_def("cell_job").execute_in_process(
+                    instance=instance, partition_key=name, raise_on_error=False
+                )
+                if not res.success:
+                    raise RunFailed(f"cell_job {name} failed (run {res.run_id})", out)
+            out["backfill"] = _launch_backfill(names, seeds)
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{len(names)} param sets x {len(seeds)} seeds: {', '.join(names)}")
+        for name, s in out.get("cross_seed_summary", {}).items():
+            print(
+                f"  {name}: {s['n_seeds']} seeds, firing rate {s['firing_rate_hz_mean']:.2f}"
+                f" Hz (sd {s['firing_rate_hz_sd'] or 0:.2f}); table {s['path_table']}"
+            )
+        if "backfill" in out:
+            print(out["backfill"])
+    return EXIT_OK
+
+
 def cmd_instance_init(args: argparse.Namespace) -> int:
     from l5assets.defs.instance import InstanceConfigError, PostgresStorage, init_instance
 
@@ -830,6 +923,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="files and manifests only: do not open the Dagster instance",
     )
     st.set_defaults(func=cmd_status)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="a grid of param sets from a base x seeds: params files, runs, cross-seed summary",
+        description="Write one validated params file per grid point (the cartesian product of "
+        "the --set values; names <base>__<field>-<value>, see l5assets/sweep.py), register the "
+        "partitions and launch them: locally (like `run --jobs`, then each param set's "
+        "cross_seed_summary), as a Dagster backfill of seed_job for the daemon, or not at all.",
+    )
+    sw.add_argument("--base", required=True, help="the param set the grid changes")
+    sw.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=V1,V2",
+        help="a dotted field of the params JSON and its values (repeat for more axes)",
+    )
+    sw.add_argument("--seeds", required=True, help="e.g. 1-100, 1,2,5 or 1-3,7")
+    sw.add_argument("--launch", choices=("local", "daemon", "none"), default="local")
+    sw.add_argument("--jobs", type=int, default=None, help="local: seeds at once (default: cores)")
+    sw.add_argument(
+        "--params-dir", default=None, help="default: L5ASSETS_PARAMS_DIR or data/params"
+    )
+    sw.add_argument("--json", action="store_true", help="print one JSON object")
+    sw.set_defaults(func=cmd_sweep)
 
     inst = sub.add_parser("instance", help="the Dagster instance (its dagster.yaml)")
     inst_sub = inst.add_subparsers(dest="instance_command", required=True)

@@ -17,9 +17,10 @@ from l5assets.defs import (
     network,
     params,
     simulation,
+    sweep,
 )
 from l5assets.defs.cli_logger import CLI_LOGGER, cli_logger
-from l5assets.defs.jobs import cell_job, observe_sources_job, seed_job
+from l5assets.defs.jobs import cell_job, cross_seed_job, observe_sources_job, seed_job
 from l5assets.defs.resources import CellModelResource, NeuronRuntime, StorageResource
 from l5assets.defs.slurm import SlurmResource
 
@@ -38,13 +39,13 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-DOMAINS = (params, cell, inputs, network, simulation, export, lineage, cell_validation)
+DOMAINS = (params, cell, inputs, network, simulation, export, lineage, cell_validation, sweep)
 
 defs = dg.Definitions.merge(
     *(d.defs for d in DOMAINS),
     dg.Definitions(
         resources=default_resources(),
-        jobs=[cell_job, seed_job, observe_sources_job],
+        jobs=[cell_job, seed_job, observe_sources_job, cross_seed_job],
         executor=dg.in_process_executor,
         # the CLI's terminal logger next to Dagster's console one; a run uses what its
         # config names (the UI's runs name none: Dagster's default console logger)

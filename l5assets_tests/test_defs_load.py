@@ -56,9 +56,21 @@ def test_every_domain_is_merged():
         }
         assert own <= merged, domain.__name__
         assert own or domain.defs.schedules or domain.defs.sensors, domain.__name__
-    # the whole spec is defined, nothing more outside the cell validation
+    # the whole spec is defined, nothing more outside the cell validation and the sweeps
     names = {k.to_user_string() for k in merged}
-    assert {n for n in names if not n.startswith("validation_")} == set(G.NODES)
+    assert {n for n in names if not n.startswith("validation_")} == set(G.NODES) | {
+        "cross_seed_summary"
+    }
+
+
+def test_cross_seed_summary_maps_a_param_set_to_all_its_seeds(graph):
+    node = graph.get(dg.AssetKey("cross_seed_summary"))
+    assert node.group_name == "sweep" and node.code_version and node.kinds
+    dep = dg.AssetKey(G.SIMULATION_SUMMARY)
+    assert dep in node.parent_keys
+    mapping = node.partition_mappings[dep]
+    assert isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping)
+    assert mapping.partition_dimension_name == G.PARAM_SET_DIM
 
 
 def test_every_asset_is_documented_grouped_kinded_and_versioned(graph):

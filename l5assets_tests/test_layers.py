@@ -15,6 +15,7 @@ LAYERS = {
     "rng": 0,
     "storage": 0,
     "params": 0,
+    "sweep": 0,  # grids of params files
     "science": 1,
     "cell": 2,
     "network": 2,

@@ -27,3 +27,9 @@ observe_sources_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*G.SOURCE_ASSETS),
     description="Record the content hashes of the params files and the model-component files.",
 )
+
+cross_seed_job = dg.define_asset_job(
+    "cross_seed_job",
+    selection=dg.AssetSelection.assets("cross_seed_summary"),
+    description="One param set: every seed's simulation summary side by side (after a sweep).",
+)
