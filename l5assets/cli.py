@@ -508,7 +508,7 @@ def run_preflight(args: argparse.Namespace) -> Any:
         if value:
             os.environ[env] = str(check_folder(Path(value), what))
     from l5assets.defs.resources import ENGINE_ENV
-    from l5assets.preflight import check_engine
+    from l5assets.preflight import check_engine, check_engine_fits
 
     if args.engine:  # children of --jobs and the runs' resources read it from the environment
         os.environ[ENGINE_ENV] = check_engine(args.engine, "run --engine")
@@ -517,7 +517,7 @@ def run_preflight(args: argparse.Namespace) -> Any:
     from l5assets.definitions import defs
 
     cell_model = defs.resources.get("cell_model")
-    return preflight(
+    pf = preflight(
         args.param_set,
         args.seed,
         dagster_home=Path(os.environ.get("DAGSTER_HOME") or paths.dagster_home()),
@@ -526,6 +526,8 @@ def run_preflight(args: argparse.Namespace) -> Any:
         params_dir=paths.params_dir(),
         mod_dir=cell_model.mod_path() if cell_model is not None else None,
     )
+    check_engine_fits(os.environ.get(ENGINE_ENV) or "neuron", pf.params.dt)
+    return pf
 
 
 def cmd_run(args: argparse.Namespace) -> int:
