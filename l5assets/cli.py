@@ -653,6 +653,13 @@ def sweep_points(args: argparse.Namespace) -> tuple[list[Any], list[int]]:
     base = load_param_set(args.base)
     points = sweep.grid(base.name, base.raw, args.set or [])
     seeds = sweep.parse_seeds(args.seeds)
+    if args.launch in ("local", "daemon"):  # what `run` checks before anything is written
+        from l5assets.defs.resources import ENGINE_ENV
+        from l5assets.preflight import check_engine, check_engine_fits
+
+        engine = check_engine(os.environ.get(ENGINE_ENV) or "neuron", ENGINE_ENV)
+        for pt in points:
+            check_engine_fits(engine, float(pt.raw.get("dt", base.dt)))
     sweep.write_grid(points, paths.params_dir())
     return points, seeds
 
@@ -664,13 +671,36 @@ def _launch_backfill(names: Sequence[str], seeds: Sequence[int]) -> str:
     from l5assets import paths
     from l5assets.defs.partitions import run_partition_key
 
-    keys = ",".join(str(run_partition_key(n, s)) for n in names for s in seeds)
-    cmd = [sys.executable, "-m", "dagster", "job", "backfill", "-w", "workspace.yaml"]
-    cmd += ["-j", "seed_job", "--partitions", keys, "--noprompt"]
-    proc = subprocess.run(cmd, cwd=paths.PROJECT_ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RunFailed(f"dagster job backfill failed: {proc.stderr.strip()[-500:]}", {})
-    return proc.stdout.strip()
+    keys = [str(run_partition_key(n, s)) for n in names for s in seeds]
+    said = []
+    # one backfill per chunk of partitions: one command-line argument holds at most 128 KB
+    for i in range(0, len(keys), BACKFILL_CHUNK):
+        cmd = [sys.executable, "-m", "dagster", "job", "backfill", "-w", "workspace.yaml"]
+        cmd += ["-j", "seed_job", "--partitions", ",".join(keys[i : i + BACKFILL_CHUNK])]
+        proc = subprocess.run(
+            [*cmd, "--noprompt"], cwd=paths.PROJECT_ROOT, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RunFailed(f"dagster job backfill failed: {proc.stderr.strip()[-500:]}", {})
+        said += [ln for ln in proc.stdout.splitlines() if "backfill" in ln.lower()]
+    return "\n".join(said)
+
+
+BACKFILL_CHUNK = 500  # partitions per `dagster job backfill` (keys of <= ~230 characters)
+
+
+def _cross_seed_summaries(defs: Any, instance: Any, names: Sequence[str], out: dict) -> None:
+    """Materialize each param set's cross_seed_summary; its key figures into `out`."""
+    summaries = out["cross_seed_summary"] = {}
+    keep = ("n_seeds", "seeds", "firing_rate_hz_mean", "firing_rate_hz_sd", "path_table")
+    for name in names:
+        res = defs.resolve_job_def("cross_seed_job").execute_in_process(
+            instance=instance, partition_key=name, raise_on_error=False
+        )
+        if not res.success:
+            raise RunFailed(f"cross_seed_summary {name} failed (run {res.run_id})", out)
+        mat = res.get_asset_materialization_events()[0].materialization
+        summaries[name] = {k: getattr(v, "value", v) for k, v in mat.metadata.items() if k in keep}
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -694,20 +724,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 run_partitions(
                     name, seeds, instance=instance, jobs=args.jobs or os.cpu_count() or 1
                 )
-            summaries = out["cross_seed_summary"] = {}
-            for name in names:
-                res = defs.resolve_job_def("cross_seed_job").execute_in_process(
-                    instance=instance, partition_key=name, raise_on_error=False
-                )
-                if not res.success:
-                    raise RunFailed(f"cross_seed_summary {name} failed (run {res.run_id})", out)
-                mat = res.get_asset_materialization_events()[0].materialization
-                summaries[name] = {
-                    k: getattr(v, "value", v)
-                    for k, v in mat.metadata.items()
-                    if k in ("n_seeds", "seeds", "firing_rate_hz_mean", "firing_rate_hz_sd")
-                    or k == "path_table"
-                }
+        if args.launch in ("local", "summary"):
+            _cross_seed_summaries(defs, instance, names, out)
         elif args.launch == "daemon":
             for name in names:  # the seed-independent assets first, in process
                 res = defs.resolve_job_def("cell_job").execute_in_process(
@@ -942,7 +960,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a dotted field of the params JSON and its values (repeat for more axes)",
     )
     sw.add_argument("--seeds", required=True, help="e.g. 1-100, 1,2,5 or 1-3,7")
-    sw.add_argument("--launch", choices=("local", "daemon", "none"), default="local")
+    sw.add_argument(
+        "--launch",
+        choices=("local", "daemon", "summary", "none"),
+        default="local",
+        help="local: run here, then the cross-seed summaries (default); daemon: a backfill "
+        "for the daemon; summary: only the cross-seed summaries (after a daemon sweep); "
+        "none: write and register only",
+    )
     sw.add_argument("--jobs", type=int, default=None, help="local: seeds at once (default: cores)")
     sw.add_argument(
         "--params-dir", default=None, help="default: L5ASSETS_PARAMS_DIR or data/params"

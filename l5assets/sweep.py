@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from l5assets.params import (
 from l5assets.storage import atomic_write_text
 
 MAX_POINTS = 1000
+MAX_NAME = 200  # a file name (<name>.json) and a folder: well under 255
 MAX_SEEDS = 100_000
 _TOKEN = re.compile(r"[A-Za-z0-9_]+")
 
@@ -62,7 +64,11 @@ def parse_set(spec: str) -> tuple[str, list[Any]]:
             out.append(json.loads(v))
         except json.JSONDecodeError:
             out.append(v)  # a bare word: a string
-    if len(set(map(canonical_json, out))) != len(out):
+        if isinstance(out[-1], float) and not math.isfinite(out[-1]):
+            raise ParamsError(f"sweep --set {path}: {v} is not a finite number")
+    # 1 and 1.0 are the same value (the params validation reads both alike)
+    same = [float(x) if isinstance(x, int | float) and not isinstance(x, bool) else x for x in out]
+    if len(set(map(canonical_json, same))) != len(out):
         raise ParamsError(f"sweep --set {path}: values repeat ({values})")
     return path, out
 
@@ -100,7 +106,13 @@ def _token(value: Any, path: str) -> str:
 def point_name(base: str, changes: Sequence[tuple[str, Any]]) -> str:
     """The param set name of one grid point (see the module docstring)."""
     parts = [f"{path.replace('.', '_')}-{_token(v, path)}" for path, v in changes]
-    return validate_param_set_name("__".join([base, *parts]))
+    name = "__".join([base, *parts])
+    if len(name) > MAX_NAME:
+        raise ParamsError(
+            f"sweep: param set name {name[:40]}... is {len(name)} characters, allowed: at most "
+            f"{MAX_NAME} (fewer or shorter --set fields)"
+        )
+    return validate_param_set_name(name)
 
 
 def _set_field(raw: dict[str, Any], path: str, value: Any, base: str) -> None:

@@ -124,6 +124,10 @@ def test_thinning_has_the_law_of_one_bernoulli_draw_per_bin() -> None:
         z = (per_bin - p) / np.sqrt(p)
         assert np.abs(z).max() < 5.0 and abs(z.mean()) < 0.3, (z.max(), z.mean())
     assert abs(len(t) - len(ref)) < 5 * np.sqrt(p.sum())
+    # and cell by cell (rows scale 0.5 .. 2): counts of 40 blocks of 100 cells
+    per_cell = bin_probability(rates).sum(axis=1).reshape(40, 100).sum(axis=1)
+    got = np.bincount(t.node_ids, minlength=n_cells).reshape(40, 100).sum(axis=1)
+    assert np.abs((got - per_cell) / np.sqrt(per_cell)).max() < 5.0
     pairs = t.node_ids * n + t.timestamps.astype(np.int64)
     assert np.unique(pairs).size == len(t) and np.all(np.diff(pairs) > 0)  # (node, time) order
 

@@ -278,3 +278,25 @@ def test_a_job_whose_step_stopped_its_heartbeat_ends_itself(tmp_path):
     watch_heartbeat(beat, timeout_s=0.5, on_stale=stale.set, poll_s=0.1)
     assert not stale.wait(0.3)
     assert stale.wait(3.0)
+
+
+def test_wait_counts_run_time_not_queue_time_and_polls_through_outages(monkeypatch):
+    """The time limit starts when the job runs (a long PENDING is not cut off); polls SLURM
+    does not answer (controller outage) neither end nor fail the wait; a forgotten job id
+    (five polls running) counts as ended."""
+    from l5assets.defs import slurm as sl
+
+    answers = iter(
+        [("PENDING", None)] * 6 + [("", None)] * 7 + [("RUNNING", None), ("COMPLETED", 0)]
+    )
+    monkeypatch.setattr(sl, "job_state", lambda job_id: next(answers))
+    t0 = time.monotonic()
+    assert sl.wait_for_job("1", poll_s=0.05, timeout_s=0.5) == ("COMPLETED", 0)
+    assert time.monotonic() - t0 > 0.5  # waited past the limit while PENDING / unanswered
+    running = iter([("RUNNING", None)] * 1000)
+    monkeypatch.setattr(sl, "job_state", lambda job_id: next(running))
+    with pytest.raises(TimeoutError, match="still RUNNING"):
+        sl.wait_for_job("2", poll_s=0.05, timeout_s=0.2)
+    gone = iter([(sl.PURGED, None)] * 5)
+    monkeypatch.setattr(sl, "job_state", lambda job_id: next(gone))
+    assert sl.wait_for_job("3", poll_s=0.01, timeout_s=10) == ("UNKNOWN", None)

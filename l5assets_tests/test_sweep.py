@@ -29,6 +29,12 @@ def test_seeds_and_sets_parse() -> None:
         sweep.parse_set("dL")
     with pytest.raises(ParamsError, match="values repeat"):
         sweep.parse_set("dL=5,5")
+    with pytest.raises(ParamsError, match="values repeat"):
+        sweep.parse_set("dL=1,1.0")  # the same number
+    with pytest.raises(ParamsError, match="dL: Infinity is not a finite number"):
+        sweep.parse_set("dL=5,Infinity")
+    with pytest.raises(ParamsError, match="at most 200"):
+        sweep.point_name("B" * 190, [("time.stop", 0.5)])
 
 
 def test_grid_names_and_validation() -> None:

@@ -313,6 +313,15 @@ def run_fit(
     n_workers = workers or os.cpu_count() or 1
     evaluator = evaluator if evaluator is not None else HayFitEvaluator()
     done_before = _generation(checkpoint, evaluator)
+    if done_before:
+        with open(checkpoint, "rb") as f:
+            es = pickle.load(f)["CMA_es"]
+        if getattr(es, "lambda_", offspring) != offspring:
+            log(f"the checkpoint's CMA-ES draws {es.lambda_} per generation: used, not {offspring}")
+        if not es.active:  # a termination criterion fired: continuing would do nothing
+            log("the CMA-ES in the checkpoint has stopped (a termination criterion was met)")
+            best = best_individual(checkpoint)
+            return {"generation": best["generation"], "best": best}
     t0 = time.monotonic()
     stop = threading.Event()
     with ProcessPool(n_workers, initializer=_pool_init, context=mp.get_context("spawn")) as pool:

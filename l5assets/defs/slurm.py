@@ -238,9 +238,16 @@ def _heartbeat(path: Path, interval_s: float) -> Iterator[None]:
 
 
 def _slurm(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        list(cmd), capture_output=True, text=True, timeout=60, env=dict(env or os.environ)
-    )
+    """Run a SLURM client command; a hung one (controller unreachable) counts as failed."""
+    try:
+        return subprocess.run(
+            list(cmd), capture_output=True, text=True, timeout=60, env=dict(env or os.environ)
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(list(cmd), 1, "", f"{cmd[0]}: timed out after 60 s")
+
+
+PURGED = "PURGED"  # neither scontrol nor squeue knows the job id any more
 
 
 def submit(script: Path, env: Mapping[str, str]) -> str:
@@ -253,30 +260,37 @@ def submit(script: Path, env: Mapping[str, str]) -> str:
 
 def job_state(job_id: str) -> tuple[str, int | None]:
     """(JobState, exit code) of a job: `scontrol show job`, or `squeue -t all` once scontrol
-    has forgotten it; ("", None) if neither knows it."""
+    has forgotten it; (PURGED, None) if neither knows the id, ("", None) if SLURM did not
+    answer (e.g. the controller is briefly unreachable)."""
     out = _slurm(["scontrol", "show", "job", "-o", job_id])
     if out.returncode == 0:
         fields = dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
         code = fields.get("ExitCode", "")
         return fields.get("JobState", ""), int(code.split(":")[0]) if code[:1].isdigit() else None
-    out = _slurm(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"])
-    return (out.stdout.strip().split() or [""])[0], None
+    forgotten = "invalid job id" in (out.stderr + out.stdout).lower()
+    sq = _slurm(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"])
+    state = (sq.stdout.strip().split() or [""])[0] if sq.returncode == 0 else ""
+    return (state or (PURGED if forgotten else "")), None
 
 
 def wait_for_job(job_id: str, poll_s: float, timeout_s: float) -> tuple[str, int | None]:
-    """Poll until the job is in an ended state; (state, exit code). Raises TimeoutError after
-    `timeout_s` (the caller cancels). A job SLURM no longer knows at all counts as ended."""
-    deadline = time.monotonic() + timeout_s
-    unknown = 0
+    """Poll until the job is in an ended state; (state, exit code). Raises TimeoutError once
+    the job has run for `timeout_s` (time PENDING in the queue does not count; the caller
+    cancels). A job SLURM has forgotten (MinJobAge passed) counts as ended: the Pipes messages
+    tell the outcome. No answer from SLURM (a controller outage) is polled through."""
+    deadline: float | None = None
+    purged = 0
     while True:
         state, code = job_state(job_id)
         base = state.split()[0] if state else ""
         if base in ENDED_STATES:
             return base, code
-        unknown = unknown + 1 if not base else 0
-        if unknown >= 5:  # purged (MinJobAge passed): the Pipes messages tell the outcome
+        purged = purged + 1 if base == PURGED else 0
+        if purged >= 5:
             return "UNKNOWN", None
-        if time.monotonic() > deadline:
+        if deadline is None and base not in ("", PURGED, "PENDING"):
+            deadline = time.monotonic() + timeout_s  # the run limit starts when it runs
+        if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"SLURM job {job_id} still {base or 'unknown'} after {timeout_s} s")
         time.sleep(poll_s)
 
@@ -288,7 +302,7 @@ def cancel_job(job_id: str, wait_s: float = CANCEL_WAIT_S) -> str:
     state = ""
     while time.monotonic() < deadline:
         state, _ = job_state(job_id)
-        if not state or state.split()[0] in ENDED_STATES:
+        if state == PURGED or (state and state.split()[0] in ENDED_STATES):
             break
         time.sleep(0.5)
     return state

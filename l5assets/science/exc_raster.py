@@ -9,8 +9,8 @@ Spikes: "a Poisson count with mean rate/1000 per bin, at most one spike kept" is
 trial with p = 1 - exp(-rate/1000) per bin. We draw it by thinning (`thinned_spikes`): per
 cell, candidate bins are Bernoulli trials at the cell's largest p (geometric gaps between
 them), and each candidate is kept with probability p(bin)/p_max. That is the same law with
-random numbers only for the ~1% of bins that are candidates (5,222 cells x 30,000 bins: ~3 M
-draws instead of 157 M).
+random numbers only for the ~2% of bins that are candidates (L5_reference, 5,222 cells x
+30,000 bins: ~5 M draws instead of 157 M).
 
 Trace length: round((stop - start) * 1000) samples, i.e. every 1-ms bin of [start, stop). The
 reference makes one sample fewer (an off-by-one that leaves the last ms silent); covering the

@@ -12,7 +12,7 @@ from l5assets import graph as G
 from l5assets.layout import MECHANISMS_RECORD, SEGMENTS_FILE
 from l5assets.lineage.manifest import canonical_dumps, cell_file_records, mechanism_hashes
 from l5assets.params import ParamSet
-from l5assets.storage import atomic_path
+from l5assets.storage import atomic_path, atomic_write_text, file_sha256
 
 from ..common import AssetStep, graph_asset, run_logged
 
@@ -83,13 +83,16 @@ def segments_table(step: AssetStep) -> dg.MaterializeResult:
     ]
     key = segments_cache_key(step.params, step.mod_dir)
     cached = step.resources.cell_model.cache_path() / "segments" / f"{key}.parquet"
-    hit = cached.is_file()
+    digest = cached.with_suffix(".sha256")
+    # a hit only if the cached table is intact (its hash written after it)
+    hit = cached.is_file() and digest.is_file() and file_sha256(cached) == digest.read_text()
     if hit:  # the same cell model was tabulated before: no NEURON run
         shutil.copyfile(cached, step.tmp / SEGMENTS_FILE)
     else:
         run_logged(step.context, cmd, timeout_s=neuron.timeout_s, env=neuron.subprocess_env())
         with atomic_path(cached) as tmp:
             shutil.copyfile(step.tmp / SEGMENTS_FILE, tmp)
+        atomic_write_text(digest, file_sha256(cached))
     table = pd.read_parquet(step.tmp / SEGMENTS_FILE)
     by_type = table["type"].value_counts().to_dict()
     return step.result(
@@ -109,9 +112,17 @@ def segments_table(step: AssetStep) -> dg.MaterializeResult:
 
 def segments_cache_key(params: ParamSet, mod_dir: Path | None) -> str:
     """Key of the segments-table cache: what the table depends on (the .mod files' hash, the
-    biophysics and morphology contents, dL, the table's code version), not file paths."""
+    biophysics and morphology contents, dL, the NEURON version, the cell-building code and
+    the table's code version), not file paths."""
+    from importlib.metadata import version
+
     cell = cell_file_records(params)
+    code = hashlib.sha256()
+    for f in sorted((Path(__file__).parents[2] / "cell").glob("*.py")):  # l5assets/cell/
+        code.update(f.name.encode() + b"\0" + f.read_bytes())
     rec = {
+        "neuron": version("neuron"),  # the wheel's version, without loading NEURON here
+        "cell_code": code.hexdigest(),
         "mechanisms": mechanism_hashes(mod_dir)["sha256"],
         "biophysics": cell["biophysics"]["sha256"],
         "morphology": cell["morphology"]["sha256"],

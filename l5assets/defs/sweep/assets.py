@@ -2,11 +2,12 @@
 
 Partitioned by param set; depends on `simulation_summary` of every seed of that param set
 (the `param_set` dimension maps one param set to all its seed partitions). It reads the
-summaries that are materialized on disk, so it can be refreshed as a sweep fills in, and
-names the registered seeds it did not find. Not part of `l5assets.graph` (like the cell
-validations): `l5assets status` does not list it.
+summaries that are materialized on disk with the current params (a summary made with other
+params is left out and named), so it can be refreshed as a sweep fills in. Not part of
+`l5assets.graph` (like the cell validations): `l5assets status` does not list it.
 """
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -15,10 +16,10 @@ import dagster as dg
 
 from l5assets import graph as G
 from l5assets.layout import SUMMARY_FILE
-from l5assets.lineage.manifest import write_manifest
+from l5assets.lineage.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from l5assets.simulation import cross_seed
 from l5assets.simulation.figures import render
-from l5assets.storage import atomic_dir, dir_sha256
+from l5assets.storage import atomic_dir
 
 from ..common import figure_markdown, manifest_metadata, step_started_at
 from ..partitions import by_param_set, param_set_partitions, partition_of
@@ -31,15 +32,21 @@ TABLE_FILE, STATS_FILE, FIGURE_FILE = "seeds.csv", "stats.json", "cross_seed.png
 _SEED_DIR = re.compile(r"seed-(\d+)$")
 
 
-def seed_summaries(root: Path, param_set: str) -> dict[int, Path]:
-    """The materialized simulation summaries of a param set: seed -> summary.json."""
-    found = {}
+def seed_summaries(root: Path, param_set: str, params_hash: str) -> tuple[dict[int, Path], list]:
+    """The materialized simulation summaries of a param set made with these params:
+    (seed -> summary.json, the seeds whose summary was made with other params)."""
+    found, stale = {}, []
     for d in sorted((root / param_set).glob("seed-*")):
         m = _SEED_DIR.match(d.name)
         f = d / G.SIMULATION_SUMMARY / SUMMARY_FILE
-        if m and f.is_file() and (f.parent / "manifest.json").is_file():
+        manifest = f.parent / MANIFEST_NAME
+        if not (m and f.is_file() and manifest.is_file()):
+            continue
+        if read_manifest(manifest).get("params", {}).get("hash") == params_hash:
             found[int(m.group(1))] = f
-    return dict(sorted(found.items()))
+        else:
+            stale.append(int(m.group(1)))
+    return dict(sorted(found.items())), sorted(stale)
 
 
 @dg.asset(
@@ -60,7 +67,7 @@ def cross_seed_summary(
 ) -> dg.MaterializeResult:
     param_set, _ = partition_of(context.partition_key)
     params = storage.load_params(param_set)  # a bad params file fails before any write
-    files = seed_summaries(storage.root_path(), param_set)
+    files, stale = seed_summaries(storage.root_path(), param_set, params.params_hash)
     if not files:
         raise ValueError(
             f"cross_seed_summary {param_set}: no seed has a simulation_summary yet "
@@ -68,15 +75,16 @@ def cross_seed_summary(
         )
     table = cross_seed.seed_table({s: json.loads(f.read_text()) for s, f in files.items()})
     stats = cross_seed.statistics(table)
-    registered = {int(k) for k in context.instance.get_dynamic_partitions(G.SEED_DIM)}
-    missing = sorted(registered - set(files))
     out = storage.partition_dir(CROSS_SEED_SUMMARY, param_set)
     with atomic_dir(out) as tmp:
         table.to_csv(tmp / TABLE_FILE, index=False, float_format="%.6g", lineterminator="\n")
         (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
         fig = cross_seed.figure(table, f"{param_set}: {len(files)} seeds")
         small = render(fig, tmp / FIGURE_FILE)
-        digest = dir_sha256(tmp)
+        # the data, not the figure (PNG bytes may differ across matplotlib builds)
+        digest = hashlib.sha256(
+            (tmp / TABLE_FILE).read_bytes() + (tmp / STATS_FILE).read_bytes()
+        ).hexdigest()
         names = (TABLE_FILE, STATS_FILE, FIGURE_FILE)
         staged = write_manifest(
             out,
@@ -102,7 +110,7 @@ def cross_seed_summary(
     return dg.MaterializeResult(
         metadata={
             **science,
-            "seeds_registered_not_found": missing,
+            "seeds_with_other_params": stale,
             "table": dg.MetadataValue.md(table.to_markdown(index=False)),
             "path_table": dg.MetadataValue.path(str(out / TABLE_FILE)),
             "path_figure": dg.MetadataValue.path(str(out / FIGURE_FILE)),
