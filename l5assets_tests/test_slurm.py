@@ -300,3 +300,44 @@ def test_wait_counts_run_time_not_queue_time_and_polls_through_outages(monkeypat
     gone = iter([(sl.PURGED, None)] * 5)
     monkeypatch.setattr(sl, "job_state", lambda job_id: next(gone))
     assert sl.wait_for_job("3", poll_s=0.01, timeout_s=10) == ("UNKNOWN", None)
+
+
+def test_a_cell_validation_runs_as_a_slurm_job_with_the_same_result(
+    tmp_path: Path,
+    slurm: SlurmCluster,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """validation_bap of L5PC_bbp here and as a SLURM job (the same run_protocols in the job,
+    traces through the shared filesystem): byte-identical traces and features, job recorded."""
+    from l5assets.defs.cell_validation import assets as A
+
+    bap = next(a for a in A.protocol_assets if a.key.to_user_string() == "validation_bap")
+    monkeypatch.setenv("L5ASSETS_CACHE_DIR", str(paths.cache_dir()))
+    for k, v in slurm.env.items():
+        monkeypatch.setenv(k, v)
+    out = {}
+    for executor in ("local", "slurm"):
+        root = tmp_path / executor
+        res = dg.materialize(
+            [bap],
+            partition_key="L5PC_bbp",
+            resources={
+                "storage": StorageResource(root=str(root)),
+                "cell_model": CellModelResource(),
+                "slurm": SlurmResource(executor=executor, scratch_dir=str(tmp_path / "scratch")),
+            },
+        )
+        assert res.success
+        meta = res.asset_materializations_for_node("validation_bap")[0].metadata
+        folder = root / "_cells" / "L5PC_bbp" / "validation_bap"
+        files = {
+            p.name: file_sha256(p)
+            for p in sorted(folder.iterdir())
+            if p.name.endswith((".npy", ".json")) and p.name != MANIFEST_NAME
+        }
+        out[executor] = (meta, files)
+    assert out["local"][1] == out["slurm"][1] and "bap_traces.npy" in out["local"][1]
+    assert out["slurm"][0]["executor"].value == "slurm"
+    job = out["slurm"][0]["slurm_job_id"].value
+    assert job.isdigit() and out["local"][0]["executor"].value == "local"
+    assert not list((tmp_path / "scratch").glob("validation-*"))  # its folder is removed

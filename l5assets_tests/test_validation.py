@@ -326,6 +326,7 @@ def test_unknown_cell_and_missing_morphology() -> None:
 def test_asset_direct_invocation_and_checks(tmp_path: Path) -> None:
     from l5assets.defs.cell_validation import assets as A
     from l5assets.defs.resources import CellModelResource, StorageResource
+    from l5assets.defs.slurm import SlurmResource
 
     storage = StorageResource(root=str(tmp_path))
     bap_asset = next(a for a in A.protocol_assets if a.key.to_user_string() == "validation_bap")
@@ -335,6 +336,7 @@ def test_asset_direct_invocation_and_checks(tmp_path: Path) -> None:
         config=A.CellValidationConfig(),
         storage=storage,
         cell_model=CellModelResource(),
+        slurm=SlurmResource(executor="local"),
     )
     assert isinstance(res, dg.MaterializeResult)
     md = res.metadata
@@ -369,6 +371,7 @@ def test_asset_direct_invocation_and_checks(tmp_path: Path) -> None:
         config=A.CellValidationConfig(),
         storage=storage,
         cell_model=CellModelResource(),
+        slurm=SlurmResource(executor="local"),
     )
     assert res2.metadata["applies"] is False
     na = A.evaluate_check(
@@ -392,6 +395,7 @@ def test_asset_direct_invocation_and_checks(tmp_path: Path) -> None:
         config=A.CellValidationConfig(),
         storage=storage,
         cell_model=CellModelResource(),
+        slurm=SlurmResource(executor="local"),
     )
     assert first == outputs()
     assert first_manifest == strip_volatile(json.loads((out / "manifest.json").read_text()))
@@ -403,6 +407,7 @@ def test_reference_cell_without_morphology_fails_clearly(
 ) -> None:
     from l5assets.defs.cell_validation import assets as A
     from l5assets.defs.resources import CellModelResource, StorageResource
+    from l5assets.defs.slurm import SlurmResource
 
     monkeypatch.delenv(A.MORPHOLOGY_ENV, raising=False)
     bap_asset = next(a for a in A.protocol_assets if a.key.to_user_string() == "validation_bap")
@@ -412,6 +417,7 @@ def test_reference_cell_without_morphology_fails_clearly(
             config=A.CellValidationConfig(),
             storage=StorageResource(root=str(tmp_path)),
             cell_model=CellModelResource(),
+            slurm=SlurmResource(executor="local"),
         )
 
 
@@ -420,6 +426,7 @@ def test_materialize_with_checks(tmp_path: Path) -> None:
     from l5assets.defs.cell_validation import assets as A
     from l5assets.defs.cell_validation import defs
     from l5assets.defs.resources import CellModelResource, StorageResource
+    from l5assets.defs.slurm import SlurmResource
 
     bap_asset = next(a for a in A.protocol_assets if a.key.to_user_string() == "validation_bap")
     checks = [
@@ -434,6 +441,7 @@ def test_materialize_with_checks(tmp_path: Path) -> None:
         resources={
             "storage": StorageResource(root=str(tmp_path)),
             "cell_model": CellModelResource(),
+            "slurm": SlurmResource(executor="local"),
         },
     )
     assert result.success
@@ -475,6 +483,7 @@ def test_dagster_group_materializes_with_checks_and_summary(tmp_path: Path) -> N
     """Every validation asset of the default cell, its checks and the summary, through Dagster."""
     from l5assets.defs.cell_validation import assets as A
     from l5assets.defs.resources import CellModelResource, StorageResource
+    from l5assets.defs.slurm import SlurmResource
 
     result = dg.materialize(
         [*A.protocol_assets, A.validation_summary, *A.protocol_checks],
@@ -482,6 +491,7 @@ def test_dagster_group_materializes_with_checks_and_summary(tmp_path: Path) -> N
         resources={
             "storage": StorageResource(root=str(tmp_path)),
             "cell_model": CellModelResource(),
+            "slurm": SlurmResource(executor="local"),
         },
     )
     assert result.success

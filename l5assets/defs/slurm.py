@@ -336,3 +336,11 @@ def _failure_text(job: SlurmJob, lines: int = 30) -> str:
     if job.output is not None and job.output.exists():
         tail = "\n".join(job.output.read_text(errors="replace").splitlines()[-lines:])
     return f"SLURM job {job.job_id}: {job.state}, exit code {job.exit_code}\n{tail}".rstrip()
+
+
+def job_metadata(job: SlurmJob | None) -> dict[str, Any]:
+    """Materialization metadata of the executor (the SLURM job id and node, if any); the
+    manifest keeps them in its volatile "run" section (`lineage.manifest.RUN_KEYS`)."""
+    if job is None:
+        return {"executor": "local"}
+    return {"executor": "slurm", "slurm_job_id": job.job_id, "slurm_node": job.node or ""}

@@ -1,9 +1,11 @@
 """The simulation runner under Dagster Pipes: what a SLURM job runs.
 
     python -m l5assets.simulation.pipes_report RUNNER-ARGS...
+    python -m l5assets.simulation.pipes_report --module MODULE ARGS...
 
 starts `python -m l5assets.simulation.runner RUNNER-ARGS...` (unchanged: same process, same
-outputs as a local run) and reports to the Dagster step that launched it through
+outputs as a local run; or `python -m MODULE ARGS...`, e.g. the cell validation's
+`l5assets.cell.validation.job`) and reports to the Dagster step that launched it through
 `dagster_pipes.open_dagster_pipes()` (context and message files on the shared filesystem, named
 by the DAGSTER_PIPES_* environment variables): the runner's stage lines and the main points of
 its progress lines (`l5assets.simulation.progress`) as log messages, its other lines at debug
@@ -30,6 +32,7 @@ from typing import Any
 from l5assets.simulation.progress import ProgressMeter, log_line
 
 RESULT_FILE = "result.json"
+RUNNER = "l5assets.simulation.runner"
 MESSAGE_KIND = "l5assets.simulation_result"
 TAIL_LINES = 40
 # result.json fields sent back (the counts the asset's metadata shows; the files stay on disk)
@@ -117,7 +120,10 @@ def run_runner(pipes: Any, argv: Sequence[str]) -> int:
     ended if this process is asked to stop)."""
     env = dict(os.environ)
     env["L5ASSETS_PARENT_PID"] = str(os.getpid())  # the runner exits if we die
-    cmd = [sys.executable, "-m", "l5assets.simulation.runner", *argv]
+    module, argv = RUNNER, list(argv)
+    if argv[:1] == ["--module"]:  # another NEURON program of ours (e.g. a cell validation)
+        module, argv = argv[1], argv[2:]
+    cmd = [sys.executable, "-m", module, *argv]
     meter = ProgressMeter(label="NEURON run (SLURM)")
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     proc = subprocess.Popen(

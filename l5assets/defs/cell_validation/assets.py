@@ -11,6 +11,10 @@ failed check, not a failed run.
 import contextlib
 import json
 import os
+import shutil
+import sys
+import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,6 +31,7 @@ from l5assets.storage import atomic_dir, cell_dir, dir_sha256, file_sha256
 from ..common import figure_markdown, manifest_metadata, step_started_at
 from ..instance import NEURON_POOL
 from ..resources import CellModelResource, StorageResource
+from ..slurm import SlurmJob, SlurmResource, job_metadata
 
 GROUP = "cell_validation"
 FEATURES_FILE = "features.json"
@@ -157,6 +162,46 @@ def _provenance(cell: str, morph: Path | None, mod_dir: Path) -> dict[str, Any]:
     }
 
 
+def _simulate(
+    context: dg.AssetExecutionContext,
+    protocol: str,
+    cell: str,
+    morph: Path | None,
+    cell_model: CellModelResource,
+    storage: StorageResource,
+    slurm: SlurmResource,
+) -> tuple[V.ProtocolTraces, SlurmJob | None]:
+    """The protocol's traces: simulated here, or by a SLURM job (through Pipes) that runs the
+    same `run_protocols` and saves them on the shared filesystem; the job, if any."""
+    if not slurm.enabled:
+        traces = V.run_protocols(
+            cell,
+            morph,
+            [protocol],
+            mod_dir=cell_model.mod_path(),
+            cache_root=cell_model.cache_path(),
+        )[protocol]
+        return traces, None
+    root = storage.root_path()
+    folder = Path(tempfile.mkdtemp(prefix=f"validation-{protocol}-", dir=slurm.scratch_path(root)))
+    try:
+        cmd = [sys.executable, "-m", "l5assets.simulation.pipes_report", "--module"]
+        cmd += ["l5assets.cell.validation.job", "--cell", cell, "--protocol", protocol]
+        cmd += ["--output-dir", str(folder), "--mod-dir", str(cell_model.mod_path())]
+        cmd += ["--cache-root", str(cell_model.cache_path())]
+        cmd += ["--morphology", str(morph)] if morph is not None else []
+        t0 = time.monotonic()
+        job = slurm.run(
+            context, cmd, cwd=folder, env=dict(os.environ), storage_root=root, timeout_s=3600.0
+        )
+        traces = V.ProtocolTraces.load(folder, protocol)
+        traces.runtime_s = time.monotonic() - t0
+        context.log.info(f"SLURM job {job.job_id} {job.state} on {job.node or '?'}")
+        return traces, job
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
     proto = V.PROTOCOLS[protocol]
     key = asset_key(protocol)
@@ -179,6 +224,7 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
         config: CellValidationConfig,
         storage: StorageResource,
         cell_model: CellModelResource,
+        slurm: SlurmResource,
     ) -> dg.MaterializeResult:
         cell = context.partition_key
         spec = cell_spec(cell)
@@ -212,13 +258,7 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
                 data_version=done["data_version"],
             )
         morph = _resolve_morphology(cell, config.morphology)
-        traces = V.run_protocols(
-            cell,
-            morph,
-            [protocol],
-            mod_dir=cell_model.mod_path(),
-            cache_root=cell_model.cache_path(),
-        )[protocol]
+        traces, job = _simulate(context, protocol, cell, morph, cell_model, storage, slurm)
         ev = V.evaluate(traces, spec.targets, spec.informational)
         record = {
             **_provenance(cell, morph, cell_model.mod_path()),
@@ -263,6 +303,7 @@ def _make_protocol_asset(protocol: str) -> dg.AssetsDefinition:
                 "cell": cell,
                 "morphology": dg.MetadataValue.path(str(morph)) if morph else "none",
                 "runtime_s": round(traces.runtime_s, 2),
+                **job_metadata(job),
                 "plot": dg.MetadataValue.path(str(plot)),
                 "path_features": dg.MetadataValue.path(str(out / FEATURES_FILE)),
                 "dir": dg.MetadataValue.path(str(out)),

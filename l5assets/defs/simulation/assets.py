@@ -23,7 +23,7 @@ from l5assets.storage import atomic_write_text
 from ..common import AssetStep, graph_asset, run_logged, upstream_file
 from ..instance import NEURON_POOL
 from ..resources import NeuronRuntime
-from ..slurm import SlurmJob, SlurmResource
+from ..slurm import SlurmJob, SlurmResource, job_metadata
 
 
 @graph_asset(
@@ -94,14 +94,6 @@ def _run_simulation(
     return job
 
 
-def _job_metadata(job: SlurmJob | None) -> dict[str, Any]:
-    """Materialization metadata of the executor (the SLURM job id and node, if any); the
-    manifest keeps them in its volatile "run" section (`lineage.manifest.RUN_KEYS`)."""
-    if job is None:
-        return {"executor": "local"}
-    return {"executor": "slurm", "slurm_job_id": job.job_id, "slurm_node": job.node or ""}
-
-
 @graph_asset(
     G.SIMULATION_OUTPUTS,
     kinds={"neuron", "hdf5", "parquet"},
@@ -158,7 +150,7 @@ def simulation_outputs(step: AssetStep) -> dg.MaterializeResult:
             "engine": engine,
             "wall_seconds": round(wall, 2),
             "run_seconds": float(result.get("wall_seconds", {}).get("run", 0.0)),
-            **_job_metadata(job),
+            **job_metadata(job),
         },
         manifest_extra={
             "engine": {
