@@ -510,10 +510,10 @@ def run_preflight(args: argparse.Namespace) -> Any:
     from l5assets.defs.resources import ENGINE_ENV
     from l5assets.preflight import check_engine, check_engine_fits
 
-    if args.engine:  # children of --jobs and the runs' resources read it from the environment
-        os.environ[ENGINE_ENV] = check_engine(args.engine, "run --engine")
-    elif os.environ.get(ENGINE_ENV):
-        check_engine(os.environ[ENGINE_ENV], ENGINE_ENV)
+    if args.engine:
+        engine = check_engine(args.engine, "run --engine")
+    else:
+        engine = check_engine(os.environ.get(ENGINE_ENV) or "neuron", ENGINE_ENV)
     from l5assets.definitions import defs
 
     cell_model = defs.resources.get("cell_model")
@@ -526,7 +526,9 @@ def run_preflight(args: argparse.Namespace) -> Any:
         params_dir=paths.params_dir(),
         mod_dir=cell_model.mod_path() if cell_model is not None else None,
     )
-    check_engine_fits(os.environ.get(ENGINE_ENV) or "neuron", pf.params.dt)
+    check_engine_fits(engine, pf.params.dt)
+    if args.engine:  # every check passed: children of --jobs and the resources read it there
+        os.environ[ENGINE_ENV] = engine
     return pf
 
 

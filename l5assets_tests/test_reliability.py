@@ -39,6 +39,8 @@ def ws(tmp_path: Path, monkeypatch):
         "L5ASSETS_STORAGE_ROOT": tmp_path / "out",
         "L5ASSETS_CACHE_DIR": tmp_path / "cache",
         "DAGSTER_HOME": tmp_path / "home",
+        # `run --engine` sets it for its children: restored (unset) after each test
+        "L5ASSETS_ENGINE": "neuron",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, str(v))
