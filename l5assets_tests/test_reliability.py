@@ -986,7 +986,9 @@ def test_kill9_at_start_build_and_simulation_leaves_nothing_and_reruns_clean(e2e
         p = _start(e2e, "K", 1, "-start")
         _poll("the Dagster home", lambda: home.is_dir(), p)
         _kill9_and_check_nothing_remains(p, root)
-        # build: the segments worker (a NEURON subprocess) is alive
+        # build: the segments worker (a NEURON subprocess) is alive; without the segments
+        # cache the earlier runs filled, the worker must run
+        shutil.rmtree(cache / "segments", ignore_errors=True)
         p = _start(e2e, "K", 1, "-build")
         _poll(
             "the segments worker",

@@ -45,7 +45,8 @@ SCHEMA = "l5assets.manifest/1"
 # Keys whose values legitimately differ between two runs of the same partition.
 VOLATILE_KEYS = ("run",)
 # Keys of `extra` that say where a step ran (they differ between runs): kept under "run".
-RUN_KEYS = ("executor", "slurm_job_id", "slurm_node")
+# where (and how) the step ran: volatile, not part of what identical runs share
+RUN_KEYS = ("executor", "slurm_job_id", "slurm_node", "segments_cache")
 # Libraries whose versions are recorded (distribution names on PyPI).
 LIBRARIES = ("neuron", "bmtk", "numpy", "scipy", "dagster", "pandas", "h5py", "l5assets")
 # How many folder levels above an input file to look for the upstream's manifest.
@@ -467,8 +468,8 @@ def write_manifest(
     "reads_components" (list of "mechanisms"/"biophysics"/"morphology"/"synaptic_models" this
     asset's output depends on, for staleness). Keys ending in "_seconds" / "_time_s" are
     timings. Time, host, run id, timings and where the step ran (`RUN_KEYS`: "executor",
-    "slurm_job_id", "slurm_node") go under "run" (see VOLATILE_KEYS); every other key is
-    stored under "extra".
+    "slurm_job_id", "slurm_node", "segments_cache" hit/miss) go under "run" (see
+    VOLATILE_KEYS); every other key is stored under "extra".
     """
     out_dir = Path(out_dir)
     write_dir = Path(staging_dir) if staging_dir is not None else out_dir
