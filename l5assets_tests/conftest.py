@@ -220,3 +220,14 @@ def lineage_workspace(
     monkeypatch.setenv("L5ASSETS_PARAMS_DIR", str(pdir))
     monkeypatch.setenv("L5ASSETS_STORAGE_ROOT", str(root))
     return comp, pdir, root, raw
+
+
+def copy_compiled_mechanisms(cache: Path) -> None:
+    """Copy the project cache's complete (plain) mechanism builds into `cache` (created): a
+    test's own cache without a 2-minute nrnivmodl."""
+    import shutil
+
+    cache.mkdir(parents=True, exist_ok=True)
+    for entry in paths.cache_dir().glob("mechanisms-*"):
+        if entry.is_dir() and (entry / "COMPLETE").exists() and "coreneuron" not in entry.name:
+            shutil.copytree(entry, cache / entry.name, symlinks=True)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import small_params
+from conftest import copy_compiled_mechanisms, small_params
 
 from l5assets import cli, paths, storage
 from l5assets import graph as G
@@ -756,10 +756,7 @@ def e2e(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("e2e")
     (base / "params").mkdir()
     (base / "params" / "T_ok.json").write_text(json.dumps(small_params()))
-    (base / "cache").mkdir()
-    for entry in paths.cache_dir().glob("mechanisms-*"):
-        if entry.is_dir() and (entry / "COMPLETE").exists() and "coreneuron" not in entry.name:
-            shutil.copytree(entry, base / "cache" / entry.name, symlinks=True)
+    copy_compiled_mechanisms(base / "cache")
     return base
 
 

@@ -5,16 +5,14 @@ another dL is a miss. Real NEURON (the segments worker) on a small param set."""
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import small_params
+from conftest import copy_compiled_mechanisms, small_params
 
 from l5assets import graph as G
-from l5assets import paths
 from l5assets.definitions import defs
 from l5assets.defs.partitions import register_partitions
 from l5assets.defs.resources import StorageResource
@@ -27,10 +25,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 def test_segments_table_cached_per_cell_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     params_dir, cache = tmp_path / "params", tmp_path / "cache"
     params_dir.mkdir()
-    cache.mkdir()
-    for entry in paths.cache_dir().glob("mechanisms-*"):  # compiled already: no nrnivmodl
-        if entry.is_dir() and (entry / "COMPLETE").exists() and "coreneuron" not in entry.name:
-            shutil.copytree(entry, cache / entry.name, symlinks=True)
+    copy_compiled_mechanisms(cache)
     for name, dl in (("T_a", None), ("T_b", None), ("T_c", 10.0)):
         raw = small_params()
         if dl is not None:

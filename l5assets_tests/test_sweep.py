@@ -4,14 +4,13 @@ end (a 3-point grid x 2 seeds: real runs, then each param set's cross-seed summa
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import small_params
+from conftest import copy_compiled_mechanisms, small_params
 
-from l5assets import cli, paths, sweep
+from l5assets import cli, sweep
 from l5assets.params import ParamsError, load_param_set
 
 
@@ -77,10 +76,7 @@ def sweep_ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "T_sw.json").write_text(json.dumps(small_params(stop=0.1)))
     cache = tmp_path / "cache"
-    cache.mkdir()
-    for entry in paths.cache_dir().glob("mechanisms-*"):  # compiled already: no nrnivmodl
-        if entry.is_dir() and (entry / "COMPLETE").exists() and "coreneuron" not in entry.name:
-            shutil.copytree(entry, cache / entry.name, symlinks=True)
+    copy_compiled_mechanisms(cache)
     for k, v in {
         "L5ASSETS_PARAMS_DIR": tmp_path / "params",
         "L5ASSETS_STORAGE_ROOT": tmp_path / "out",
