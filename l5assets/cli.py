@@ -591,16 +591,16 @@ def cmd_fit_cell(args: argparse.Namespace) -> int:
     from l5assets import paths
     from l5assets.cell import fit
 
-    ckpt = (
-        Path(args.checkpoint)
-        if args.checkpoint
-        else paths.fits_dir() / f"{fit.FIT_CELL}.checkpoint.pkl"
-    )
-    if args.generations is None and args.minutes is None and not args.export:
-        raise ValueError("give --generations N and/or --minutes M (or --export)")
-    if args.generations is not None or args.minutes is not None:
-        res = fit.run_fit(
-            ckpt,
+    fits_dir = Path(args.fits_dir) if args.fits_dir else paths.fits_dir()
+    running = args.generations is not None or args.minutes is not None
+    if not running and not args.export:
+        raise ValueError("give --stage S with --generations N and/or --minutes M (or --export)")
+    if running:
+        if args.stage is None:
+            raise ValueError(f"stage: give --stage, one of {', '.join(fit.STAGE_NAMES)}")
+        res = fit.run_stage(
+            args.stage,
+            fits_dir=fits_dir,
             generations=args.generations,
             minutes=args.minutes,
             offspring=args.offspring,
@@ -609,13 +609,13 @@ def cmd_fit_cell(args: argparse.Namespace) -> int:
             log=lambda m: print(m, flush=True),
         )
         print(
-            f"checkpoint {ckpt}: generation {res['generation']}, best total score "
+            f"stage {args.stage}: generation {res['generation']}, best total score "
             f"{res['best']['total']:.2f}"
         )
     if args.export:
         cell = paths.cells_dir() / f"{fit.FIT_CELL}.json"
-        record = paths.fits_dir() / f"{fit.FIT_CELL}.fit.json"
-        rec = fit.export_fit(ckpt, cell, record, seed=args.seed)
+        record = fits_dir / f"{fit.FIT_CELL}.fit.json"
+        rec = fit.export_fit(cell, record, seed=args.seed, fits_dir=fits_dir)
         print(f"wrote {cell} and {record} (total score {rec['total_score']:.2f})")
     return EXIT_OK
 
@@ -894,16 +894,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     fc = sub.add_parser(
         "fit-cell",
-        help="fit the default cell to Hay 2011's targets (resumable)",
-        description="BluePyOpt CMA-ES fit of L5PC_hay_C060114A7 from Hay's biophys3 values. "
-        "Continues from --checkpoint if it exists; stops after --generations more generations "
-        "or once --minutes have passed (checked after each generation).",
+        help="fit the default cell to Hay 2011's targets (resumable, in stages)",
+        description="BluePyOpt CMA-ES fit of L5PC_hay_C060114A7 from Hay's biophys3 values, in "
+        "stages: 'soma' (the somatic channels, apical ones at Hay's values), then 'apical' (hot "
+        "zone, apical and passive parameters, soma at the soma stage's best). Each stage "
+        "continues from its checkpoint in --fits-dir if there is one; stops after "
+        "--generations more generations or once --minutes have passed (checked after each "
+        "generation).",
     )
+    fc.add_argument("--stage", default=None, help="soma or apical")
     fc.add_argument(
-        "--checkpoint",
+        "--fits-dir",
         default=None,
-        help="BluePyOpt checkpoint (default biophys_components/fits/"
-        "L5PC_hay_C060114A7.checkpoint.pkl, committed: a fresh clone resumes it)",
+        help="checkpoints and fit record (default biophys_components/fits/, committed: a "
+        "fresh clone resumes them)",
     )
     fc.add_argument("--generations", type=int, default=None)
     fc.add_argument("--minutes", type=float, default=None)
