@@ -155,3 +155,77 @@ def test_committed_fit_record_matches_the_biophysics_file() -> None:
     vals = [p["value"] for p in rec["parameters"]]
     assert json.loads(cell.read_text())["regions"] == fit.biophysics_for(vals)["regions"]
     assert {o["feature"] for o in rec["objectives"]} == {o.feature for o in fit.OBJECTIVES}
+
+
+class _StageSphere:
+    """A cheap evaluator for one stage (distance of the free parameters to their starts)."""
+
+    def __init__(self, st: fit.FitStage) -> None:
+        import bluepyopt as bpop
+
+        self.params = [
+            bpop.parameters.Parameter(p.name, bounds=[p.lower, p.upper]) for p in st.parameters
+        ]
+        self.param_names = [p.name for p in st.parameters]
+        self.objectives = [bpop.objectives.Objective(o.name) for o in st.fit_objectives]
+        self._starts = [p.start for p in st.parameters]
+        self._ranges = [p.upper - p.lower for p in st.parameters]
+
+    def init_simulator_and_evaluate_with_lists(self, values):
+        d = sum(abs(v - s) / r for v, s, r in zip(values, self._starts, self._ranges, strict=True))
+        return [d] + [0.0] * (len(self.objectives) - 1)
+
+
+def test_stages_cover_every_parameter_once_and_the_last_scores_everything() -> None:
+    free = [n for st in fit.STAGES for n in st.free]
+    assert sorted(free) == sorted(fit.PARAM_NAMES)
+    assert fit.STAGES[-1].objectives == tuple(o.name for o in fit.OBJECTIVES)
+    soma = fit.stage("soma")
+    assert "gSKv3_1bar_soma" in soma.free and "zone_start" not in soma.free
+    assert not any(o.feature.startswith("ca_train") for o in soma.fit_objectives)
+    with pytest.raises(ValueError, match="stage: 'axon' is not one of soma, apical"):
+        fit.stage("axon")
+
+
+def test_a_stage_starts_from_the_previous_stage_best_and_freezes_it(tmp_path: Path) -> None:
+    """The apical stage's fixed values are the soma stage's best when it starts; more soma
+    generations afterwards do not change a resumed apical stage (it is told instead)."""
+    kw = dict(offspring=4, seed=1, workers=1)
+    quiet = dict(kw, log=lambda m: None)
+    with pytest.raises(ValueError, match="stage: 'soma' has not run yet"):
+        fit.run_stage("apical", fits_dir=tmp_path, evaluator=None, **quiet)
+    soma, apical = fit.stage("soma"), fit.stage("apical")
+    fit.run_stage("soma", fits_dir=tmp_path, evaluator=_StageSphere(soma), generations=2, **quiet)
+    s_best = fit.stage_best("soma", tmp_path)
+    assert s_best["generation"] == 2 and len(s_best["values"]) == len(soma.free)
+    # the soma stage moved only its own parameters
+    for n, v in zip(fit.PARAM_NAMES, s_best["full"], strict=True):
+        if n not in soma.free:
+            assert v == next(p.start for p in fit.PARAMETERS if p.name == n)
+    fit.run_stage(
+        "apical", fits_dir=tmp_path, evaluator=_StageSphere(apical), generations=1, **quiet
+    )
+    a_best = fit.stage_best("apical", tmp_path)
+    assert a_best["base"]["after"] == "soma"
+    assert a_best["base"]["values"] == dict(zip(fit.PARAM_NAMES, s_best["full"], strict=True))
+    full = dict(zip(fit.PARAM_NAMES, a_best["full"], strict=True))
+    for n, v in zip(fit.PARAM_NAMES, s_best["full"], strict=True):
+        if n in soma.free:
+            assert full[n] == v  # the soma stage's result carries into the final vector
+    # soma runs on; a resumed apical stage keeps its frozen base and says so if soma improved
+    _, base_file = fit.stage_paths("apical", tmp_path)
+    before = base_file.read_bytes()
+    fit.run_stage("soma", fits_dir=tmp_path, evaluator=_StageSphere(soma), generations=3, **quiet)
+    said: list[str] = []
+    fit.run_stage(
+        "apical",
+        fits_dir=tmp_path,
+        evaluator=_StageSphere(apical),
+        generations=1,
+        log=said.append,
+        **kw,
+    )
+    assert base_file.read_bytes() == before
+    assert fit.stage_best("apical", tmp_path)["generation"] == 2
+    improved = fit.stage_best("soma", tmp_path)["total"] < s_best["total"]
+    assert improved == any("has improved" in m for m in said)
