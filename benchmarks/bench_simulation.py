@@ -1,7 +1,8 @@
 """Wall time per simulated second and peak RSS of each simulation engine, in one run.
 
     python benchmarks/bench_simulation.py [--param-set L5_quick] [--seed 123]
-        [--engines bionet,neuron,coreneuron] [--storage-root DIR] [--json]
+        [--engines bionet,neuron,coreneuron] [--cflags "-O3 -march=native"]
+        [--storage-root DIR] [--json]
 
 1. `l5assets run --param-set P --seed S` into a temporary storage root and Dagster home (warm
    mechanism cache): the whole run's wall time next to its NEURON stepping time (the issue's
@@ -12,6 +13,9 @@
    asked for (shared). Per arrangement: build / setup / run seconds from the runner's
    result.json, run seconds per simulated second, the process's peak RSS (`os.wait4`), the
    spike count, and the speed-up of the run phase over the baseline.
+3. Engine `neuron` again on a mechanism build with `--cflags` (compiled into the cache on
+   first use; "" skips it), with whether its soma spike train matches the default build's
+   (same count, every time within one dt).
 An engine the runner does not offer is reported as skipped.
 """
 
@@ -72,10 +76,30 @@ def arrangements(engines: list[str]) -> list[tuple[str, str, bool]]:
     return out
 
 
+def flagged_record(cflags: str, out: Path) -> Path:
+    """A mechanisms record (as the compiled_mechanisms asset writes) of the build with
+    `cflags`, compiled into the cache on first use."""
+    from l5assets.cell.mechanisms import compile_mechanisms
+
+    compiled = compile_mechanisms(cflags=cflags, on_progress=lambda m: print(m, flush=True))
+    out.write_text(json.dumps(compiled.as_metadata()))
+    return out
+
+
+def spike_times(out: Path) -> list[float]:
+    """The cell's spike times from a runner output folder's SONATA spikes file."""
+    import h5py
+
+    with h5py.File(out / "spikes.h5", "r") as f:
+        pop = next(iter(f["spikes"]))
+        return sorted(float(t) for t in f["spikes"][pop]["timestamps"][()])
+
+
 def run_engine(
     config: Path, mech: Path, seed: int, engine: str, share: bool, env: dict[str, str]
 ) -> dict:
-    """One runner process on the built network; its timings, peak RSS and spike count."""
+    """One runner process on the built network; its timings, peak RSS, spike count and
+    spike times."""
     from l5assets.simulation.runner import ENGINES
 
     if engine not in ENGINES:
@@ -101,6 +125,7 @@ def run_engine(
         if code != 0:
             return {"skipped": f"runner failed ({code}): {err.strip().splitlines()[-1:]}"}
         res = json.loads((Path(out) / "result.json").read_text())
+        times = spike_times(Path(out))
     w = res["wall_seconds"]
     return {
         "build_s": w["build"],
@@ -112,7 +137,15 @@ def run_engine(
         "spikes": res["spike_count"],
         "point_processes": res["n_point_processes"],
         "tstop_ms": res["tstop_ms"],
+        "dt_ms": res.get("dt_ms"),
+        "spike_times": times,
     }
+
+
+def same_train(a: list[float], b: list[float], dt: float) -> bool:
+    """Same spike count and every time within one dt (the issue's bar for a flag that only
+    changes rounding)."""
+    return len(a) == len(b) and all(abs(x - y) <= dt + 1e-9 for x, y in zip(a, b, strict=True))
 
 
 def main() -> None:
@@ -120,6 +153,7 @@ def main() -> None:
     ap.add_argument("--param-set", default="L5_quick")
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--engines", default="bionet,neuron,coreneuron")
+    ap.add_argument("--cflags", default="-O3 -march=native")
     ap.add_argument("--storage-root", default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -136,6 +170,14 @@ def main() -> None:
             rows.append(
                 {"arrangement": label, **run_engine(config, mech, args.seed, engine, share, env)}
             )
+        if args.cflags:
+            flagged = flagged_record(args.cflags, Path(tmp) / "flagged.json")
+            row = run_engine(config, flagged, args.seed, "neuron", True, env)
+            ref = next((r for r in rows if r["arrangement"].startswith("neuron,")), None)
+            if ref and "spike_times" in ref and "spike_times" in row:
+                dt = float(row["dt_ms"] or 0.1)
+                row["same_spike_train"] = same_train(ref["spike_times"], row["spike_times"], dt)
+            rows.append({"arrangement": f"neuron, shared, {args.cflags}", **row})
     base = rows[0].get("run_s")
     for r in rows:
         if "run_s" in r:
@@ -165,6 +207,11 @@ def main() -> None:
             f" s per simulated s), build {r['build_s']:.1f} s, setup {r['setup_s']:.1f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB, {r['spikes']} spikes, "
             f"{r['point_processes']} point processes, {r['speedup_vs_reference']:.2f}x"
+            + (
+                f", spike train {'unchanged' if r['same_spike_train'] else 'CHANGED'}"
+                if "same_spike_train" in r
+                else ""
+            )
         )
 
 

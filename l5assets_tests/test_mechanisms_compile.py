@@ -217,3 +217,43 @@ def test_a_compile_says_it_starts_is_alive_and_ends(tmp_path: Path, monkeypatch)
     again: list[str] = []
     mechanisms.compile_mechanisms(mods, tmp_path / "cache", on_progress=again.append)
     assert again == []
+
+
+_PROBE_MOD = """NEURON { SUFFIX flagprobe }
+VERBATIM
+#ifndef L5_FLAG_PROBE
+#error "the extra compiler flags did not reach the compiler"
+#endif
+ENDVERBATIM
+"""
+
+
+def test_compiler_flags_reach_the_compiler_and_key_the_cache(tmp_path: Path, monkeypatch) -> None:
+    """Extra flags (here a -D the .mod file insists on) are on nrnivmodl's compile line and
+    make their own cache entry beside the default build; the record keeps them."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "flagprobe.mod").write_text(_PROBE_MOD)
+    cache = tmp_path / "cache"
+    with pytest.raises(mechanisms.MechanismCompileError, match="did not reach the compiler"):
+        mechanisms.compile_mechanisms(mods, cache, cflags="")
+    monkeypatch.setenv(mechanisms.CFLAGS_ENV, "-O3  -DL5_FLAG_PROBE=1")
+    entry = mechanisms.compile_mechanisms(mods, cache)  # the flags from the environment
+    assert entry.cflags == "-O3 -DL5_FLAG_PROBE=1" and entry.library.exists()
+    assert entry.directory.name.endswith(mechanisms.flags_key(entry.cflags))
+    record = tmp_path / "mechanisms.json"
+    record.write_text(json.dumps(entry.as_metadata()))
+    assert mechanisms.CompiledMechanisms.from_record(record) == entry
+
+
+def test_compiler_flags_are_checked_and_native_builds_are_keyed_by_cpu(monkeypatch) -> None:
+    with pytest.raises(mechanisms.MechanismCompileError, match=r"^cflags: '-O3; rm' has char"):
+        mechanisms.build_cflags("-O3; rm")
+    monkeypatch.setenv(mechanisms.CFLAGS_ENV, "$(evil)")
+    with pytest.raises(mechanisms.MechanismCompileError, match="^L5ASSETS_MECH_CFLAGS: "):
+        mechanisms.build_cflags()
+    assert mechanisms.flags_key("") == ""
+    native = mechanisms.flags_key("-O3 -march=native")
+    monkeypatch.setattr(mechanisms, "_cpu_identity", lambda: "model name: another CPU")
+    assert mechanisms.flags_key("-O3 -march=native") != native  # another CPU, another build
+    assert mechanisms.flags_key("-O3") == mechanisms.flags_key("-O3")

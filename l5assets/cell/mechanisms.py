@@ -1,7 +1,10 @@
 """Compile the project's NMODL with nrnivmodl into a cache keyed by the .mod content hash.
 
-The cache entry is `<cache_root>/mechanisms-<hash16>[-coreneuron]/`, holding the nrnivmodl
-output folder (`x86_64/` or the machine's arch). Unchanged .mod files never recompile; two
+The cache entry is `<cache_root>/mechanisms-<hash16>[-coreneuron][-cf<flags8>]/`, holding the
+nrnivmodl output folder (`x86_64/` or the machine's arch). Extra compiler flags (`cflags`, e.g.
+"-O3 -march=native"; default from L5ASSETS_MECH_CFLAGS, else none: nrnivmodl's own -O2) are
+part of the key, and with -march=native so is the CPU, so a cache shared by the nodes of a
+cluster never hands one CPU's build to another. Unchanged .mod files never recompile; two
 processes compiling at once are serialised by a lock file and the entry is published by an
 atomic rename, so a reader never sees a half-built library.
 """
@@ -12,6 +15,7 @@ import fcntl
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +41,7 @@ class CompiledMechanisms:
     library: Path  # libnrnmech.so
     coreneuron: bool
     mod_files: tuple[str, ...]
+    cflags: str = ""
 
     @property
     def coreneuron_library(self) -> Path:
@@ -69,6 +74,7 @@ class CompiledMechanisms:
             library=lib,
             coreneuron=bool(rec["coreneuron"]),
             mod_files=tuple(rec["mod_files"]),
+            cflags=str(rec.get("cflags", "")),
         )
 
     def as_metadata(self) -> dict[str, str | bool | list[str]]:
@@ -78,6 +84,7 @@ class CompiledMechanisms:
             "library": str(self.library),
             "coreneuron": self.coreneuron,
             "mod_files": list(self.mod_files),
+            "cflags": self.cflags,
         }
 
 
@@ -96,6 +103,47 @@ def mod_hash(mod_dir: Path | None = None) -> str:
     for f in mod_files(mod_dir):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+CFLAGS_ENV = "L5ASSETS_MECH_CFLAGS"
+_CFLAGS_OK = re.compile(r"[A-Za-z0-9_=+,./ -]*")
+
+
+def build_cflags(cflags: str | None = None) -> str:
+    """The extra compiler flags of a mechanism build: `cflags`, else $L5ASSETS_MECH_CFLAGS,
+    else none. Raises MechanismCompileError (one line, naming the field) for characters a
+    flag never needs."""
+    field = "cflags" if cflags is not None else CFLAGS_ENV
+    value = cflags if cflags is not None else os.environ.get(CFLAGS_ENV, "")
+    value = " ".join(value.split())
+    if not _CFLAGS_OK.fullmatch(value):
+        raise MechanismCompileError(
+            f"{field}: {value!r} has characters outside [A-Za-z0-9_=+,./ -] (compiler flags "
+            "such as -O3 -march=native)"
+        )
+    return value
+
+
+def _cpu_identity() -> str:
+    """What -march=native compiles for: the CPU's model and feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [
+        line
+        for line in info.splitlines()
+        if line.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")
+    ]
+    return "\n".join(sorted(set(keep)))
+
+
+def flags_key(cflags: str) -> str:
+    """The cache-entry suffix of a flag set ("" for none)."""
+    if not cflags:
+        return ""
+    ident = cflags + ("\0" + _cpu_identity() if "native" in cflags else "")
+    return "-cf" + hashlib.sha256(ident.encode()).hexdigest()[:8]
 
 
 def _arch_dir(root: Path) -> Path:
@@ -129,17 +177,20 @@ def compile_mechanisms(
     cache_root: Path | None = None,
     coreneuron: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    cflags: str | None = None,
 ) -> CompiledMechanisms:
-    """Compile (or reuse) the mechanisms of `mod_dir`; returns the cache entry.
+    """Compile (or reuse) the mechanisms of `mod_dir` with extra compiler flags `cflags`
+    (see `build_cflags`); returns the cache entry.
 
     `on_progress` receives one-line messages while a compile runs (its start, a heartbeat every
     COMPILE_HEARTBEAT_S, its end); a cache hit says nothing."""
+    flags = build_cflags(cflags)
     src = Path(mod_dir or paths.mechanisms_dir())
     files = mod_files(src)
     digest = mod_hash(src)
     root = Path(cache_root or paths.cache_dir())
     root.mkdir(parents=True, exist_ok=True)
-    name = f"mechanisms-{digest[:16]}" + ("-coreneuron" if coreneuron else "")
+    name = f"mechanisms-{digest[:16]}" + ("-coreneuron" if coreneuron else "") + flags_key(flags)
     entry = root / name
 
     def _done() -> CompiledMechanisms:
@@ -150,6 +201,7 @@ def compile_mechanisms(
             library=_library(arch),
             coreneuron=coreneuron,
             mod_files=tuple(f.name for f in files),
+            cflags=flags,
         )
 
     if (entry / "COMPLETE").exists():
@@ -164,7 +216,9 @@ def compile_mechanisms(
             mods.mkdir()
             for f in files:
                 shutil.copy2(f, mods / f.name)
-            cmd = [_nrnivmodl()] + (["-coreneuron"] if coreneuron else []) + ["mod"]
+            cmd = [_nrnivmodl()] + (["-coreneuron"] if coreneuron else [])
+            # -incflags lands after nrnivmodl's own -O2 on the compile line (so -O3 wins)
+            cmd += (["-incflags", flags] if flags else []) + ["mod"]
             rc, output = _run_nrnivmodl(cmd, work, len(files), coreneuron, on_progress)
             if rc != 0:
                 raise MechanismCompileError(f"nrnivmodl failed ({rc}) in {work}:\n{output[-8000:]}")

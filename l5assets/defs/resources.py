@@ -46,12 +46,13 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class CellModelResource(dg.ConfigurableResource):
-    """The cell model's code: the NMODL folder and the compiled-mechanism cache.
-
-    (Only the NEURON build is compiled: the runner drives BMTK BioNet, which runs NEURON.)"""
+    """The cell model's code: the NMODL folder, the compiled-mechanism cache and the extra
+    compiler flags of the mechanism build (`cflags`; unset: $L5ASSETS_MECH_CFLAGS, else
+    none). The flags are in the cache key and the build's metadata, not in the params hash."""
 
     mod_dir: str | None = None
     cache_root: str | None = None
+    cflags: str | None = None
 
     def mod_path(self) -> Path:
         return Path(self.mod_dir) if self.mod_dir else paths.mechanisms_dir()

@@ -725,7 +725,10 @@ def _mechanisms(record: Path | None, coreneuron: bool) -> Any:
     if not coreneuron or compiled.coreneuron:
         return compiled
     core = compile_mechanisms(
-        cache_root=compiled.directory.parent, coreneuron=True, on_progress=say_stage
+        cache_root=compiled.directory.parent,
+        coreneuron=True,
+        on_progress=say_stage,
+        cflags=compiled.cflags,
     )
     if core.mod_hash != compiled.mod_hash:
         raise EngineError(

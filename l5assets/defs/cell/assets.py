@@ -23,7 +23,8 @@ from ..common import AssetStep, graph_asset, run_logged
     description=(
         "The project's NMODL (.mod files) compiled by nrnivmodl into a cache keyed by the content "
         "hash of the .mod files; the partition folder holds `mechanisms.json`, a record of the "
-        "cache entry. Unchanged .mod files are never recompiled."
+        "cache entry. Unchanged .mod files are never recompiled. Extra compiler flags (the "
+        "cell_model resource's cflags, or L5ASSETS_MECH_CFLAGS) are part of the cache key."
     ),
     resources={"cell_model"},
 )
@@ -40,7 +41,10 @@ def compiled_mechanisms(step: AssetStep) -> dg.MaterializeResult:
             + ", ".join(p.name for p in removed)
         )
     compiled = compile_mechanisms(
-        cell_model.mod_path(), cell_model.cache_path(), on_progress=step.context.log.info
+        cell_model.mod_path(),
+        cell_model.cache_path(),
+        on_progress=step.context.log.info,
+        cflags=cell_model.cflags,
     )
     record = json.dumps(compiled.as_metadata(), indent=2, sort_keys=True) + "\n"
     (step.tmp / MECHANISMS_RECORD).write_text(record)
@@ -50,9 +54,13 @@ def compiled_mechanisms(step: AssetStep) -> dg.MaterializeResult:
         extra={
             "mod_hash": compiled.mod_hash,
             "coreneuron": compiled.coreneuron,
+            "cflags": compiled.cflags or "(nrnivmodl's defaults)",
             "mod_files": ", ".join(compiled.mod_files),
         },
-        digest=compiled.mod_hash,
+        # same .mod files, other flags: another library (and data version)
+        digest=compiled.mod_hash
+        if not compiled.cflags
+        else hashlib.sha256(f"{compiled.mod_hash}\0{compiled.cflags}".encode()).hexdigest(),
     )
 
 
