@@ -13,9 +13,9 @@
    asked for (shared). Per arrangement: build / setup / run seconds from the runner's
    result.json, run seconds per simulated second, the process's peak RSS (`os.wait4`), the
    spike count, and the speed-up of the run phase over the baseline.
-3. Engine `neuron` again on a mechanism build with `--cflags` (compiled into the cache on
-   first use; "" skips it), with whether its soma spike train matches the default build's
-   (same count, every time within one dt).
+3. Every engine but bionet again on a mechanism build with `--cflags` (compiled into the cache
+   on first use; "" skips it), with whether its soma spike train matches engine neuron's on
+   the default build (same count, every time within one dt).
 An engine the runner does not offer is reported as skipped.
 """
 
@@ -58,11 +58,6 @@ def whole_run(param_set: str, seed: int, root: Path, env: dict[str, str]) -> dic
     return {"wall_s": wall, "run_s": result["wall_seconds"]["run"], "engine": result.get("engine")}
 
 
-# CoreNEURON refuses delays <= dt (the study's 0.1 ms at dt 0.1 ms): measured with its
-# documented --min-delay, i.e. on a slightly different model (speed only, not a cross-check)
-ENGINE_ARGS = {"coreneuron": ["--min-delay", "0.2"]}
-
-
 def arrangements(engines: list[str]) -> list[tuple[str, str, bool]]:
     """(label, engine, share) in the order measured; the first is the baseline."""
     out = [
@@ -71,8 +66,7 @@ def arrangements(engines: list[str]) -> list[tuple[str, str, bool]]:
     ]
     for e in engines:
         if e != "bionet":
-            extra = " (delays 0.2 ms)" if e in ENGINE_ARGS else ""
-            out.append((f"{e}, shared point processes{extra}", e, True))
+            out.append((f"{e}, shared point processes", e, True))
     return out
 
 
@@ -119,7 +113,6 @@ def run_engine(
             "--engine",
             engine,
             "--share-synapses" if share else "--no-share-synapses",
-            *ENGINE_ARGS.get(engine, []),
         ]
         code, wall, rss, err = _child(cmd, env)
         if code != 0:
@@ -172,12 +165,13 @@ def main() -> None:
             )
         if args.cflags:
             flagged = flagged_record(args.cflags, Path(tmp) / "flagged.json")
-            row = run_engine(config, flagged, args.seed, "neuron", True, env)
             ref = next((r for r in rows if r["arrangement"].startswith("neuron,")), None)
-            if ref and "spike_times" in ref and "spike_times" in row:
-                dt = float(row["dt_ms"] or 0.1)
-                row["same_spike_train"] = same_train(ref["spike_times"], row["spike_times"], dt)
-            rows.append({"arrangement": f"neuron, shared, {args.cflags}", **row})
+            for engine in [e for e in args.engines.split(",") if e != "bionet"]:
+                row = run_engine(config, flagged, args.seed, engine, True, env)
+                if ref and "spike_times" in ref and "spike_times" in row:
+                    dt = float(row["dt_ms"] or 0.1)
+                    row["same_spike_train"] = same_train(ref["spike_times"], row["spike_times"], dt)
+                rows.append({"arrangement": f"{engine}, shared, {args.cflags}", **row})
     base = rows[0].get("run_s")
     for r in rows:
         if "run_s" in r:

@@ -508,7 +508,7 @@ def run_preflight(args: argparse.Namespace) -> Any:
         if value:
             os.environ[env] = str(check_folder(Path(value), what))
     from l5assets.defs.resources import ENGINE_ENV
-    from l5assets.preflight import check_engine, check_engine_fits
+    from l5assets.preflight import check_engine
 
     if args.engine:
         engine = check_engine(args.engine, "run --engine")
@@ -526,7 +526,6 @@ def run_preflight(args: argparse.Namespace) -> Any:
         params_dir=paths.params_dir(),
         mod_dir=cell_model.mod_path() if cell_model is not None else None,
     )
-    check_engine_fits(engine, pf.params.dt)
     if args.engine:  # every check passed: children of --jobs and the resources read it there
         os.environ[ENGINE_ENV] = engine
     return pf
@@ -657,11 +656,9 @@ def sweep_points(args: argparse.Namespace) -> tuple[list[Any], list[int]]:
     seeds = sweep.parse_seeds(args.seeds)
     if args.launch in ("local", "daemon"):  # what `run` checks before anything is written
         from l5assets.defs.resources import ENGINE_ENV
-        from l5assets.preflight import check_engine, check_engine_fits
+        from l5assets.preflight import check_engine
 
-        engine = check_engine(os.environ.get(ENGINE_ENV) or "neuron", ENGINE_ENV)
-        for pt in points:
-            check_engine_fits(engine, float(pt.raw.get("dt", base.dt)))
+        check_engine(os.environ.get(ENGINE_ENV) or "neuron", ENGINE_ENV)
     sweep.write_grid(points, paths.params_dir())
     return points, seeds
 

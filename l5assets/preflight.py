@@ -269,14 +269,3 @@ def check_engine(name: str, what: str) -> str:
     if name not in ENGINES:
         raise PreflightError(f"{what}: {name!r} is not an engine, allowed: {', '.join(ENGINES)}")
     return name
-
-
-def check_engine_fits(engine: str, dt_ms: float) -> None:
-    """CoreNEURON needs every synaptic delay to exceed dt; the network's delay is fixed."""
-    from l5assets.network.build import DELAY_MS
-
-    if engine == "coreneuron" and DELAY_MS <= dt_ms:
-        raise PreflightError(
-            f"engine coreneuron: the network's synaptic delay {DELAY_MS} ms must exceed "
-            f"dt = {dt_ms} ms (CoreNEURON's rule); allowed for this param set: bionet, neuron"
-        )

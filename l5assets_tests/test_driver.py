@@ -7,9 +7,10 @@ synapse on the same segment, same W, sid, delay, point process), the hot-zone V 
 soma report of the driver is float32 (SONATA's type, the one libsonata reads) and equals
 BioNet's float64 report rounded to float32.
 
-Engine `coreneuron` against engine `neuron` with merged inputs, at delays raised above dt
-(a copy of the network): same spikes, V within one float32 step, same synapses and results;
-the refusal of delays <= dt, the --min-delay option, and options refused before any build.
+Engine `coreneuron` against engine `neuron` with merged inputs, on the network's own 0.1 ms
+delays at dt 0.1 ms (inputs replayed earlier) and at delays raised above dt (a copy of the
+network): same spikes, V within one float32 step, same synapses and results; the --min-delay
+option, and options refused before any build.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -140,10 +142,13 @@ def test_reports_read_by_bmtk_and_libsonata(runs):
 # ---------------------------------------------------------------------------------------------
 # engine coreneuron against engine neuron with merged inputs (issue 11 item 2)
 #
-# CoreNEURON needs NetCon delays > dt: the small network's 0.1 ms delays (dt 0.1 ms) are
-# raised to SLOW_DELAY_MS in a copy of its edge types. Engine coreneuron replays all inputs with
+# CoreNEURON needs NetCon delays > dt. On the small network's own 0.1 ms delays (dt 0.1 ms)
+# engine coreneuron replays the inputs 0.1 ms earlier over 0.2 ms delays (same arrival times):
+# compared with engine neuron on the same network ("shifted" vs "neuron_merged_fast"). And on
+# a copy with every delay raised to SLOW_DELAY_MS, no shift ("coreneuron" vs "neuron_merged"),
+# which --min-delay must reproduce on the original. Engine coreneuron replays all inputs with
 # one PatternStim; engine neuron does the same with --merge-inputs, so both do equal
-# arithmetic. Measured on this network: the same 6 spike times (float64, bit-identical) and
+# arithmetic. Measured on this network: the same spike times (float64, bit-identical) and
 # bit-identical float32 soma and hot-zone V; the tolerance below is one float32 step at 80 mV.
 
 SLOW_DELAY_MS = 0.2
@@ -151,7 +156,8 @@ V_TOL_MV = 1e-5  # float32 spacing at 64-128 mV is 7.6e-6 mV
 CORE_CASES = {  # name: (network copy, runner flags)
     "neuron_merged": ("slow", ("--engine", "neuron", "--merge-inputs")),
     "coreneuron": ("slow", ("--engine", "coreneuron")),
-    "refused": ("fast", ("--engine", "coreneuron")),
+    "shifted": ("fast", ("--engine", "coreneuron")),
+    "neuron_merged_fast": ("fast", ("--engine", "neuron", "--merge-inputs")),
     "min_delay": ("fast", ("--engine", "coreneuron", "--min-delay", str(SLOW_DELAY_MS))),
 }
 
@@ -185,7 +191,8 @@ def core_runs(tmp_path_factory):
     roots = {"fast": fast, "slow": slow}
     outs = {name: fast / f"out_{name}" for name in CORE_CASES}
     done = {}
-    for batch in (("neuron_merged", "coreneuron"), ("refused", "min_delay")):  # 2 at a time
+    batches = (("neuron_merged", "coreneuron"), ("shifted", "neuron_merged_fast"), ("min_delay",))
+    for batch in batches:  # 2 at a time
         procs = {
             n: _core_runner(
                 roots[CORE_CASES[n][0]] / "config" / "config.json", outs[n], *CORE_CASES[n][1]
@@ -197,12 +204,10 @@ def core_runs(tmp_path_factory):
             done[n] = (p.returncode, stdout, stderr)
     results = {}
     for n, (rc, stdout, stderr) in done.items():
-        if n == "refused":
-            continue
         assert rc == 0, f"{n} failed:\n{stderr[-4000:]}"
         results[n] = json.loads(stdout.strip().splitlines()[-1])
         print(f"{n}: {results[n]['spike_count']} spikes, wall {results[n]['wall_seconds']}")
-    return net, outs, results, done["refused"]
+    return net, outs, results, None
 
 
 def test_coreneuron_same_spikes_as_neuron_merged(core_runs):
@@ -241,22 +246,59 @@ def test_coreneuron_same_synapses_and_result_fields(core_runs):
     assert core["merge_inputs"] is nrn["merge_inputs"] is True
     assert core["mechanisms_build"] == "coreneuron" and core["min_delay_ms"] is None
     assert core["delays_raised"] == 0
-    only_core = {"engine", "wall_seconds", "mechanisms_build", "min_delay_ms", "delays_raised"}
+    only_core = {
+        "engine",
+        "wall_seconds",
+        "mechanisms_build",
+        "min_delay_ms",
+        "delays_raised",
+        "input_shift_ms",
+    }
     assert {k: v for k, v in core.items() if k not in only_core} == {
         k: v for k, v in nrn.items() if k not in only_core
     }  # incl. spike_count, max_events_per_connection (weight-vector state came back)
 
 
-def test_coreneuron_refuses_delay_not_above_dt(core_runs):
-    net, outs, results, (rc, stdout, stderr) = core_runs
-    n = net.counts["total_synapses"]
-    assert rc == 2, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1] == (
-        "python -m l5assets.simulation.runner: error: engine coreneuron: edge field 'delay' is "
-        f"0.1 ms on {n} of {n} synapses; allowed range: delay > dt = 0.1 ms (raise 'delay' in "
-        "the edge types, or pass --min-delay MS with MS > 0.1 to run shorter delays at MS)"
+def _v(out: Path) -> dict[str, np.ndarray]:
+    """Soma (float32 report) and hot-zone V of one run, as float64."""
+    with h5py.File(out / "dend_v.h5") as f:
+        dend = f["v"][()].astype(np.float64)
+    return {"soma": read_soma_trace(out / "v_report.h5")[1].astype(np.float64), "dend": dend}
+
+
+def test_coreneuron_runs_delays_not_above_dt_by_replaying_inputs_earlier(core_runs):
+    """The study's own 0.1 ms delays at dt 0.1 ms: no change of the model, same spikes and V
+    as engine neuron (merged inputs) on the same network; the table keeps the 0.1 ms."""
+    net, outs, results, _ = core_runs
+    res, ref = results["shifted"], results["neuron_merged_fast"]
+    assert res["input_shift_ms"] == pytest.approx(0.1) and res["delays_raised"] == 0
+    assert res["spike_count"] == ref["spike_count"] and res["n_synapses"] == ref["n_synapses"]
+    sp = {
+        n: read_sonata_spikes(outs[n] / "spikes.h5")["biophysical"]
+        for n in ("shifted", "neuron_merged_fast")
+    }
+    assert sp["neuron_merged_fast"].timestamps.size >= 3
+    np.testing.assert_array_equal(sp["shifted"].timestamps, sp["neuron_merged_fast"].timestamps)
+    v, v_ref = _v(outs["shifted"]), _v(outs["neuron_merged_fast"])
+    for k in ("soma", "dend"):
+        assert v[k].shape == v_ref[k].shape
+        assert np.max(np.abs(v[k] - v_ref[k])) <= V_TOL_MV, k
+    tab = pd.read_parquet(outs["shifted"] / "synapses.parquet")
+    pd.testing.assert_frame_equal(
+        tab, pd.read_parquet(outs["neuron_merged_fast"] / "synapses.parquet"), check_exact=True
     )
-    assert not (outs["refused"] / "spikes.h5").exists()
+    assert (tab["delay"] == 0.1).all()
+    # on the raised copy nothing needs shifting
+    assert results["coreneuron"]["input_shift_ms"] == 0.0
+
+
+def test_input_shift() -> None:
+    from l5assets.simulation.driver import input_shift
+
+    assert input_shift([0.1, 0.3], 0.1) == pytest.approx(0.1)  # shortest delay becomes 2 dt
+    assert input_shift([0.0], 0.025) == pytest.approx(0.05)
+    assert input_shift([0.2, 0.3], 0.1) == 0.0
+    assert input_shift([], 0.1) == 0.0
 
 
 def test_coreneuron_min_delay_option_equals_raised_network(core_runs):
@@ -294,6 +336,6 @@ def test_engine_options_refused_before_any_build(tmp_path, capsys):
             f"python -m l5assets.simulation.runner: error: {message}"
         )
     assert apply_min_delay([0.1, 0.3], 0.1, 0.2) == [0.2, 0.3]
-    assert apply_min_delay([0.2], 0.1, None) == [0.2]
+    assert apply_min_delay([0.1], 0.1, None) == [0.1]  # no option: the delays stay
     with pytest.raises(runner.EngineError, match=r"--min-delay 0.1: must exceed dt = 0.1 ms"):
         apply_min_delay([0.2], 0.1, 0.1)

@@ -264,13 +264,6 @@ BAD_INPUTS = [
         "run --engine: 'nest' is not an engine, allowed: bionet, neuron",
     ),
     (
-        "engine-coreneuron-at-delay-dt",
-        lambda ws, mp: ["--engine", "coreneuron"],
-        "T_ok",
-        ["1"],
-        "engine coreneuron: the network's synaptic delay 0.1 ms must exceed dt = 0.1 ms",
-    ),
-    (
         "engine-env-unknown",
         lambda ws, mp: mp.setenv("L5ASSETS_ENGINE", "gpu") or [],
         "T_ok",

@@ -55,11 +55,17 @@ process): fixed step, `cvode.cache_efficient(1)`, `pc.set_maxstep(10)`, `stdinit
   population, which changes V by rounding only (~1e-8 mV on the test network, spikes equal).
   Engine `neuron` does the same with `merge_inputs=True` (`--merge-inputs`; off by default,
   so that `neuron` stays identical to `bionet`): compare `coreneuron` with that;
-- NetCon delays must exceed dt. A network with a delay <= dt (the reference's 0.1 ms at dt
-  0.1 ms) is refused (EngineError naming the field and the allowed range) unless
-  `min_delay_ms` (> dt, `--min-delay MS`) is given: every shorter delay then runs at
-  min_delay_ms, which changes the model; the value and the number of raised delays are in
-  `result.json` and in the synapse table's `delay` column. No delay is changed otherwise;
+- NetCon delays must exceed dt (CoreNEURON's rule: "usable mindelay is 0 (or less than dt
+  for fixed step method)"). A network with a delay <= dt (the reference's 0.1 ms at dt 0.1 ms)
+  runs unchanged by shifting the input replay: every input spike is replayed `input_shift_ms`
+  = 2 dt - (shortest delay) earlier and every input NetCon's delay is that much longer, so each
+  event reaches its synapse at the same time as before (the inputs are the only NetCons; input
+  times on the ms grid arrive mid-step, so rounding of the sum cannot move an event to
+  another step). Same spikes as engine neuron with merged inputs, V equal to float32
+  rounding (tested). `result.json` records `input_shift_ms`; the synapse table keeps the
+  model's delays. `min_delay_ms` (> dt, `--min-delay MS`) instead raises every shorter delay to
+  MS, which changes the model; the value and the number of raised delays are in `result.json`
+  and in the synapse table's `delay` column;
 - no progress events (Python callbacks do not run inside CoreNEURON); reports record every
   step (a sampling interval comes back empty under CoreNEURON, nrn issue 2101);
 - one thread only (threads/multisplit have been seen to give wrong output): refused
@@ -739,28 +745,31 @@ def _mechanisms(record: Path | None, coreneuron: bool) -> Any:
 
 
 def apply_min_delay(delays: list[float], dt: float, min_delay_ms: float | None) -> list[float]:
-    """The NetCon delays engine coreneuron runs with: unchanged if all exceed dt; else, with
-    `min_delay_ms` (> dt), every shorter delay raised to it; else EngineError naming the field
-    and the allowed range (a delay is never changed without the option)."""
+    """The NetCon delays engine coreneuron runs with under `--min-delay`: every delay shorter
+    than `min_delay_ms` (> dt, else EngineError naming the option and the allowed range)
+    raised to it; unchanged without the option."""
     d = np.asarray(delays, dtype=np.float64)
-    if min_delay_ms is not None:
-        if not min_delay_ms > dt:
-            raise EngineError(
-                f"--min-delay {min_delay_ms:g}: must exceed dt = {dt:g} ms (allowed: > {dt:g})"
-            )
-        return np.maximum(d, min_delay_ms).tolist()
-    bad = d <= dt
-    if bad.any():
+    if min_delay_ms is None:
+        return d.tolist()
+    if not min_delay_ms > dt:
         raise EngineError(
-            f"engine coreneuron: edge field 'delay' is {d[bad].min():g} ms on {int(bad.sum())} "
-            f"of {d.size} synapses; allowed range: delay > dt = {dt:g} ms (raise 'delay' in the "
-            f"edge types, or pass --min-delay MS with MS > {dt:g} to run shorter delays at MS)"
+            f"--min-delay {min_delay_ms:g}: must exceed dt = {dt:g} ms (allowed: > {dt:g})"
         )
-    return d.tolist()
+    return np.maximum(d, min_delay_ms).tolist()
+
+
+def input_shift(delays: list[float], dt: float) -> float:
+    """How much earlier engine coreneuron replays the inputs (and how much longer it makes
+    their NetCon delays) so that every delay exceeds dt with each event arriving when it did:
+    0 if every delay already exceeds dt, else 2 dt - the shortest delay."""
+    if not len(delays):
+        return 0.0
+    shortest = float(np.min(delays))
+    return 0.0 if shortest > dt else 2.0 * dt - shortest
 
 
 def _coreneuron_delays(net: Network, dt: float, min_delay_ms: float | None) -> int:
-    """Check (and with `min_delay_ms` raise) the NetCon delays; returns how many were raised."""
+    """With `min_delay_ms`, raise the shorter NetCon delays; returns how many were raised."""
     old = [float(nc.delay) for nc, _ in net.connections]
     new = apply_min_delay(old, dt, min_delay_ms)
     raised = 0
@@ -769,6 +778,23 @@ def _coreneuron_delays(net: Network, dt: float, min_delay_ms: float | None) -> i
             nc.delay = b
             raised += 1
     return raised
+
+
+def _shift_inputs(net: Network, dt: float) -> float:
+    """Replay every input earlier and lengthen every input NetCon's delay by `input_shift`
+    (arrival times unchanged); returns the shift in ms."""
+    shift = input_shift([float(nc.delay) for nc, _ in net.connections], dt)
+    if shift:
+        from neuron import h
+
+        for nc, _ in net.connections:
+            nc.delay = float(nc.delay) + shift
+        # a new play(): CoreNEURON takes a PatternStim's spikes as they were when played
+        for k, (ps, tvec, gvec) in enumerate(net.stims):
+            shifted = h.Vector(np.asarray(tvec) - shift)
+            ps.play(shifted, gvec)
+            net.stims[k] = (ps, shifted, gvec)
+    return shift
 
 
 def _run(conf: DriverConfig, engine: str) -> None:
@@ -850,6 +876,8 @@ def run_driver(
     reports = [record_report(r, net) for r in conf.reports]
     tvec, idvec = h.Vector(), h.Vector()
     h.ParallelContext().spike_record(net.cell_gid, tvec, idvec)
+    # after the synapse table, which keeps the model's delays
+    shift = _shift_inputs(net, conf.dt) if core and opts.min_delay_ms is None else 0.0
     t_setup = time.perf_counter()
 
     say_stage(f"{len(table)} synapses placed; simulating {conf.tstop:.0f} ms")
@@ -871,7 +899,10 @@ def run_driver(
     extra: dict[str, Any] = {"merge_inputs": True} if opts.merged else {}
     if core:
         extra.update(
-            min_delay_ms=opts.min_delay_ms, delays_raised=raised, mechanisms_build=CORENEURON
+            min_delay_ms=opts.min_delay_ms,
+            delays_raised=raised,
+            input_shift_ms=shift,
+            mechanisms_build=CORENEURON,
         )
     return write_outputs(
         conf.output_dir,

@@ -7,7 +7,8 @@
 `--engine neuron` runs the same network with the project's own driver
 (`l5assets.simulation.driver`, no BMTK simulator objects; identical results, tested);
 `--engine coreneuron` runs the driver's network in CoreNEURON (see the driver's doc: one
-merged input PatternStim, NetCon delays must exceed dt, one thread); the default `bionet` is
+merged input PatternStim, delays <= dt run by replaying the inputs earlier, one thread); the
+default `bionet` is
 described here. Options an engine cannot honour are refused with a one-line error (exit 2).
 
 CONFIG is the `config.json` written by `l5assets.network.sim_config.write_sim_config`. The
@@ -616,7 +617,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="bionet",
         help="bionet: BMTK BioNet (default); neuron: the project's own driver "
         "(l5assets.simulation.driver), same results; coreneuron: the driver's network run in "
-        "CoreNEURON (needs NetCon delays > dt, see --min-delay)",
+        "CoreNEURON (delays <= dt: the inputs are replayed earlier by the difference, so "
+        "every event arrives when it would; see --min-delay)",
     )
     ap.add_argument(
         "--merge-inputs",
@@ -630,8 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=None,
         metavar="MS",
-        help="engine coreneuron: run every NetCon delay shorter than MS (> dt) at MS, "
-        "recorded in result.json (default: refuse delays <= dt)",
+        help="engine coreneuron: run every NetCon delay shorter than MS (> dt) at MS, a change "
+        "of the model recorded in result.json (default: keep the delays, shift the inputs)",
     )
     ap.add_argument(
         "--threads", type=int, default=1, help="threads (only 1 is allowed, by every engine)"
