@@ -82,3 +82,24 @@ def test_empty_and_validation(tmp_path: Path) -> None:
         SpikeTrains([1, 2], [1.0])
     with pytest.raises(ValueError):
         write_sonata_spikes(tmp_path / "f.h5", "a/b", SpikeTrains.empty())
+
+
+def test_sorted_by_time_takes_every_path_to_the_same_order() -> None:
+    """Time order, ties by node id, whatever the input order: already sorted, node order with
+    whole-ms times (radix path), node order with fractional times, and any order."""
+    rng = np.random.default_rng(3)
+    ids = np.repeat(np.arange(400), 30)
+    whole = np.concatenate([np.sort(rng.choice(3000, 30, replace=False)) for _ in range(400)])
+    frac = whole + rng.random(whole.size).round(3)
+    for ts in (whole.astype(np.float64), frac, whole + 70000.0):
+        ref = np.lexsort((ids, ts))
+        node_order = SpikeTrains(ids, ts).sorted_by_time()
+        np.testing.assert_array_equal(node_order.node_ids, ids[ref])
+        np.testing.assert_array_equal(node_order.timestamps, ts[ref])
+        shuffled = rng.permutation(ids.size)
+        anyorder = SpikeTrains(ids[shuffled], ts[shuffled]).sorted_by_time()
+        np.testing.assert_array_equal(anyorder.node_ids, ids[ref])
+        np.testing.assert_array_equal(anyorder.timestamps, ts[ref])
+        again = node_order.sorted_by_time()
+        np.testing.assert_array_equal(again.node_ids, ids[ref])
+        np.testing.assert_array_equal(again.timestamps, ts[ref])

@@ -97,13 +97,14 @@ def candidate_bins(
     bins_out: list[np.ndarray] = []
     active = np.flatnonzero(p > 0.0)
     last = np.full(p.shape, -1, dtype=np.int64)  # last candidate bin so far, per row
+    with np.errstate(divide="ignore"):  # p = 1: lambda = inf, every gap is 1
+        lam_row = -np.log1p(-p)
     while active.size:
         m = _gap_budget(p[active], n_samples)
         row = np.repeat(active, m)
         # geometric gaps as floor(E / lambda) + 1, lambda = -log(1 - p): exact, and capped
         # in floating point (a tiny p would overflow an integer draw)
-        with np.errstate(divide="ignore"):  # p = 1: lambda = inf, every gap is 1
-            lam = -np.log1p(-p[row])
+        lam = np.repeat(lam_row[active], m)
         gaps = np.minimum(np.floor(rng.standard_exponential(row.size) / lam) + 1.0, n_samples + 1)
         gaps = gaps.astype(np.int64)
         # positions: per-row cumulative sums, each row starting after its last candidate
@@ -119,6 +120,8 @@ def candidate_bins(
         active = active[ends < n_samples]  # the row's gaps ran out before its last bin
     if not rows_out:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if len(rows_out) == 1:  # one round (the usual case): already in (row, bin) order
+        return rows_out[0], bins_out[0]
     row, pos = np.concatenate(rows_out), np.concatenate(bins_out)
     order = np.lexsort((pos, row))  # later rounds append: back to (row, bin) order
     return row[order], pos[order]
