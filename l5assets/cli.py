@@ -10,10 +10,12 @@
 params file's content hash (an observation of `params_file`), then materializes the graph on
 the local Dagster instance with the in-process executor: one run of `cell_job` for the param
 set (compiled mechanisms, segments table), then one run of `seed_job` per seed: with several
-seeds, up to `--jobs` (default: one per core) at once, each in a child `l5assets run` process
-(one NEURON run, one core each). The instance is the one of DAGSTER_HOME, else an embedded
-SQLite instance in `l5assets.paths.dagster_home()` (under data/). Subcommands import what they
-need when they run (so `status` and `trace` never load NEURON or BMTK).
+seeds, up to `--jobs` (default: one per core) at once, in as many worker processes
+(`l5assets run --worker`, started while the param-set level is made; each makes one seed
+after another, one NEURON run and one core at a time). The instance is the one of
+DAGSTER_HOME, else an embedded SQLite instance in `l5assets.paths.dagster_home()` (under
+data/). Subcommands import what they need when they run (so `status` and `trace` never load
+NEURON or BMTK).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import math
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -285,19 +286,24 @@ def run_partitions(
         if log_level is None:  # the terse terminal: Dagster's console says it otherwise
             print(msg, file=sys.stderr, flush=True)
 
-    if not seed_only:
-        execute("observe_sources_job", None)
-        locked("cell_job", None)
-    if jobs > 1 and len(seed_list) > 1:
-        run_seed_processes(
+    # workers start up while the param-set level is made
+    workers = (
+        SeedWorkers(
             params.name,
             seed_list,
             jobs,
-            summary,
-            say,
             verbose=log_level is not None,
             params_hash=params.params_hash,
         )
+        if jobs > 1 and len(seed_list) > 1
+        else None
+    )
+    with _killed_on_error(workers):
+        if not seed_only:
+            execute("observe_sources_job", None)
+            locked("cell_job", None)
+    if workers is not None:
+        workers.run(summary, say)
         return summary
     for k, seed in enumerate(seed_list, 1):
         say(f"== partition {k}/{len(seed_list)}: {params.name}|{seed}")
@@ -307,105 +313,213 @@ def run_partitions(
     return summary
 
 
-class _SeedChild:
-    """One `l5assets run --seed-only` child: its stderr lines go to ours with the partition
-    in front, its stdout (the JSON summary) is read while it runs (a full pipe would block
-    it)."""
+WORKER_RESULT = "L5ASSETS-RESULT "  # a worker's stdout line carrying one seed's summary
+WORKER_SEED = "\x1eL5ASSETS-SEED "  # a worker's stderr line: the lines after it are this seed's
+
+
+class _SeedWorker:
+    """One `l5assets run --worker` process of `--jobs`: it starts (imports, preflight) while
+    the parent makes the param-set level, then makes the seeds it is given on stdin one after
+    another, one summary line on stdout per seed. Its stderr lines go to ours with the
+    partition in front; its other stdout lines go to our stderr."""
 
     def __init__(
-        self, param_set: str, seed: int, verbose: bool, params_hash: str | None = None
+        self,
+        param_set: str,
+        seeds: Sequence[int],
+        results: Any,
+        verbose: bool,
+        params_hash: str | None = None,
     ) -> None:
         import subprocess
         import threading
 
         from l5assets.defs.common import _die_with_parent
 
-        self.seed = seed
-        cmd = [sys.executable, "-m", "l5assets.cli", "run", "--param-set", param_set]
-        cmd += ["--seed", str(seed), "--json", "--seed-only"] + (["--verbose"] if verbose else [])
+        self.param_set = param_set
+        self.seed: int | None = None  # the seed it is making, None when idle
+        cmd = [sys.executable, "-m", "l5assets.cli", "run", "--param-set", param_set, "--worker"]
+        for seed in seeds:  # for its preflight: the same checks as the parent's
+            cmd += ["--seed", str(seed)]
+        cmd += ["--verbose"] if verbose else []
         cmd += ["--expect-params-hash", params_hash] if params_hash else []
         self.proc = subprocess.Popen(
             cmd,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # killed as a group, never left behind
             preexec_fn=_die_with_parent(os.getpid()),
         )
-        self.out: list[str] = []
-        prefix = f"[{param_set}|{seed}] "
+        self.results = results
         self.threads = [
-            threading.Thread(target=self._forward, args=(prefix,), daemon=True),
-            threading.Thread(target=lambda: self.out.append(self.proc.stdout.read()), daemon=True),
+            threading.Thread(target=self._forward_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
         ]
         for t in self.threads:
             t.start()
 
-    def _forward(self, prefix: str) -> None:
+    def _forward_stderr(self) -> None:
+        prefix = f"[{self.param_set}] "
         for line in self.proc.stderr:
+            if line.startswith(WORKER_SEED):
+                prefix = f"[{self.param_set}|{line[len(WORKER_SEED) :].strip()}] "
+                continue
             print(prefix + line.rstrip(), file=sys.stderr, flush=True)
 
-    def result(self) -> dict[str, Any]:
-        """Its summary once it has ended ("ok": false with the reason if it has none)."""
-        for t in self.threads:
-            t.join()
-        text = self.out[0] if self.out else ""
-        start = text.find("\n{")  # anything printed before the summary is not the summary
-        try:
-            child = json.loads(text if text.startswith("{") or start < 0 else text[start + 1 :])
-        except json.JSONDecodeError:
-            child = {"ok": False, "error": f"no summary (exit code {self.proc.returncode})"}
-        if self.proc.returncode != 0:
-            child["ok"] = False
-        return child
+    def _read_stdout(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith(WORKER_RESULT):
+                try:
+                    result = json.loads(line[len(WORKER_RESULT) :])
+                except json.JSONDecodeError:
+                    result = {"ok": False, "error": "unreadable summary from its worker"}
+                self.results.put((self, result))
+            elif line.strip():
+                print(line.rstrip(), file=sys.stderr, flush=True)
+        self.proc.wait()
+        self.results.put((self, None))  # ended (EOF)
+
+    def give(self, seed: int) -> None:
+        self.seed = seed
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{seed}\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def run_seed_processes(
-    param_set: str,
-    seeds: Sequence[int],
-    jobs: int,
-    summary: dict[str, Any],
-    say: Any,
-    verbose: bool = False,
-    params_hash: str | None = None,
-) -> None:
-    """Make the seed partitions in up to `jobs` child processes at once (one NEURON run each:
-    a core apiece), merging their JSON summaries into `summary`. Raises RunFailed once every
-    child has ended if any failed; an interrupt kills them all."""
-    pending = list(seeds)
-    running: list[_SeedChild] = []
-    failed: list[str] = []
-    done = 0
-    try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                running.append(_SeedChild(param_set, pending.pop(0), verbose, params_hash))
-                say(f"== partition {param_set}|{running[-1].seed} started")
-            ended = [c for c in running if c.proc.poll() is not None]
-            for c in ended:
-                running.remove(c)
+class SeedWorkers:
+    """Up to `jobs` worker processes for the seeds of one param set (see `_SeedWorker`):
+    started by `start`, before the parent makes the param-set level, so that their start-up
+    overlaps it; `run` then hands each idle worker the next seed. A worker that dies takes
+    its seed down (failed) and is replaced while seeds remain."""
+
+    def __init__(
+        self,
+        param_set: str,
+        seeds: Sequence[int],
+        jobs: int,
+        *,
+        verbose: bool = False,
+        params_hash: str | None = None,
+    ) -> None:
+        import queue
+
+        self.param_set, self.seeds = param_set, list(seeds)
+        self.verbose, self.params_hash = verbose, params_hash
+        self.results: Any = queue.Queue()
+        self.workers = [self._new() for _ in range(min(jobs, len(self.seeds)))]
+
+    def _new(self) -> _SeedWorker:
+        return _SeedWorker(self.param_set, self.seeds, self.results, self.verbose, self.params_hash)
+
+    def run(self, summary: dict[str, Any], say: Any) -> None:
+        """Make every seed, merging the workers' summaries into `summary`. Raises RunFailed
+        once all have ended if any failed; an interrupt kills the workers."""
+        pending = list(self.seeds)
+        idle = list(self.workers)
+        failed: dict[int, str] = {}
+        done = 0
+        try:
+            while pending or any(w.seed is not None for w in self.workers):
+                while pending and idle:
+                    w = idle.pop(0)
+                    w.give(pending.pop(0))
+                    say(f"== partition {self.param_set}|{w.seed} started")
+                w, child = self.results.get()
+                if child is None:  # the worker ended
+                    self.workers.remove(w)
+                    if w.seed is None:
+                        continue
+                    child = {"ok": False, "error": f"its worker ended ({w.proc.returncode})"}
+                    if pending:
+                        self.workers.append(self._new())
+                        idle.append(self.workers[-1])
+                elif w.seed is None:
+                    continue
+                else:
+                    idle.append(w)
+                seed, w.seed = w.seed, None
                 done += 1
-                child = c.result()
-                summary["runs"].extend(child.get("runs", []))
-                for asset, recs in (child.get("assets") or {}).items():
-                    summary["assets"].setdefault(asset, []).extend(recs)
-                summary["notes"].extend(child.get("notes", []))
+                _merge(summary, child)
                 if not child.get("ok", False):
-                    failed.append(f"seed {c.seed}: {child.get('error')}")
-                say(f"== {done}/{len(seeds)} partitions done ({len(running)} running)")
-            if not ended:
-                time.sleep(0.2)
-    finally:
-        for c in running:
-            c.kill()
-    summary["runs"].sort(key=lambda r: (r["job"] == "seed_job", str(r["partition_key"])))
-    if failed:
-        summary.update(ok=False, error="\n".join(failed))
-        raise RunFailed(summary["error"], summary)
+                    failed[seed] = f"seed {seed}: {child.get('error')}"
+                busy = sum(x.seed is not None for x in self.workers)
+                say(f"== {done}/{len(self.seeds)} partitions done ({busy} running)")
+        finally:
+            self.close()
+        summary["runs"].sort(key=lambda r: (r["job"] == "seed_job", str(r["partition_key"])))
+        if failed:  # in the seeds' order
+            summary.update(ok=False, error="\n".join(failed[k] for k in self.seeds if k in failed))
+            raise RunFailed(summary["error"], summary)
+
+    def close(self) -> None:
+        """End the workers: idle ones are told (stdin closed), busy ones killed."""
+        for w in self.workers:
+            if w.seed is None:
+                w.close()
+            else:
+                w.kill()
+        for w in self.workers:
+            try:
+                w.proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - it must not outlive us
+                w.kill()
+
+    def kill(self) -> None:
+        for w in self.workers:
+            w.kill()
+
+
+@contextlib.contextmanager
+def _killed_on_error(workers: SeedWorkers | None) -> Iterator[None]:
+    """Kill `workers` (if any) when the block fails."""
+    try:
+        yield
+    except BaseException:
+        if workers is not None:
+            workers.kill()
+        raise
+
+
+def _merge(summary: dict[str, Any], child: dict[str, Any]) -> None:
+    summary["runs"].extend(child.get("runs", []))
+    for asset, recs in (child.get("assets") or {}).items():
+        summary["assets"].setdefault(asset, []).extend(recs)
+    summary["notes"].extend(child.get("notes", []))
+
+
+def serve_seeds(args: argparse.Namespace, pf: Any) -> int:
+    """`run --worker`: make the seeds read from stdin, one at a time, one summary line each on
+    stdout (WORKER_RESULT + JSON); ends at EOF."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        seed = int(line)
+        print(WORKER_SEED + str(seed), file=sys.stderr, flush=True)
+        try:
+            child = run_partitions(
+                pf.params.name,
+                [seed],
+                log_level="DEBUG" if args.verbose else None,
+                seed_only=True,
+                expect_params_hash=args.expect_params_hash,
+            )
+        except RunFailed as e:
+            child = e.summary
+        except Exception as e:  # noqa: BLE001 - the parent reports it as this seed's failure
+            child = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        print(WORKER_RESULT + json.dumps(child, default=str), flush=True)
+    return EXIT_OK
 
 
 @dataclass
@@ -539,6 +653,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         pf = run_preflight(args)
+        if args.worker:
+            return serve_seeds(args, pf)
         summary = run_partitions(
             pf.params.name,
             pf.seeds,
@@ -850,6 +966,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # a child of `--jobs`: the parent made the param-set level already
     run.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
+    # a worker of `--jobs`: makes the seeds it reads from stdin (see SeedWorkers)
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--expect-params-hash", default=None, help=argparse.SUPPRESS)
     run.add_argument(
         "--engine",

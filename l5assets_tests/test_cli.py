@@ -245,3 +245,69 @@ def test_a_jobs_child_refuses_params_changed_since_the_run_started(dirs, capsys)
     err = capsys.readouterr().err
     assert rc == cli.EXIT_FAILED and "changed since the run started" in err
     assert not (tmp / "out").exists() and not (tmp / "home").exists()
+
+
+def test_seed_workers_report_each_seed_and_end(dirs):
+    """`--jobs` workers: every seed handed out comes back as one summary (here: refused, the
+    params hash is not the file's), a failed seed does not stop the others, and the workers
+    end when the seeds are done."""
+    tmp, params_dir = dirs
+    (params_dir / "T_w.json").write_text(json.dumps(small_params()))
+    workers = cli.SeedWorkers("T_w", [1, 2, 3], 2, params_hash="0" * 64)
+    summary = {"runs": [], "assets": {}, "notes": []}
+    said: list[str] = []
+    with pytest.raises(cli.RunFailed) as e:
+        workers.run(summary, said.append)
+    lines = str(e.value).splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["seed 1", "seed 2", "seed 3"]
+    assert all("changed since the run started" in ln for ln in lines)
+    assert said.count("== partition T_w|3 started") == 1 and said[-1].startswith("== 3/3 ")
+    assert len(workers.workers) == 2 and all(w.proc.poll() == 0 for w in workers.workers)
+    assert not (tmp / "out").exists()  # refused before anything was written
+
+
+def test_a_dead_seed_worker_fails_its_seed_and_is_replaced(dirs):
+    """A worker killed while it makes a seed (here: waiting for the partition lock another
+    process holds) fails that seed; a new worker takes the next one."""
+    import threading
+    import time
+
+    tmp, params_dir = dirs
+    (params_dir / "T_d.json").write_text(json.dumps(small_params()))
+    from l5assets.params import load_param_set
+
+    params = load_param_set("T_d")
+    hold = []
+    for seed in (1, 2):  # both partitions locked: their workers wait
+        hold.append(cli.partition_writer(tmp / "out" / "T_d" / f"seed-{seed}", f"T_d|{seed}"))
+        hold[-1].__enter__()
+    workers = cli.SeedWorkers("T_d", [1, 2], 1, params_hash=params.params_hash)
+    started = list(workers.workers)
+
+    killed: set[int] = set()
+
+    def killer() -> None:
+        deadline = time.monotonic() + 240
+        while len(killed) < 2 and time.monotonic() < deadline:  # the first, then its successor
+            busy = [w for w in workers.workers if w.seed is not None and w.proc.pid not in killed]
+            if busy:
+                time.sleep(2.0)  # it is waiting for the lock now
+                killed.add(busy[0].proc.pid)
+                busy[0].kill()
+            time.sleep(0.1)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    summary = {"runs": [], "assets": {}, "notes": []}
+    try:
+        with pytest.raises(cli.RunFailed) as e:
+            workers.run(summary, lambda m: None)
+    finally:
+        t.join()
+        for h in hold:
+            h.__exit__(None, None, None)
+    assert str(e.value).splitlines() == [
+        "seed 1: its worker ended (-9)",
+        "seed 2: its worker ended (-9)",
+    ]
+    assert started[0] not in workers.workers
