@@ -338,6 +338,7 @@ class _SeedWorker:
 
         self.param_set = param_set
         self.seed: int | None = None  # the seed it is making, None when idle
+        self.gone = False  # its stdin is closed: it takes no more seeds
         cmd = [sys.executable, "-m", "l5assets.cli", "run", "--param-set", param_set, "--worker"]
         for seed in seeds:  # for its preflight: the same checks as the parent's
             cmd += ["--seed", str(seed)]
@@ -381,11 +382,17 @@ class _SeedWorker:
         self.proc.wait()
         self.results.put((self, None))  # ended (EOF)
 
-    def give(self, seed: int) -> None:
-        self.seed = seed
+    def give(self, seed: int) -> bool:
+        """Hand it `seed`; False if it has gone (its end is reported on the results queue)."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{seed}\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(f"{seed}\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self.gone = True
+            return False
+        self.seed = seed
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(BrokenPipeError, OSError, ValueError):
@@ -418,6 +425,7 @@ class SeedWorkers:
         self.verbose, self.params_hash = verbose, params_hash
         self.results: Any = queue.Queue()
         self.workers = [self._new() for _ in range(min(jobs, len(self.seeds)))]
+        self.max_idle_deaths = len(self.workers)
 
     def _new(self) -> _SeedWorker:
         return _SeedWorker(self.param_set, self.seeds, self.results, self.verbose, self.params_hash)
@@ -426,28 +434,31 @@ class SeedWorkers:
         """Make every seed, merging the workers' summaries into `summary`. Raises RunFailed
         once all have ended if any failed; an interrupt kills the workers."""
         pending = list(self.seeds)
-        idle = list(self.workers)
         failed: dict[int, str] = {}
-        done = 0
+        done, idle_deaths = 0, 0
         try:
             while pending or any(w.seed is not None for w in self.workers):
-                while pending and idle:
-                    w = idle.pop(0)
-                    w.give(pending.pop(0))
-                    say(f"== partition {self.param_set}|{w.seed} started")
+                for w in [w for w in self.workers if w.seed is None and not w.gone]:
+                    if pending and w.give(pending[0]):
+                        pending.pop(0)
+                        say(f"== partition {self.param_set}|{w.seed} started")
+                if not self.workers:  # every worker died and none was started again
+                    for seed in pending:
+                        failed[seed] = f"seed {seed}: not made (its workers kept dying)"
+                    break
                 w, child = self.results.get()
                 if child is None:  # the worker ended
                     self.workers.remove(w)
+                    # one that dies with a seed takes only that seed down; one that dies
+                    # without (at start-up) may do so again: replaced a bounded number of times
+                    idle_deaths += w.seed is None
+                    if pending and idle_deaths <= self.max_idle_deaths:
+                        self.workers.append(self._new())
                     if w.seed is None:
                         continue
                     child = {"ok": False, "error": f"its worker ended ({w.proc.returncode})"}
-                    if pending:
-                        self.workers.append(self._new())
-                        idle.append(self.workers[-1])
                 elif w.seed is None:
                     continue
-                else:
-                    idle.append(w)
                 seed, w.seed = w.seed, None
                 done += 1
                 _merge(summary, child)
@@ -500,7 +511,12 @@ def _merge(summary: dict[str, Any], child: dict[str, Any]) -> None:
 
 def serve_seeds(args: argparse.Namespace, pf: Any) -> int:
     """`run --worker`: make the seeds read from stdin, one at a time, one summary line each on
-    stdout (WORKER_RESULT + JSON); ends at EOF."""
+    stdout (WORKER_RESULT + JSON); ends at EOF. Everything else this process writes to its
+    stdout (Python or C) goes to its stderr, so the summaries are the only stdout lines."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    instance = local_instance()
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -510,6 +526,7 @@ def serve_seeds(args: argparse.Namespace, pf: Any) -> int:
             child = run_partitions(
                 pf.params.name,
                 [seed],
+                instance=instance,
                 log_level="DEBUG" if args.verbose else None,
                 seed_only=True,
                 expect_params_hash=args.expect_params_hash,
@@ -518,7 +535,8 @@ def serve_seeds(args: argparse.Namespace, pf: Any) -> int:
             child = e.summary
         except Exception as e:  # noqa: BLE001 - the parent reports it as this seed's failure
             child = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        print(WORKER_RESULT + json.dumps(child, default=str), flush=True)
+        protocol.write(WORKER_RESULT + json.dumps(child, default=str) + "\n")
+        protocol.flush()
     return EXIT_OK
 
 
@@ -964,7 +982,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed partitions simulated at once, each in its own process (default: one per core)",
     )
-    # a child of `--jobs`: the parent made the param-set level already
+    # the seed partitions only (a `--jobs` worker's runs): the param-set level exists already
     run.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     # a worker of `--jobs`: makes the seeds it reads from stdin (see SeedWorkers)
     run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -1032,7 +1050,8 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument(
         "--export",
         action="store_true",
-        help="write the best individual as the biophysics file + fit record",
+        help="write the last stage's best (over its frozen base) as the biophysics file + fit "
+        "record",
     )
     fc.set_defaults(func=cmd_fit_cell)
 

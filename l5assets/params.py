@@ -92,6 +92,7 @@ class ParamSet:
     inh_shift: int
     exc_release_gates_transmission: bool
     som_model: str = "SOM2PN"
+    rate_tables: bool = False
 
     @property
     def params_hash(self) -> str:
@@ -300,6 +301,7 @@ TOP_KEYS = {
     "dt",
     "inh_shift",
     "synapses",
+    "rate_tables",
     "description",
 }
 
@@ -370,6 +372,11 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
         raise ParamsError(f"param set '{name}': top level must be a JSON object")
     raw = normalise(dict(raw_in))
     _check_keys(raw, TOP_KEYS, "")
+    tables = raw.get("rate_tables", False)
+    if not isinstance(tables, bool):
+        raise ParamsError(f"params field 'rate_tables': must be true or false, got {tables!r}")
+    if not tables:  # the default: absent and false are one model, with one params hash
+        raw.pop("rate_tables", None)
 
     biophys, morph = _cell_fields(_get(raw, "cell", ""))
 
@@ -460,6 +467,7 @@ def validate_params(raw_in: Mapping[str, Any], name: str = "<params>") -> ParamS
         inh_shift=_int(_get(raw, "inh_shift", ""), "inh_shift", 0, int(stop * 1000) - 1),
         exc_release_gates_transmission=gates,
         som_model=som_model,
+        rate_tables=tables,
     )
 
 

@@ -311,3 +311,19 @@ def test_a_dead_seed_worker_fails_its_seed_and_is_replaced(dirs):
         "seed 2: its worker ended (-9)",
     ]
     assert started[0] not in workers.workers
+
+
+def test_seed_workers_that_die_at_start_up_fail_the_seeds_without_hanging(dirs):
+    """Workers whose start-up fails (here: the param set is not there) take the seeds they
+    were handed down with them and are started again while seeds remain; `run` ends with
+    every seed failed (their own error went to stderr), never waiting for a dead worker."""
+    workers = cli.SeedWorkers("T_absent", [1, 2, 3], 2)
+    summary = {"runs": [], "assets": {}, "notes": []}
+    with pytest.raises(cli.RunFailed) as e:
+        workers.run(summary, lambda m: None)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3 and all(
+        ln in (f"seed {k}: its worker ended (2)", f"seed {k}: not made (its workers kept dying)")
+        for k, ln in zip((1, 2, 3), lines, strict=True)
+    ), lines
+    assert all(w.proc.poll() is not None for w in workers.workers)

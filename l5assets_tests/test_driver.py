@@ -139,6 +139,29 @@ def test_reports_read_by_bmtk_and_libsonata(runs):
     np.testing.assert_array_equal(np.sort(df["timestamps"].to_numpy()), ts)
 
 
+def test_rate_tables_option_reaches_both_engines(runs, tmp_path):
+    """A config with `rate_tables` (the param set's option): engines neuron and bionet both
+    switch the channels' TABLEs on and record it, agree with each other as they do without
+    it, and differ from the exact-rate runs."""
+    params, net, trains, outs, results = runs
+    _, _, _, _, _, cfg = build_small_network(tmp_path)
+    sim = Path(cfg.config).with_name("simulation_config.json")  # the l5assets section's file
+    conf = json.loads(sim.read_text())
+    conf["l5assets"]["rate_tables"] = True
+    sim.write_text(json.dumps(conf))
+    touts = {e: tmp_path / f"tables_{e}" for e in ENGINES}
+    procs = {e: _runner(cfg.config, touts[e], "--engine", e) for e in ENGINES}
+    for e, p in procs.items():
+        stdout, stderr = p.communicate(timeout=900)
+        assert p.returncode == 0, f"engine {e} failed:\n{stderr[-4000:]}"
+        assert json.loads(stdout.strip().splitlines()[-1])["rate_tables"] is True
+    v = {e: read_soma_trace(touts[e] / "v_report.h5")[1] for e in ENGINES}
+    np.testing.assert_array_equal(v["neuron"].astype(np.float32), v["bionet"].astype(np.float32))
+    exact = read_soma_trace(outs["neuron"] / "v_report.h5")[1]
+    assert v["neuron"].shape == exact.shape and not np.array_equal(v["neuron"], exact)
+    assert "rate_tables" not in results["neuron"]
+
+
 # ---------------------------------------------------------------------------------------------
 # engine coreneuron against engine neuron with merged inputs (issue 11 item 2)
 #
@@ -299,6 +322,19 @@ def test_input_shift() -> None:
     assert input_shift([0.0], 0.025) == pytest.approx(0.05)
     assert input_shift([0.2, 0.3], 0.1) == 0.0
     assert input_shift([], 0.1) == 0.0
+
+
+def test_input_shift_only_where_arrivals_are_mid_step() -> None:
+    """Whole-ms spikes with 0.1 ms delays arrive mid-step at dt 0.1 (the study: shifted);
+    at dt 0.2 they arrive on half-step boundaries, where rounding decides: refused."""
+    from l5assets.simulation.driver import check_arrivals_mid_step
+    from l5assets.simulation.runner import EngineError
+
+    times = np.arange(0.0, 1000.0)
+    check_arrivals_mid_step(times, np.array([0.1]), 0.1)
+    check_arrivals_mid_step(np.zeros(0), np.array([0.1]), 0.2)
+    with pytest.raises(EngineError, match=r"^engine coreneuron: input events arrive on half-step"):
+        check_arrivals_mid_step(times, np.array([0.1]), 0.2)
 
 
 def test_coreneuron_min_delay_option_equals_raised_network(core_runs):

@@ -23,20 +23,9 @@ import pytest
 from l5assets import paths
 from l5assets.cell import mechanisms
 
-HAY_MECHANISMS = (
-    "CaDynamics_E2",
-    "Ca_HVA",
-    "Ca_LVAst",
-    "Ih",
-    "Im",
-    "K_Pst",
-    "K_Tst",
-    "NaTa_t",
-    "NaTs2_t",
-    "Nap_Et2",
-    "SK_E2",
-    "SKv3_1",
-)
+# Hay's channels: the ten with voltage-dependent rate TABLEs, the Ca2+-activated K+ channel
+# and the Ca2+ buffer
+HAY_MECHANISMS = (*mechanisms.RATE_TABLE_MECHANISMS, "SK_E2", "CaDynamics_E2")
 
 
 def _mod_names() -> list[str]:
@@ -257,3 +246,68 @@ def test_compiler_flags_are_checked_and_native_builds_are_keyed_by_cpu(monkeypat
     monkeypatch.setattr(mechanisms, "_cpu_identity", lambda: "model name: another CPU")
     assert mechanisms.flags_key("-O3 -march=native") != native  # another CPU, another build
     assert mechanisms.flags_key("-O3") == mechanisms.flags_key("-O3")
+
+
+_TABLE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from neuron import h
+    from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms, set_rate_tables
+    mods, cache, tables = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    load_mechanisms(compile_mechanisms(mods, cache))
+    if tables:
+        set_rate_tables(True)
+    h.load_file("stdrun.hoc")
+    s = h.Section(name="soma")
+    s.L = s.diam = 20.0
+    s.insert("pas")
+    s.e_pas, s.g_pas = -80.0, 3e-5
+    for name, g in (("NaTa_t", 2.0), ("SKv3_1", 0.7), ("K_Pst", 0.02), ("Ih", 8e-5)):
+        s.insert(name)
+        setattr(s(0.5), f"g{name}bar_{name}", g)
+    s.ena, s.ek = 50.0, -85.0
+    st = h.IClamp(s(0.5))
+    st.delay, st.dur, st.amp = 20.0, 300.0, 0.3
+    v = h.Vector().record(s(0.5)._ref_v)
+    h.dt, h.celsius = 0.025, 34.0
+    h.finitialize(-75.0)
+    h.continuerun(350.0)
+    print(json.dumps([float(x) for x in v]))
+    """
+)
+
+
+def test_rate_tables_are_off_by_default_and_exact(tmp_path: Path) -> None:
+    """The channels' rate TABLEs: loaded off, the TABLE build gives bit-identical V to the
+    same .mod files without their TABLE lines; switched on (a param set's `rate_tables`),
+    the same spikes within 0.5 ms."""
+    names = ("NaTa_t", "SKv3_1", "K_Pst", "Ih")
+    with_t, without = tmp_path / "with", tmp_path / "without"
+    with_t.mkdir()
+    without.mkdir()
+    for n in names:
+        text = (paths.mechanisms_dir() / f"{n}.mod").read_text()
+        assert "TABLE mInf, mTau" in text and n in mechanisms.RATE_TABLE_MECHANISMS
+        (with_t / f"{n}.mod").write_text(text)
+        stripped = "\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("TABLE"))
+        (without / f"{n}.mod").write_text(stripped)
+    traces = {}
+    for key, mods, tables in (("exact", without, "0"), ("off", with_t, "0"), ("on", with_t, "1")):
+        p = subprocess.run(
+            [sys.executable, "-c", _TABLE_SCRIPT, str(mods), str(tmp_path / "cache"), tables],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert p.returncode == 0, p.stderr[-3000:]
+        traces[key] = np.array(json.loads(p.stdout.strip().splitlines()[-1]))
+    np.testing.assert_array_equal(traces["off"], traces["exact"])
+
+    def spikes(v: np.ndarray) -> np.ndarray:
+        return np.flatnonzero((v[1:] > -10) & (v[:-1] <= -10)) * 0.025
+
+    exact, on = spikes(traces["exact"]), spikes(traces["on"])
+    assert exact.size >= 3 and on.size == exact.size
+    assert np.max(np.abs(on - exact)) < 0.5
+    assert not np.array_equal(traces["on"], traces["exact"])  # the tables were used

@@ -160,3 +160,23 @@ def test_som_model_choice(reference_raw: dict) -> None:
     raw["synapses"]["som_model"] = "SOM2PN_typo"
     with pytest.raises(P.ParamsError, match="'synapses.som_model'.*SOM2PN_file_gbar"):
         P.validate_params(raw)
+
+
+def test_rate_tables_option(reference_raw: dict, tmp_path) -> None:
+    """`rate_tables` (default false, the exact rate equations): absent and false are one
+    model with one hash; true is another model, written into the simulation config."""
+    from l5assets.network.sim_config import simulation_config
+
+    plain = P.validate_params(copy.deepcopy(reference_raw))
+    off = P.validate_params({**copy.deepcopy(reference_raw), "rate_tables": False})
+    on = P.validate_params({**copy.deepcopy(reference_raw), "rate_tables": True})
+    assert not plain.rate_tables and not off.rate_tables and on.rate_tables
+    assert plain.params_hash == off.params_hash != on.params_hash
+
+    def section(p: P.ParamSet) -> dict:
+        return simulation_config(p, {}, 1, tmp_path, populations=())["l5assets"]
+
+    assert "rate_tables" not in section(plain)
+    assert section(on)["rate_tables"] is True
+    with pytest.raises(P.ParamsError, match="^params field 'rate_tables': must be true or false"):
+        P.validate_params({**copy.deepcopy(reference_raw), "rate_tables": "yes"})

@@ -839,7 +839,7 @@ def test_cli_run_reports_each_asset_and_the_neuron_progress(e2e, clean_run):
 
 
 def test_jobs_run_seeds_in_parallel_processes_with_the_same_files(e2e, clean_run):
-    """`run --seed 1 --seed 2 --jobs 2`: both partitions at once in child processes, their
+    """`run --seed 1 --seed 2 --jobs 2`: both partitions at once in worker processes, their
     terminal lines prefixed, one merged JSON summary; seed 1's files byte-identical to the
     clean sequential run's."""
     (e2e / "J").mkdir(exist_ok=True)

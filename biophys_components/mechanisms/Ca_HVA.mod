@@ -54,20 +54,22 @@ BREAKPOINT {
 }
 
 INITIAL {
-    rates()
+    rates(v)
     m = mInf
     h = hInf
 }
 
 DERIVATIVE states {
-    rates()
+    rates(v)
     m' = (mInf - m) / mTau
     h' = (hInf - h) / hTau
 }
 
 UNITSOFF
-PROCEDURE rates() {
+PROCEDURE rates(v (mV)) {
     LOCAL a, b
+    : off unless the param set asks for it (usetable_Ca_HVA = 1): see l5assets.cell.mechanisms
+    TABLE mInf, mTau, hInf, hTau FROM -100 TO 100 WITH 2000
     a = 0.209 * xlin((v + 27) / 3.8)
     b = 0.94 * exp(-(v + 75) / 17)
     mInf = a / (a + b)

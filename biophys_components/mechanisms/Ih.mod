@@ -48,18 +48,20 @@ BREAKPOINT {
 }
 
 INITIAL {
-    rates()
+    rates(v)
     m = mInf
 }
 
 DERIVATIVE states {
-    rates()
+    rates(v)
     m' = (mInf - m) / mTau
 }
 
 UNITSOFF
-PROCEDURE rates() {
+PROCEDURE rates(v (mV)) {
     LOCAL a, b
+    : off unless the param set asks for it (usetable_Ih = 1): see l5assets.cell.mechanisms
+    TABLE mInf, mTau FROM -100 TO 100 WITH 2000
     a = 0.076517 * xlin(-(v + 154.9) / 11.9)
     b = 0.193 * exp(v / 33.1)
     mInf = a / (a + b)

@@ -50,18 +50,20 @@ BREAKPOINT {
 }
 
 INITIAL {
-    rates()
+    rates(v)
     m = mInf
 }
 
 DERIVATIVE states {
-    rates()
+    rates(v)
     m' = (mInf - m) / mTau
 }
 
 UNITSOFF
-PROCEDURE rates() {
+PROCEDURE rates(v (mV)) {
     LOCAL qt, a, b
+    : off unless the param set asks for it (usetable_Im = 1): see l5assets.cell.mechanisms
+    TABLE mInf, mTau FROM -100 TO 100 WITH 2000
     qt = 2.3^((34 - 21) / 10)
     a = 0.0033 * exp((v + 35) / 10)
     b = 0.0033 * exp(-(v + 35) / 10)

@@ -59,20 +59,22 @@ BREAKPOINT {
 }
 
 INITIAL {
-    rates()
+    rates(v)
     m = mInf
     h = hInf
 }
 
 DERIVATIVE states {
-    rates()
+    rates(v)
     m' = (mInf - m) / mTau
     h' = (hInf - h) / hTau
 }
 
 UNITSOFF
-PROCEDURE rates() {
+PROCEDURE rates(v (mV)) {
     LOCAL qt, a, b
+    : off unless the param set asks for it (usetable_Nap_Et2 = 1): see l5assets.cell.mechanisms
+    TABLE mInf, mTau, hInf, hTau FROM -100 TO 100 WITH 2000
     qt = 2.3^((34 - 21) / 10)
 
     mInf = 1 / (1 + exp(-(v + 52.6) / 4.6))

@@ -48,17 +48,19 @@ BREAKPOINT {
 }
 
 INITIAL {
-    rates()
+    rates(v)
     m = mInf
 }
 
 DERIVATIVE states {
-    rates()
+    rates(v)
     m' = (mInf - m) / mTau
 }
 
 UNITSOFF
-PROCEDURE rates() {
+PROCEDURE rates(v (mV)) {
+    : off unless the param set asks for it (usetable_SKv3_1 = 1): see l5assets.cell.mechanisms
+    TABLE mInf, mTau FROM -100 TO 100 WITH 2000
     mInf = 1 / (1 + exp(-(v - 18.7) / 9.7))
     mTau = 4 / (1 + exp(-(v + 46.56) / 44.14))
 }

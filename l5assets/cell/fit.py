@@ -6,7 +6,7 @@ somatic channels, CaDynamics and the leak, within Hay's bounds where Hay gives t
 BluePyOpt's CMA-ES (DEAP) in stages (`STAGES`), each a CMA-ES over a subset of the parameters
 with the rest fixed at the previous stage's best: first the somatic channels that set the step
 responses (apical ones at Hay's values), then the hot zone and the apical and passive
-parameters (soma at the first stage's result). A joint 20-parameter CMA-ES from Hay's values ran
+parameters (soma at the first stage's result). A joint 21-parameter CMA-ES from Hay's values ran
 26 generations without sampling a candidate better than its start: the step frequencies need
 the somatic SKv3_1 ~1.5x Hay's value, ~4 step sizes away, while every move of the apical
 parameters risks a 10-point qualitative miss. Our own evaluator: each evaluation
@@ -27,6 +27,7 @@ it starts. `export_fit` writes the last stage's best as a biophysics file plus a
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -429,8 +430,16 @@ def run_fit(
                 stop.set()
             return out
 
-        start = list(centroid) if centroid is not None else [p.start for p in PARAMETERS]
-        assert len(start) == len(evaluator.params), "one centroid value per free parameter"
+        starts = {p.name: p.start for p in PARAMETERS}
+        start = (
+            list(centroid)
+            if centroid is not None
+            else [starts[n] for n in getattr(evaluator, "param_names", PARAM_NAMES)]
+        )
+        if len(start) != len(evaluator.params):
+            raise ValueError(
+                f"centroid: {len(start)} values for {len(evaluator.params)} free parameters"
+            )
         opt = bpop.deapext.optimisationsCMA.DEAPOptimisationCMA(
             evaluator=evaluator,
             offspring_size=offspring,
@@ -545,11 +554,13 @@ def run_stage(
         base = json.loads(base_file.read_text())
         if index > 0:
             prev = stage_best(STAGES[index - 1].name, fits_dir)
-            if prev["total"] < base["after_total"]:
+            now = dict(zip(PARAM_NAMES, prev["full"], strict=True))
+            if now != base["values"]:
                 log(
-                    f"stage {STAGES[index - 1].name} has improved ({prev['total']:.2f} < "
-                    f"{base['after_total']:.2f}) since {name} started from it; move "
-                    f"{ckpt.name} and {base_file.name} away to restart {name} from it"
+                    f"stage {STAGES[index - 1].name}'s best has changed (total "
+                    f"{prev['total']:.2f}, was {base['after_total']:.2f}) since {name} started "
+                    f"from it; {name} goes on from the old one: move {ckpt.name} and "
+                    f"{base_file.name} away to restart {name} from the new one"
                 )
     else:
         base = _base_for(index, fits_dir)
@@ -595,7 +606,7 @@ def export_fit(
     )
     from l5assets.storage import atomic_write_text
 
-    atomic_write_text(out_cell, json.dumps(bio, indent=2) + "\n")
+    cell_text = json.dumps(bio, indent=2) + "\n"
     stages = []
     for st in STAGES:
         b = stage_best(st.name, fits_dir)
@@ -609,6 +620,9 @@ def export_fit(
                 "generations": b["generation"],
                 "best_total": b["total"],
                 "started_after": b["base"].get("after"),
+                # the previous stage as this one started from it (its base file)
+                "started_after_generation": b["base"].get("after_generation"),
+                "started_after_total": b["base"].get("after_total"),
             }
         )
     record = {
@@ -620,7 +634,7 @@ def export_fit(
             "[-1, 1]-normalised space of the stage's parameters"
         ),
         "seed": seed,
-        "generations": sum(st["generation"] for st in stages),
+        "generations": sum(st["generations"] for st in stages),
         "stages": stages,
         "date": time.strftime("%Y-%m-%d"),
         "dL_um": FIT_DL,
@@ -653,16 +667,13 @@ def export_fit(
             for o, s in zip(OBJECTIVES, sc, strict=True)
         ],
         "total_score": float(sum(sc)),
-        "biophysics_sha256": _sha256(out_cell),
+        "biophysics_sha256": hashlib.sha256(cell_text.encode()).hexdigest(),
     }
-    atomic_write_text(out_record, json.dumps(_clean(record), indent=2, sort_keys=True) + "\n")
+    record_text = json.dumps(_clean(record), indent=2, sort_keys=True) + "\n"
+    # both made before either is written: a failure leaves the pair as it was
+    atomic_write_text(out_cell, cell_text)
+    atomic_write_text(out_record, record_text)
     return record
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _clean(x: Any) -> Any:

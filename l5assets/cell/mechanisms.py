@@ -142,7 +142,8 @@ def flags_key(cflags: str) -> str:
     """The cache-entry suffix of a flag set ("" for none)."""
     if not cflags:
         return ""
-    ident = cflags + ("\0" + _cpu_identity() if "native" in cflags else "")
+    native = re.search(r"=native\b", cflags) is not None  # -march/-mtune/-mcpu=native
+    ident = cflags + ("\0" + _cpu_identity() if native else "")
     return "-cf" + hashlib.sha256(ident.encode()).hexdigest()[:8]
 
 
@@ -262,6 +263,35 @@ def _run_nrnivmodl(
 
 _LOADED: dict[str, Path] = {}
 
+# Channels whose voltage-dependent rates have a TABLE (-100..100 mV, 0.1 mV steps). NEURON
+# turns tables on by default; we turn them off at load, so every result is the exact rate
+# equations unless a param set asks for `rate_tables` (interpolation: faster, other numerics).
+RATE_TABLE_MECHANISMS = (
+    "Ca_HVA",
+    "Ca_LVAst",
+    "Ih",
+    "Im",
+    "K_Pst",
+    "K_Tst",
+    "NaTa_t",
+    "NaTs2_t",
+    "Nap_Et2",
+    "SKv3_1",
+)
+
+
+def set_rate_tables(on: bool) -> list[str]:
+    """Switch the rate TABLEs of RATE_TABLE_MECHANISMS on or off in this process (those the
+    loaded library has); returns the mechanisms switched."""
+    from neuron import h
+
+    done = []
+    for name in RATE_TABLE_MECHANISMS:
+        if hasattr(h, f"usetable_{name}"):
+            setattr(h, f"usetable_{name}", 1.0 if on else 0.0)
+            done.append(name)
+    return done
+
 
 def loaded_library() -> Path | None:
     """The mechanism library loaded into this process by `load_mechanisms`, if any."""
@@ -283,3 +313,4 @@ def load_mechanisms(compiled: CompiledMechanisms) -> None:
     if not h.nrn_load_dll(key):
         raise MechanismCompileError(f"NEURON could not load {key}")
     _LOADED[key] = compiled.directory
+    set_rate_tables(False)

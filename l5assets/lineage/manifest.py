@@ -201,7 +201,8 @@ def mechanism_hashes(mod_dir: Path | None = None) -> dict[str, Any]:
     return {
         "dir": str(d.resolve()),
         "files": {f.name: storage.file_sha256(f) for f in files},
-        # the compile-cache key (same recipe as the compiled library); None without .mod files
+        # the .mod part of the compile-cache key (extra compiler flags, if any, are the
+        # other part: see the compiled_mechanisms metadata); None without .mod files
         "sha256": mod_hash(d) if files else None,
     }
 

@@ -186,6 +186,8 @@ def simulation_config(
             "params_hash": params.params_hash,
             "seed": int(seed),
             "exc_release_gates_transmission": params.exc_release_gates_transmission,
+            # only when asked for: configs of exact-rate param sets stay as they were
+            **({"rate_tables": True} if params.rate_tables else {}),
         },
     }
 

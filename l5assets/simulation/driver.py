@@ -59,9 +59,11 @@ process): fixed step, `cvode.cache_efficient(1)`, `pc.set_maxstep(10)`, `stdinit
   for fixed step method)"). A network with a delay <= dt (the reference's 0.1 ms at dt 0.1 ms)
   runs unchanged by shifting the input replay: every input spike is replayed `input_shift_ms`
   = 2 dt - (shortest delay) earlier and every input NetCon's delay is that much longer, so each
-  event reaches its synapse at the same time as before (the inputs are the only NetCons; input
-  times on the ms grid arrive mid-step, so rounding of the sum cannot move an event to
-  another step). Same spikes as engine neuron with merged inputs, V equal to float32
+  event reaches its synapse at the same time as before (the inputs are the only NetCons).
+  Only where every arrival (spike time + delay) lies away from a half-step boundary, where
+  the rounding of the shifted sum could move an event by a step: input times on the ms grid
+  with the study's 0.1 ms delay at dt 0.1 ms arrive mid-step; otherwise EngineError. Same
+  spikes as engine neuron with merged inputs, V equal to float32
   rounding (tested). `result.json` records `input_shift_ms`; the synapse table keeps the
   model's delays. `min_delay_ms` (> dt, `--min-delay MS`) instead raises every shorter delay to
   MS, which changes the model; the value and the number of raised delays are in `result.json`
@@ -128,8 +130,8 @@ _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 @dataclass(frozen=True)
 class EngineOptions:
     """How the driver runs: engine ("neuron" | "coreneuron"), one merged input PatternStim
-    (always under coreneuron), the minimum NetCon delay coreneuron may raise delays to (None:
-    refuse delays <= dt), threads (1 only)."""
+    (always under coreneuron), the minimum NetCon delay coreneuron raises shorter delays to
+    (None: keep the delays, replay the inputs earlier), threads (1 only)."""
 
     engine: str = ENGINE
     merge_inputs: bool = False
@@ -780,11 +782,33 @@ def _coreneuron_delays(net: Network, dt: float, min_delay_ms: float | None) -> i
     return raised
 
 
+def check_arrivals_mid_step(times: np.ndarray, delays: np.ndarray, dt: float) -> None:
+    """EngineError unless every input event (spike time + delay) arrives away from a
+    half-step boundary, where NEURON's fixed step delivers it: there the rounding of
+    (t - shift) + (d + shift) against t + d could move an event by one step."""
+    t = np.unique(np.asarray(times, dtype=np.float64))
+    d = np.unique(np.asarray(delays, dtype=np.float64))
+    if not t.size or not d.size:
+        return
+    r = (t[:, None] + d[None, :]) / dt
+    off = np.abs(r - np.floor(r) - 0.5)
+    if (off < 1e-6).any():
+        raise EngineError(
+            f"engine coreneuron: input events arrive on half-step boundaries (dt {dt:g} ms, "
+            f"delays {', '.join(f'{x:g}' for x in d)} ms), where replaying them earlier could "
+            "move an event by one step; allowed: arrival times away from (k + 0.5) dt (use "
+            "engine neuron, or --min-delay MS)"
+        )
+
+
 def _shift_inputs(net: Network, dt: float) -> float:
     """Replay every input earlier and lengthen every input NetCon's delay by `input_shift`
     (arrival times unchanged); returns the shift in ms."""
-    shift = input_shift([float(nc.delay) for nc, _ in net.connections], dt)
+    delays = [float(nc.delay) for nc, _ in net.connections]
+    shift = input_shift(delays, dt)
     if shift:
+        times = [np.asarray(tvec) for _, tvec, _ in net.stims]
+        check_arrivals_mid_step(np.concatenate(times) if times else np.zeros(0), delays, dt)
         from neuron import h
 
         for nc, _ in net.connections:
@@ -854,6 +878,11 @@ def run_driver(
             raise ValueError(f"{config}: no seed given and none in the config's l5assets section")
         seed = int(conf.extra["seed"])
     gates = bool(conf.extra.get("exc_release_gates_transmission", False))
+    tables = bool(conf.extra.get("rate_tables", False))
+    if tables:  # the param set's option (off at load: exact rate equations)
+        from l5assets.cell.mechanisms import set_rate_tables
+
+        set_rate_tables(True)
     conf.output_dir.mkdir(parents=True, exist_ok=True)
     stride = synapses.stride_for_duration(conf.tstop)
     pool = synapses.SynapsePool(
@@ -897,6 +926,8 @@ def run_driver(
         path = conf.output_dir / f"{rep.spec.name}.h5"
         write_report(path, rep, conf.tstart, conf.tstop, conf.dt)
     extra: dict[str, Any] = {"merge_inputs": True} if opts.merged else {}
+    if tables:
+        extra["rate_tables"] = True
     if core:
         extra.update(
             min_delay_ms=opts.min_delay_ms,

@@ -350,6 +350,11 @@ def run_simulation(
             raise ValueError(f"{config}: no seed given and none in the config's l5assets section")
         seed = int(extra["seed"])
     gates = bool(extra.get("exc_release_gates_transmission", False))
+    tables = bool(extra.get("rate_tables", False))
+    if tables:  # the param set's option (off at load: exact rate equations)
+        from l5assets.cell.mechanisms import set_rate_tables
+
+        set_rate_tables(True)
 
     # BMTK's environment without copying the config into the output (it would carry paths)
     conf._set_logging()
@@ -411,6 +416,7 @@ def run_simulation(
         dt=float(conf.dt),
         mechanisms_hash=compiled.mod_hash,
         times=(t_start, t_built, t_setup, t_run),
+        extra={"rate_tables": True} if tables else None,
     )
     return result
 

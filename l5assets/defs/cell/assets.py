@@ -58,10 +58,17 @@ def compiled_mechanisms(step: AssetStep) -> dg.MaterializeResult:
             "mod_files": ", ".join(compiled.mod_files),
         },
         # same .mod files, other flags: another library (and data version)
-        digest=compiled.mod_hash
-        if not compiled.cflags
-        else hashlib.sha256(f"{compiled.mod_hash}\0{compiled.cflags}".encode()).hexdigest(),
+        digest=_digest(compiled.mod_hash, compiled.cflags),
     )
+
+
+def _digest(mod_hash: str, cflags: str) -> str:
+    """The build's data version: the .mod hash, with the flags' key (and CPU) if any."""
+    if not cflags:
+        return mod_hash
+    from l5assets.cell.mechanisms import flags_key
+
+    return hashlib.sha256(f"{mod_hash}{flags_key(cflags)}".encode()).hexdigest()
 
 
 @graph_asset(
