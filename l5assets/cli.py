@@ -406,9 +406,10 @@ class _SeedWorker:
 
 class SeedWorkers:
     """Up to `jobs` worker processes for the seeds of one param set (see `_SeedWorker`):
-    started by `start`, before the parent makes the param-set level, so that their start-up
-    overlaps it; `run` then hands each idle worker the next seed. A worker that dies takes
-    its seed down (failed) and is replaced while seeds remain."""
+    started when this is made, before the parent makes the param-set level, so that their
+    start-up overlaps it; `run` then hands each idle worker the next seed. A worker that dies
+    takes its seed down (failed) and is replaced while seeds remain (one that dies before it
+    took a seed, at most as many times as there were workers)."""
 
     def __init__(
         self,
