@@ -143,6 +143,15 @@ def same_train(a: list[float], b: list[float], dt: float) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= dt + 1e-9 for x, y in zip(a, b, strict=True))
 
 
+def compared(row: dict, ref: dict | None) -> dict:
+    """`row` with `same_spike_train` against `ref` (engine neuron, default build), when both
+    ran."""
+    if ref and "spike_times" in ref and "spike_times" in row:
+        dt = float(row["dt_ms"] or 0.1)
+        row["same_spike_train"] = same_train(ref["spike_times"], row["spike_times"], dt)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--param-set", default="L5_quick")
@@ -165,14 +174,11 @@ def main() -> None:
             rows.append(
                 {"arrangement": label, **run_engine(config, mech, args.seed, engine, share, env)}
             )
+        ref = next((r for r in rows if r["arrangement"].startswith("neuron,")), None)
         if args.cflags:
             flagged = flagged_record(args.cflags, Path(tmp) / "flagged.json")
-            ref = next((r for r in rows if r["arrangement"].startswith("neuron,")), None)
             for engine in [e for e in args.engines.split(",") if e != "bionet"]:
-                row = run_engine(config, flagged, args.seed, engine, True, env)
-                if ref and "spike_times" in ref and "spike_times" in row:
-                    dt = float(row["dt_ms"] or 0.1)
-                    row["same_spike_train"] = same_train(ref["spike_times"], row["spike_times"], dt)
+                row = compared(run_engine(config, flagged, args.seed, engine, True, env), ref)
                 rows.append({"arrangement": f"{engine}, shared, {args.cflags}", **row})
         # the l5assets section is in simulation_config.json: a copy with the option on
         sim = json.loads(config.with_name("simulation_config.json").read_text())
@@ -182,11 +188,7 @@ def main() -> None:
         top["simulation"] = "simulation_config_rate_tables.json"
         tables = config.with_name("config_rate_tables.json")
         tables.write_text(json.dumps(top))
-        row = run_engine(tables, mech, args.seed, "neuron", True, env)
-        ref = next((r for r in rows if r["arrangement"].startswith("neuron,")), None)
-        if ref and "spike_times" in ref and "spike_times" in row:
-            dt = float(row["dt_ms"] or 0.1)
-            row["same_spike_train"] = same_train(ref["spike_times"], row["spike_times"], dt)
+        row = compared(run_engine(tables, mech, args.seed, "neuron", True, env), ref)
         rows.append({"arrangement": "neuron, shared, rate_tables (other numerics)", **row})
     base = rows[0].get("run_s")
     for r in rows:

@@ -96,6 +96,7 @@ from l5assets.simulation.progress import say_stage
 from l5assets.simulation.runner import (
     EngineError,
     _record_hot_zone,
+    apply_rate_tables,
     check_engine_options,
     placement_random_state,
     replay_spikes,
@@ -878,11 +879,7 @@ def run_driver(
             raise ValueError(f"{config}: no seed given and none in the config's l5assets section")
         seed = int(conf.extra["seed"])
     gates = bool(conf.extra.get("exc_release_gates_transmission", False))
-    tables = bool(conf.extra.get("rate_tables", False))
-    if tables:  # the param set's option (off at load: exact rate equations)
-        from l5assets.cell.mechanisms import set_rate_tables
-
-        set_rate_tables(True)
+    tables = apply_rate_tables(conf.extra)
     conf.output_dir.mkdir(parents=True, exist_ok=True)
     stride = synapses.stride_for_duration(conf.tstop)
     pool = synapses.SynapsePool(

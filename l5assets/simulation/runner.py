@@ -202,6 +202,18 @@ def _network_class(seed: int) -> type:
     return L5BioNetwork
 
 
+def apply_rate_tables(extra: dict[str, Any]) -> bool:
+    """Switch the channels' rate TABLEs on if the config's l5assets section asks for
+    `rate_tables` (they are off once the mechanisms are loaded: exact rate equations);
+    returns whether it did."""
+    tables = bool(extra.get("rate_tables", False))
+    if tables:
+        from l5assets.cell.mechanisms import set_rate_tables
+
+        set_rate_tables(True)
+    return tables
+
+
 def replay_spikes(
     pop: str, node_ids: np.ndarray, timestamps: np.ndarray, *, first_gid: int, n_nodes: int
 ) -> tuple[Any, Any, Any]:
@@ -350,11 +362,7 @@ def run_simulation(
             raise ValueError(f"{config}: no seed given and none in the config's l5assets section")
         seed = int(extra["seed"])
     gates = bool(extra.get("exc_release_gates_transmission", False))
-    tables = bool(extra.get("rate_tables", False))
-    if tables:  # the param set's option (off at load: exact rate equations)
-        from l5assets.cell.mechanisms import set_rate_tables
-
-        set_rate_tables(True)
+    tables = apply_rate_tables(extra)
 
     # BMTK's environment without copying the config into the output (it would carry paths)
     conf._set_logging()
