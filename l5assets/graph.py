@@ -115,7 +115,7 @@ ASSETS: tuple[Node, ...] = (
         "seed",
         (FUNCTIONAL_GROUPS,),
         reads_components=("synaptic_models",),
-        code_version="1",
+        code_version="2",
     ),
     Node(
         SIMULATION_CONFIG,

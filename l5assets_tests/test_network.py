@@ -1,4 +1,5 @@
-"""The SONATA network and the BMTK configs: real BMTK builder output read back with h5py."""
+"""The SONATA network and the BMTK configs, read back with h5py; the network checked against
+BMTK's own NetworkBuilder output."""
 
 from __future__ import annotations
 
@@ -180,6 +181,42 @@ def test_byte_deterministic_across_processes(built, tmp_path):
         d = other.network_dir if other else tmp_path / "sub"
         for p in files.all_files():
             assert (d / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def _h5_contents(path: Path) -> dict[str, object]:
+    """Every group's and dataset's attributes, and every dataset's dtype, shape and values."""
+    out: dict[str, object] = {
+        "/": {k: np.asarray(v).tolist() for k, v in h5py.File(path).attrs.items()}
+    }
+
+    def visit(name: str, obj: object) -> None:
+        attrs = {k: np.asarray(v).tolist() for k, v in obj.attrs.items()}
+        if isinstance(obj, h5py.Dataset):
+            out[name] = (str(obj.dtype), obj.shape, obj.compression, attrs, obj[()].tolist())
+        else:
+            out[name] = attrs
+
+    with h5py.File(path) as f:
+        f.visititems(visit)
+    return out
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_same_network_as_bmtk_builder(tmp_path, seed):
+    """Our array writer and BMTK's NetworkBuilder (the reference's way) write the same network:
+    the same files, every HDF5 dataset with the same dtype, filter, attributes and values, and
+    byte-identical types tables."""
+    params = small_params(tmp_path)
+    groups = _groups(params, seed)
+    ours = build_network(tmp_path / "ours", params, groups, seed)
+    bmtk = build_network(tmp_path / "bmtk", params, groups, seed, builder="bmtk")
+    assert [p.name for p in ours.all_files()] == [p.name for p in bmtk.all_files()]
+    assert ours.counts == bmtk.counts
+    for a, b in zip(ours.all_files(), bmtk.all_files(), strict=True):
+        if a.suffix == ".h5":
+            assert _h5_contents(a) == _h5_contents(b), a.name
+        else:
+            assert a.read_bytes() == b.read_bytes(), a.name
 
 
 def test_seed_changes_inhibitory_counts(built):

@@ -1,4 +1,4 @@
-"""The SONATA network (SPEC section 5), written with BMTK's NetworkBuilder.
+"""The SONATA network (SPEC section 5), written from arrays in BMTK's file layout.
 
 Populations:
 - `biophysical`: one node, the L5 cell (built by `l5assets.cell.bmtk_hook`'s directive).
@@ -17,15 +17,16 @@ Edges all target the one cell with syn_weight 1 and delay 0.1 ms:
   at simulation time from `target_sections` + `distance_range` (see the runner for how that
   placement is seeded).
 
-Byte determinism: the builder itself draws no random numbers here (all counts and locations
-are given as lists). BMTK writes the node-/edge-types CSV columns in the iteration order of a
-Python `set`, which depends on the per-process string-hash seed; `_normalise_types_csv`
-rewrites those CSVs with a fixed column order. HDF5 files carry no timestamps (h5py default).
+Node and edge type ids are numbered from 100 in the order BMTK's NetworkBuilder gives them
+(the groups, then the inhibitory targets, skipping any without edges). The files are written
+by `sonata.py` with whole arrays; `builder="bmtk"` (`bmtk_builder.py`) builds the same network
+with BMTK's builder, as the reference does, and the tests check both give the same datasets
+and types tables. Byte determinism: nothing here draws random numbers but `draw_inh_nsyns`;
+the types tables have a fixed column order and HDF5 files carry no timestamps (h5py default).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from l5assets import paths
+from l5assets.network import sonata
 from l5assets.params import NormDivergence, ParamSet
 from l5assets.rng import stage_rng
 
@@ -106,6 +108,18 @@ class NetworkFiles:
             *self.edge_types.values(),
         ]
         return sorted(files)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a network writer needs: the param set, its functional groups, the inhibitory
+    nsyns draws (`draw_inh_nsyns`), the cell node's properties, the synapse models folder."""
+
+    params: ParamSet
+    groups: FunctionalGroups
+    nsyns: Mapping[str, np.ndarray]
+    node_props: Mapping[str, Any]
+    models_dir: Path | None
 
 
 def network_files(network_dir: Path) -> NetworkFiles:
@@ -179,7 +193,7 @@ def draw_inh_nsyns(params: ParamSet, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _group_pop_names(groups: pd.DataFrame) -> list[str]:
+def group_pop_names(groups: pd.DataFrame) -> list[str]:
     """BMTK pop_name per functional group: `dend<i>` / `apic<i>`, i counted within the region."""
     names = []
     counters = {"basal": 0, "apic": 0}
@@ -190,108 +204,7 @@ def _group_pop_names(groups: pd.DataFrame) -> list[str]:
     return names
 
 
-def _normalise_types_csv(path: Path, first: tuple[str, ...]) -> None:
-    """Rewrite a BMTK *_types.csv with columns `first` then the rest sorted (see module doc)."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f, delimiter=" "))
-    header, body = rows[0], rows[1:]
-    order = [c for c in first if c in header] + sorted(c for c in header if c not in first)
-    idx = [header.index(c) for c in order]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, delimiter=" ")
-        w.writerow(order)
-        for r in body:
-            w.writerow([r[i] for i in idx])
-
-
-def _add_exc_inputs(net: Any, groups: FunctionalGroups, models_dir: Path | None) -> Any:
-    """The excitatory input population (one pop_name and one edge type per functional group)
-    and its edges onto the cell; returns its NetworkBuilder."""
-    from bmtk.builder import NetworkBuilder
-
-    syn = groups.synapses
-    gtab = groups.groups.sort_values("first_node_id", kind="stable").reset_index(drop=True)
-    n_exc = int(gtab["n_cells"].sum())
-    exc = NetworkBuilder(EXC_POP)
-    pop_names = _group_pop_names(gtab)
-    next_id = 0
-    for name, first, n in zip(pop_names, gtab["first_node_id"], gtab["n_cells"], strict=True):
-        if int(first) != next_id:
-            raise ValueError(
-                f"functional groups are not contiguous: group {name} starts at "
-                f"node {first}, expected {next_id}"
-            )
-        exc.add_nodes(N=int(n), pop_name=name, potential="exc", model_type="virtual")
-        next_id += int(n)
-
-    # Synapses of one input cell stay in the table's order (stable sort); BMTK writes one row
-    # per synapse, sources in node order, each source's synapses consecutively.
-    syn_sorted = syn.sort_values("node_id", kind="stable")
-    node_ids = syn_sorted["node_id"].to_numpy(np.int64)
-    if len(node_ids) and (node_ids.min() < 0 or node_ids.max() >= n_exc):
-        raise ValueError("synapse table node_id outside the functional groups' node range")
-    per_node = np.bincount(node_ids, minlength=n_exc)
-    sec_ids = syn_sorted["bmtk_id"].to_numpy(np.int64)
-    sec_xs = syn_sorted["x"].to_numpy(np.float64)
-    bounds = np.concatenate([[0], np.cumsum(per_node)])
-
-    pn2pn_template = synapse_model_template(EXC_MODEL, models_dir)
-    for name, first, n in zip(pop_names, gtab["first_node_id"], gtab["n_cells"], strict=True):
-        a, b = int(first), int(first) + int(n)
-        counts = [int(k) for k in per_node[a:b]]
-        if sum(counts) == 0:
-            continue
-        lo, hi = bounds[a], bounds[b]
-        locs = [(int(s), float(x)) for s, x in zip(sec_ids[lo:hi], sec_xs[lo:hi], strict=True)]
-        cm = net.add_edges(
-            source=exc.nodes(pop_name=name),
-            target=net.nodes(),
-            connection_rule=counts,
-            iterator="all_to_one",
-            syn_weight=SYN_WEIGHT,
-            delay=DELAY_MS,
-            dynamics_params=EXC_MODEL,
-            model_template=pn2pn_template,
-        )
-        cm.add_properties(["sec_id", "sec_x"], values=locs, dtypes=[np.int64, np.float64])
-    return exc
-
-
-def _add_inh_inputs(
-    net: Any, params: ParamSet, nsyns: Mapping[str, np.ndarray], models_dir: Path | None
-) -> dict[str, Any]:
-    """The two inhibitory input populations and their edges onto the cell (nsyns per
-    connection: BMTK places them at simulation time); returns their NetworkBuilders."""
-    from bmtk.builder import NetworkBuilder
-
-    inh_builders = {PROX_POP: NetworkBuilder(PROX_POP), DIST_POP: NetworkBuilder(DIST_POP)}
-    targets = inh_targets(params.som_model)
-    for t in targets:
-        k = nsyns[f"{t.population}/{t.pop_name}"]
-        if len(k):
-            inh_builders[t.population].add_nodes(
-                N=len(k), pop_name=t.pop_name, potential="inh", model_type="virtual"
-            )
-    for t in targets:
-        k = nsyns[f"{t.population}/{t.pop_name}"]
-        if not len(k):
-            continue
-        net.add_edges(
-            source=inh_builders[t.population].nodes(pop_name=t.pop_name),
-            target=net.nodes(),
-            connection_rule=[int(v) for v in k],
-            iterator="all_to_one",
-            syn_weight=SYN_WEIGHT,
-            delay=DELAY_MS,
-            dynamics_params=t.dynamics_params,
-            model_template=synapse_model_template(t.dynamics_params, models_dir),
-            target_sections=list(t.target_sections),
-            distance_range=list(t.distance_range),
-        )
-    return inh_builders
-
-
-def _network_counts(groups: FunctionalGroups, nsyns: Mapping[str, np.ndarray]) -> dict[str, int]:
+def network_counts(groups: FunctionalGroups, nsyns: Mapping[str, np.ndarray]) -> dict[str, int]:
     counts = {
         "exc_nodes": int(groups.groups["n_cells"].sum()),
         "exc_edges": int(len(groups.synapses)),
@@ -307,6 +220,128 @@ def _network_counts(groups: FunctionalGroups, nsyns: Mapping[str, np.ndarray]) -
     return counts
 
 
+def _exc_edges(
+    groups: FunctionalGroups, models_dir: Path | None, first_type_id: int
+) -> tuple[np.ndarray, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Excitatory node types per node, edge columns and the two types tables (one node and
+    one edge type per functional group; a group without synapses gets no edge type)."""
+    syn = groups.synapses
+    gtab = groups.groups.sort_values("first_node_id", kind="stable").reset_index(drop=True)
+    first = gtab["first_node_id"].to_numpy(np.int64)
+    sizes = gtab["n_cells"].to_numpy(np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    if not np.array_equal(first, starts):
+        k = int(np.flatnonzero(first != starts)[0])
+        raise ValueError(
+            f"functional groups are not contiguous: group {k} starts at node {first[k]}, "
+            f"expected {starts[k]}"
+        )
+    n_exc = int(sizes.sum())
+    names = group_pop_names(gtab)
+    node_type = np.repeat(np.arange(len(names)), sizes)  # group rank of each node
+    node_types = [
+        {
+            "node_type_id": sonata.FIRST_TYPE_ID + i,
+            "model_type": "virtual",
+            "pop_name": name,
+            "potential": "exc",
+        }
+        for i, name in enumerate(names)
+    ]
+    # one row per synapse, sources in node order, each source's synapses in table order
+    syn_sorted = syn.sort_values("node_id", kind="stable")
+    src = syn_sorted["node_id"].to_numpy(np.int64)
+    if len(src) and (src.min() < 0 or src.max() >= n_exc):
+        raise ValueError("synapse table node_id outside the functional groups' node range")
+    has_edges = np.bincount(node_type[src], minlength=len(names)) > 0
+    type_id = np.full(len(names), -1, dtype=np.int64)
+    type_id[has_edges] = first_type_id + np.arange(int(has_edges.sum()))
+    template = synapse_model_template(EXC_MODEL, models_dir)
+    edge_types = [
+        {
+            "edge_type_id": int(type_id[i]),
+            "target_query": "*",
+            "source_query": f"pop_name=='{names[i]}'",
+            "delay": DELAY_MS,
+            "dynamics_params": EXC_MODEL,
+            "model_template": template,
+            "syn_weight": SYN_WEIGHT,
+        }
+        for i in np.flatnonzero(has_edges)
+    ]
+    edges = {
+        "source": src,
+        "type": type_id[node_type[src]],
+        "props": {
+            "sec_id": syn_sorted["bmtk_id"].to_numpy(np.int64),
+            "sec_x": syn_sorted["x"].to_numpy(np.float64),
+        },
+    }
+    return node_type + sonata.FIRST_TYPE_ID, edges, node_types, edge_types
+
+
+def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def _inh_population(
+    population: str,
+    params: ParamSet,
+    nsyns: Mapping[str, np.ndarray],
+    models_dir: Path | None,
+    first_type_id: int,
+) -> tuple[np.ndarray, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One inhibitory population's node types per node, edge columns (one edge per
+    connection, `nsyns` as its property) and types tables."""
+    node_type: list[np.ndarray] = []
+    node_types: list[dict[str, Any]] = []
+    src: list[np.ndarray] = []
+    etype: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    edge_types: list[dict[str, Any]] = []
+    offset = 0
+    for t in inh_targets(params.som_model):
+        if t.population != population:
+            continue
+        k = np.asarray(nsyns[f"{t.population}/{t.pop_name}"], dtype=np.int64)
+        if not len(k):
+            continue
+        node_type.append(np.full(len(k), sonata.FIRST_TYPE_ID + len(node_types)))
+        node_types.append(
+            {
+                "node_type_id": sonata.FIRST_TYPE_ID + len(node_types),
+                "model_type": "virtual",
+                "pop_name": t.pop_name,
+                "potential": "inh",
+            }
+        )
+        # every cell connects: nsyns >= divergence min >= 1 (norm_divergence)
+        tid = first_type_id + len(edge_types)
+        src.append(offset + np.arange(len(k)))
+        etype.append(np.full(len(k), tid))
+        counts.append(k)
+        edge_types.append(
+            {
+                "edge_type_id": tid,
+                "target_query": "*",
+                "source_query": f"pop_name=='{t.pop_name}'",
+                "delay": DELAY_MS,
+                "distance_range": list(t.distance_range),
+                "dynamics_params": t.dynamics_params,
+                "model_template": synapse_model_template(t.dynamics_params, models_dir),
+                "syn_weight": SYN_WEIGHT,
+                "target_sections": list(t.target_sections),
+            }
+        )
+        offset += len(k)
+    edges = {
+        "source": _cat(src, np.int64),
+        "type": _cat(etype, np.int64),
+        "props": {"nsyns": _cat(counts, np.uint32)},
+    }
+    return _cat(node_type, np.int64), edges, node_types, edge_types
+
+
 def build_network(
     out_dir: Path,
     params: ParamSet,
@@ -315,51 +350,92 @@ def build_network(
     *,
     cell_node: Mapping[str, Any] | None = None,
     models_dir: Path | None = None,
+    builder: str = "arrays",
 ) -> NetworkFiles:
     """Write the SONATA network into `out_dir` (created; an earlier network there is replaced).
 
     `groups` is the functional-groups result of the same (params, seed); `cell_node` overrides
-    the biophysical node's properties (default: `cell_node_properties(params)`).
+    the biophysical node's properties (default: `cell_node_properties(params)`). A population
+    without nodes gets no files, nor do edges from it. `builder`: "arrays" (ours) or "bmtk"
+    (BMTK's NetworkBuilder, the cross-check: the same datasets, ~15x slower).
     """
-    from bmtk.builder import NetworkBuilder
-
+    if builder not in ("arrays", "bmtk"):
+        raise ValueError(f"builder must be 'arrays' or 'bmtk', got {builder!r}")
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for old in network_files(out).all_files():  # a population may now be empty: no stale files
         old.unlink()
     node_props = dict(cell_node) if cell_node is not None else cell_node_properties(params)
-
-    net = NetworkBuilder(CELL_POP)
-    net.add_nodes(N=1, pop_name="Pyrc", potential="exc", **node_props)
-    exc = _add_exc_inputs(net, groups, models_dir)
     nsyns = draw_inh_nsyns(params, seed)
-    inh_builders = _add_inh_inputs(net, params, nsyns, models_dir)
+    spec = NetworkSpec(params, groups, nsyns, node_props, models_dir)
+    if builder == "bmtk":
+        from l5assets.network.bmtk_builder import write_network_bmtk
 
-    net.build()
-    net.save_nodes(output_dir=str(out))
-    net.save_edges(output_dir=str(out))
-    n_nodes = {EXC_POP: int(groups.groups["n_cells"].sum())}
-    for t in INH_TARGETS:
-        k = len(nsyns[f"{t.population}/{t.pop_name}"])
-        n_nodes[t.population] = n_nodes.get(t.population, 0) + k
-    for b in (exc, *inh_builders.values()):
-        if n_nodes[b.name]:  # a population without nodes gets no files
-            b.build()
-            b.save_nodes(output_dir=str(out))
+        write_network_bmtk(out, spec)
+    else:
+        _write_network(out, spec)
 
     files = network_files(out)
-    for p in files.node_types.values():
-        _normalise_types_csv(p, ("node_type_id",))
-    for p in files.edge_types.values():
-        _normalise_types_csv(p, ("edge_type_id", "target_query", "source_query"))
-
     return NetworkFiles(
         network_dir=out,
         nodes=files.nodes,
         node_types=files.node_types,
         edges=files.edges,
         edge_types=files.edge_types,
-        counts=_network_counts(groups, nsyns),
+        counts=network_counts(groups, nsyns),
         build_seconds=time.perf_counter() - t0,
     )
+
+
+def _write_network(out: Path, spec: NetworkSpec) -> None:
+    """The network's files from arrays (`sonata.py`), into the empty folder `out`."""
+    params, groups, nsyns, node_props, models_dir = (
+        spec.params,
+        spec.groups,
+        spec.nsyns,
+        spec.node_props,
+        spec.models_dir,
+    )
+
+    sonata.write_nodes(out / f"{CELL_POP}_nodes.h5", CELL_POP, np.array([sonata.FIRST_TYPE_ID]))
+    sonata.write_types_csv(
+        out / f"{CELL_POP}_node_types.csv",
+        ("node_type_id",),
+        [
+            {
+                "node_type_id": sonata.FIRST_TYPE_ID,
+                "pop_name": "Pyrc",
+                "potential": "exc",
+                **node_props,
+            }
+        ],
+    )
+    next_type = sonata.FIRST_TYPE_ID  # edge type ids run on over the cell's incoming edges
+    pops = [(EXC_POP, _exc_edges(groups, models_dir, next_type))]
+    next_type += len(pops[0][1][3])
+    for pop in (PROX_POP, DIST_POP):
+        pops.append((pop, _inh_population(pop, params, nsyns, models_dir, next_type)))
+        next_type += len(pops[-1][1][3])
+    for pop, (node_type, edges, node_types, edge_types) in pops:
+        if not len(node_type):
+            continue
+        sonata.write_nodes(out / f"{pop}_nodes.h5", pop, node_type)
+        sonata.write_types_csv(out / f"{pop}_node_types.csv", ("node_type_id",), node_types)
+        if not len(edges["source"]):
+            continue
+        stem = out / f"{pop}_{CELL_POP}"
+        sonata.write_edges(
+            Path(f"{stem}_edges.h5"),
+            pop,
+            CELL_POP,
+            edges["source"],
+            np.zeros(len(edges["source"]), dtype=np.int64),
+            edges["type"],
+            edges["props"],
+        )
+        sonata.write_types_csv(
+            Path(f"{stem}_edge_types.csv"),
+            ("edge_type_id", "target_query", "source_query"),
+            edge_types,
+        )

@@ -1,4 +1,5 @@
-"""`network`: the SONATA network of the cell and its virtual input populations, via BMTK."""
+"""`network`: the SONATA network of the cell and its virtual input populations, in BMTK's
+file layout (written from arrays; `network/bmtk_builder.py` is the BMTK cross-check)."""
 
 import dagster as dg
 
@@ -10,9 +11,10 @@ from ..common import AssetStep, graph_asset
 
 @graph_asset(
     G.NETWORK,
-    kinds={"bmtk", "hdf5", "sonata"},
+    kinds={"hdf5", "sonata"},
     description=(
-        "SONATA network written with BMTK (SPEC 5): populations `biophysical` (the L5 cell), "
+        "SONATA network in BMTK's layout (SPEC 5), the same datasets BMTK's NetworkBuilder "
+        "writes: populations `biophysical` (the L5 cell), "
         "`exc_stim`, `prox_inh_stim`, `dist_inh_stim`; one excitatory edge per synapse at its "
         "functional-group location, inhibitory edges with nsyns counts placed by BMTK."
     ),
