@@ -661,6 +661,9 @@ def run_preflight(args: argparse.Namespace) -> Any:
     )
     if args.engine:  # every check passed: children of --jobs and the resources read it there
         os.environ[ENGINE_ENV] = engine
+    from l5assets.preflight import record_morphology_ok
+
+    record_morphology_ok(pf)
     return pf
 
 

@@ -6,16 +6,20 @@ the field or path and what is allowed (`PreflightError`, a `ParamsError`):
 - the param set: a *name* (a file stem in the params folder), its values, the seeds;
 - the cell: the biophysics file parses and inserts only mechanisms that the NMODL folder
   defines (or NEURON's built-ins), and the morphology is readable by NEURON (loaded with
-  Import3d in a short subprocess: a garbage file can crash or hang NEURON itself);
+  Import3d in a short subprocess: a garbage file can crash or hang NEURON itself; a file
+  that passed once is recorded in the compile cache by its sha256 and the NEURON version,
+  and skips that subprocess next time);
 - the folders: `DAGSTER_HOME` is (or can be created as) a writable folder whose dagster.yaml,
   if any, is a YAML mapping; the storage root and the compile cache are (or can be created
   as) writable folders on an ordinary file system (not /proc, /sys or /dev).
 
-Nothing here creates a file or folder. No Dagster import.
+Nothing here creates a file or folder (the run records a passed morphology afterwards,
+`record_morphology_ok`). No Dagster import.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -63,6 +67,7 @@ class Preflight:
     storage_root: Path
     cache_dir: Path
     morphology: Path | None
+    morphology_checked: bool = False  # NEURON read it just now (not from the record)
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +212,42 @@ def check_morphology(path: Path, python: str | None = None) -> None:
     )
 
 
+MORPHOLOGY_RECORDS = "morphology-ok"  # folder in the compile cache
+
+
+def _morphology_record(path: Path, cache_dir: Path) -> Path:
+    """Where a passed check of `path` is recorded: its content hash and NEURON's version (a
+    new NEURON reads it again)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        nrn = version("neuron")
+    except PackageNotFoundError:
+        nrn = "none"
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return Path(cache_dir) / MORPHOLOGY_RECORDS / f"{digest}-neuron-{nrn}"
+
+
+def morphology_known_ok(path: Path, cache_dir: Path) -> bool:
+    """NEURON read this very file (same bytes, same NEURON) in an earlier run."""
+    try:
+        return _morphology_record(path, cache_dir).is_file()
+    except OSError:
+        return False
+
+
+def record_morphology_ok(pf: Preflight) -> None:
+    """After a run's preflight: record that NEURON read its morphology (best effort)."""
+    if pf.morphology is None or not pf.morphology_checked:
+        return
+    try:
+        rec = _morphology_record(pf.morphology, pf.cache_dir)
+        rec.parent.mkdir(parents=True, exist_ok=True)
+        rec.write_text(f"{pf.morphology}\n")
+    except OSError:
+        pass  # only a cache: the next run checks again
+
+
 # --------------------------------------------------------------------------------------------
 # the whole run
 
@@ -257,9 +298,11 @@ def preflight(
     cache = check_folder(cache_dir or paths.cache_dir(), "mechanism cache (L5ASSETS_CACHE_DIR)")
     check_biophysics(params, mod_dir)
     morph = morphology_path(params)
-    if check_neuron and morph is not None:
+    checked = False
+    if check_neuron and morph is not None and not morphology_known_ok(morph, cache):
         check_morphology(morph)
-    return Preflight(params, seed_list, home, root, cache, morph)
+        checked = True
+    return Preflight(params, seed_list, home, root, cache, morph, checked)
 
 
 def check_engine(name: str, what: str) -> str:

@@ -364,6 +364,38 @@ def test_bad_input_in_a_real_process_is_one_line(ws, tmp_path):
     assert not (ws / "out").exists() and not (ws / "home").exists()
 
 
+def test_a_readable_morphology_is_read_by_neuron_once(ws, monkeypatch):
+    """A morphology NEURON read in a run's preflight is recorded by its bytes: the next
+    preflight skips the NEURON subprocess; a file with other bytes is read again."""
+    from l5assets import preflight as P
+
+    def pf(name: str) -> P.Preflight:
+        return P.preflight(
+            name,
+            [1],
+            dagster_home=ws / "home",
+            storage_root=ws / "out",
+            cache_dir=ws / "cache",
+            params_dir=ws / "params",
+        )
+
+    first = pf("T_ok")
+    assert first.morphology is not None and first.morphology_checked
+    assert not (ws / "cache").exists()  # the preflight itself writes nothing
+    P.record_morphology_ok(first)
+
+    def no_neuron(path: Path, python: str | None = None) -> None:
+        raise AssertionError(f"NEURON asked to read {path} again")
+
+    monkeypatch.setattr(P, "check_morphology", no_neuron)
+    assert not pf("T_ok").morphology_checked
+    other = ws / "copy.asc"
+    other.write_bytes(first.morphology.read_bytes() + b"\n; a copy\n")
+    _write_params(ws, "T_c", _set("cell.morphology", str(other)))
+    with pytest.raises(AssertionError, match="again"):
+        pf("T_c")
+
+
 # --------------------------------------------------------------------------------------------
 # concurrency
 
