@@ -3,12 +3,18 @@
     python benchmarks/bench_build.py [--param-set L5_reference] [--seed 123] [--simulate]
         [--storage-root DIR] [--json]
 
+Cold (default) and warm rows, in one run:
+
 Each stage runs in a fresh Python process (the real asset function, invoked directly with
 `dg.build_asset_context`), so its peak resident memory is its own: "peak RSS" is the larger of
 that process's and of its own subprocesses (nrnivmodl, the NEURON segments worker, the
 simulation runner). Wall time covers the asset call only (not interpreter start or imports).
 Stages run in graph order into a temporary storage root (or --storage-root); the simulation
 stages are skipped unless --simulate (L5_reference simulates 30 s: ~15 min on 2 cores).
+
+Warm: every build stage in one process, first for another seed (seed + 1000: imports, the
+segments table and the mechanisms are then warm), then timed for the seed, as a `run --jobs`
+worker meets its second seed. Its peak RSS is that one process's, over all its stages.
 """
 
 from __future__ import annotations
@@ -77,6 +83,19 @@ def run_one(stage: str, param_set: str, seed: int) -> dict:
     }
 
 
+def run_warm(param_set: str, seed: int) -> dict:
+    """Every build stage for seed + 1000, then each again, timed, for `seed` (one process)."""
+    import resource
+
+    for stage in BUILD_STAGES:
+        run_one(stage, param_set, seed + 1000)
+    rows = [run_one(stage, param_set, seed) for stage in BUILD_STAGES]
+    return {
+        "stages": {r["stage"]: r["wall_s"] for r in rows},
+        "peak_rss_mb": round(_maxrss_mb(resource.RUSAGE_SELF), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--param-set", default="L5_reference")
@@ -85,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storage-root", default=None, help="default: a temporary folder")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one stage
+    ap.add_argument("--warm-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.one:
         print(json.dumps(run_one(args.one, args.param_set, args.seed)))
+        return 0
+    if args.warm_child:
+        print(json.dumps(run_warm(args.param_set, args.seed)))
         return 0
 
     from l5assets.params import load_param_set
@@ -129,7 +152,39 @@ def main(argv: list[str] | None = None) -> int:
                     f" (imports alone {row['baseline_rss_mb']:.0f} MB)",
                     flush=True,
                 )
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--warm-child",
+                "--param-set",
+                params.name,
+                "--seed",
+                str(args.seed),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            print("warm stages failed", file=sys.stderr)
+            return 1
+        warm = json.loads(proc.stdout.strip().splitlines()[-1])
     total = sum(r["wall_s"] for r in rows)
+    per_seed = ("functional_groups", "exc_raster", "inh_rasters", "network", "simulation_config")
+    cold_seed = sum(r["wall_s"] for r in rows if r["stage"] in per_seed)
+    warm_seed = sum(warm["stages"][s] for s in per_seed)
+    if not args.json:
+        print()
+        print("warm process (a second seed, as a --jobs worker):")
+        for stage, wall in warm["stages"].items():
+            print(f"{stage:22s} {wall:9.2f} s")
+        print(
+            f"{'per-seed stages':22s} {warm_seed:9.2f} s   (cold, one process each: "
+            f"{cold_seed:.2f} s; warm/cold {warm_seed / cold_seed:.2f})"
+        )
+        print(f"{'warm process peak RSS':22s} {warm['peak_rss_mb']:9.1f} MB")
     if args.json:
         print(
             json.dumps(
@@ -138,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": args.seed,
                     "stages": rows,
                     "total_wall_s": round(total, 3),
+                    "per_seed_cold_s": round(cold_seed, 3),
+                    "warm": warm,
+                    "per_seed_warm_s": round(warm_seed, 3),
                 },
                 indent=2,
             )

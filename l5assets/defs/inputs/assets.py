@@ -107,7 +107,7 @@ def exc_raster(step: AssetStep) -> dg.MaterializeResult:
         counts={
             "exc_cells": n_cells,
             "exc_spikes": len(trains),
-            "active_cells": int(np.unique(trains.node_ids).size),
+            "active_cells": int(np.count_nonzero(trains.counts(n_cells))),
         },
         extra={
             "population": EXC_POP,
