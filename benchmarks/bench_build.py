@@ -83,6 +83,19 @@ def run_one(stage: str, param_set: str, seed: int) -> dict:
     }
 
 
+def _child_json(
+    mode: list[str], param_set: str, seed: int, env: dict[str, str], what: str
+) -> dict | None:
+    """This script in a child `mode`; the JSON of its last line, or None (told) if it failed."""
+    cmd = [sys.executable, __file__, *mode, "--param-set", param_set, "--seed", str(seed)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        print(f"{what} failed", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_warm(param_set: str, seed: int) -> dict:
     """Every build stage for seed + 1000, then each again, timed, for `seed` (one process)."""
     import resource
@@ -124,26 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for stage in stages:
             t0 = time.perf_counter()
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    stage,
-                    "--param-set",
-                    params.name,
-                    "--seed",
-                    str(args.seed),
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-            )
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                print(f"stage {stage} failed", file=sys.stderr)
+            row = _child_json(["--one", stage], params.name, args.seed, env, f"stage {stage}")
+            if row is None:
                 return 1
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
             row["process_wall_s"] = round(time.perf_counter() - t0, 3)
             rows.append(row)
             if not args.json:
@@ -152,25 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                     f" (imports alone {row['baseline_rss_mb']:.0f} MB)",
                     flush=True,
                 )
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--warm-child",
-                "--param-set",
-                params.name,
-                "--seed",
-                str(args.seed),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            print("warm stages failed", file=sys.stderr)
+        warm = _child_json(["--warm-child"], params.name, args.seed, env, "warm stages")
+        if warm is None:
             return 1
-        warm = json.loads(proc.stdout.strip().splitlines()[-1])
     total = sum(r["wall_s"] for r in rows)
     per_seed = ("functional_groups", "exc_raster", "inh_rasters", "network", "simulation_config")
     cold_seed = sum(r["wall_s"] for r in rows if r["stage"] in per_seed)
