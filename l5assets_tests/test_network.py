@@ -183,35 +183,67 @@ def test_byte_deterministic_across_processes(built, tmp_path):
             assert (d / p.name).read_bytes() == p.read_bytes(), p.name
 
 
+def _attrs(obj: h5py.HLObject) -> dict[str, object]:
+    return {k: (np.asarray(v).dtype.str, np.asarray(v).tolist()) for k, v in obj.attrs.items()}
+
+
 def _h5_contents(path: Path) -> dict[str, object]:
-    """Every group's and dataset's attributes, and every dataset's dtype, shape and values."""
-    out: dict[str, object] = {
-        "/": {k: np.asarray(v).tolist() for k, v in h5py.File(path).attrs.items()}
-    }
-
-    def visit(name: str, obj: object) -> None:
-        attrs = {k: np.asarray(v).tolist() for k, v in obj.attrs.items()}
-        if isinstance(obj, h5py.Dataset):
-            out[name] = (str(obj.dtype), obj.shape, obj.compression, attrs, obj[()].tolist())
-        else:
-            out[name] = attrs
-
+    """Every group's and dataset's attributes (dtype and value), and every dataset's dtype,
+    shape, filter and values."""
     with h5py.File(path) as f:
+        out: dict[str, object] = {"/": _attrs(f)}
+
+        def visit(name: str, obj: h5py.HLObject) -> None:
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (
+                    str(obj.dtype),
+                    obj.shape,
+                    obj.compression,
+                    _attrs(obj),
+                    obj[()].tolist(),
+                )
+            else:
+                out[name] = _attrs(obj)
+
         f.visititems(visit)
     return out
 
 
-@pytest.mark.parametrize("seed", [7, 8])
-def test_same_network_as_bmtk_builder(tmp_path, seed):
+SMALL_LENGTHS = {"basal_dist": 400, "basal_prox": 60, "apic": 600}
+BMTK_CASES = {
+    "seed7": (7, {}, None),
+    "seed8": (8, {}, None),
+    # no PV+ cells: no prox_inh_stim files
+    "no_pv": (3, {"n_soma_syns": 0, "lengths": {**SMALL_LENGTHS, "basal_prox": 0}}, None),
+    # no excitatory cells: no exc_stim files
+    "no_exc": (4, {"lengths": {"basal_dist": 0, "basal_prox": 60, "apic": 0}}, None),
+    # a user morphology: a column of the cell's node type
+    "morphology": (5, {}, "/data/cells/cell1.asc"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BMTK_CASES))
+def test_same_network_as_bmtk_builder(tmp_path, case):
     """Our array writer and BMTK's NetworkBuilder (the reference's way) write the same network:
     the same files, every HDF5 dataset with the same dtype, filter, attributes and values, and
-    byte-identical types tables."""
-    params = small_params(tmp_path)
+    byte-identical types tables; also with a population missing and with a user morphology."""
+    seed, over, morphology = BMTK_CASES[case]
+    params = small_params(tmp_path, **over)
     groups = _groups(params, seed)
-    ours = build_network(tmp_path / "ours", params, groups, seed)
-    bmtk = build_network(tmp_path / "bmtk", params, groups, seed, builder="bmtk")
+    node = None
+    if morphology:
+        from l5assets.network.build import cell_node_properties
+
+        node = {**cell_node_properties(params), "morphology": morphology}
+    ours = build_network(tmp_path / "ours", params, groups, seed, cell_node=node)
+    bmtk = build_network(tmp_path / "bmtk", params, groups, seed, cell_node=node, builder="bmtk")
     assert [p.name for p in ours.all_files()] == [p.name for p in bmtk.all_files()]
-    assert ours.counts == bmtk.counts
+    if case == "no_exc":
+        assert EXC_POP not in ours.nodes and EXC_POP not in ours.edges
+    if case == "no_pv":
+        assert PROX_POP not in ours.nodes and PROX_POP not in ours.edges
+    if morphology:
+        assert morphology in ours.node_types[CELL_POP].read_text()
     for a, b in zip(ours.all_files(), bmtk.all_files(), strict=True):
         if a.suffix == ".h5":
             assert _h5_contents(a) == _h5_contents(b), a.name

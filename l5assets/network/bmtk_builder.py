@@ -4,7 +4,7 @@
 calls this module, which builds the same network the way the reference pipeline does (one
 `add_edges` per functional group and per inhibitory sub-population, counts and locations
 given as lists, so the builder draws no random numbers). `l5assets_tests/test_network.py`
-checks that both give the same datasets and types tables. BMTK takes ~1.3 s per L5_reference
+checks that both give the same datasets and types tables. BMTK takes ~2.3 s per L5_reference
 seed (its node queries and per-edge Python): that is why it is not the asset's path.
 
 BMTK writes the types-CSV columns in the iteration order of a Python `set` (it depends on the

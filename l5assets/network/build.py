@@ -17,8 +17,10 @@ Edges all target the one cell with syn_weight 1 and delay 0.1 ms:
   at simulation time from `target_sections` + `distance_range` (see the runner for how that
   placement is seeded).
 
-Node and edge type ids are numbered from 100 in the order BMTK's NetworkBuilder gives them
-(the groups, then the inhibitory targets, skipping any without edges). The files are written
+Type ids as BMTK's NetworkBuilder gives them: node types from 100 within each population
+(one per functional group or inhibitory sub-population); edge types from 100 over all the
+cell's incoming edges, in the order groups, on_soma, on_dend, dend, apic, skipping those
+without edges. The files are written
 by `sonata.py` with whole arrays; `builder="bmtk"` (`bmtk_builder.py`) builds the same network
 with BMTK's builder, as the reference does, and the tests check both give the same datasets
 and types tables. Byte determinism: nothing here draws random numbers but `draw_inh_nsyns`;
@@ -229,7 +231,7 @@ def _exc_edges(
     gtab = groups.groups.sort_values("first_node_id", kind="stable").reset_index(drop=True)
     first = gtab["first_node_id"].to_numpy(np.int64)
     sizes = gtab["n_cells"].to_numpy(np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    starts = np.cumsum(sizes) - sizes  # where each group would start if contiguous
     if not np.array_equal(first, starts):
         k = int(np.flatnonzero(first != starts)[0])
         raise ValueError(
@@ -357,7 +359,7 @@ def build_network(
     `groups` is the functional-groups result of the same (params, seed); `cell_node` overrides
     the biophysical node's properties (default: `cell_node_properties(params)`). A population
     without nodes gets no files, nor do edges from it. `builder`: "arrays" (ours) or "bmtk"
-    (BMTK's NetworkBuilder, the cross-check: the same datasets, ~15x slower).
+    (BMTK's NetworkBuilder, the cross-check: the same datasets, ~15x slower on L5_reference).
     """
     if builder not in ("arrays", "bmtk"):
         raise ValueError(f"builder must be 'arrays' or 'bmtk', got {builder!r}")
