@@ -630,7 +630,8 @@ def _format_run(summary: dict[str, Any]) -> str:
 
 
 def run_preflight(args: argparse.Namespace) -> Any:
-    """Every check of `run` before anything is written or recorded (PreflightError)."""
+    """Every check of `run` before anything is written or recorded (PreflightError); once
+    they pass, the morphology NEURON read is recorded in the compile cache."""
     from l5assets import paths
     from l5assets.preflight import check_folder, preflight
 

@@ -67,6 +67,7 @@ class Preflight:
     storage_root: Path
     cache_dir: Path
     morphology: Path | None
+    morphology_sha256: str | None = None
     morphology_checked: bool = False  # NEURON read it just now (not from the record)
 
 
@@ -213,39 +214,44 @@ def check_morphology(path: Path, python: str | None = None) -> None:
 
 
 MORPHOLOGY_RECORDS = "morphology-ok"  # folder in the compile cache
+MORPHOLOGY_CHECK_VERSION = "1"  # bump when the check (_MORPH_SCRIPT, import_morphology) changes
 
 
-def _morphology_record(path: Path, cache_dir: Path) -> Path:
-    """Where a passed check of `path` is recorded: its content hash and NEURON's version (a
-    new NEURON reads it again)."""
+def morphology_digest(path: Path) -> str:
+    """sha256 of the morphology file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _morphology_record(path: Path, digest: str, cache_dir: Path) -> Path:
+    """Where a passed check of `path` is recorded: its bytes, its suffix (Import3d's reader is
+    chosen by it), the check's version and NEURON's (any change reads it again)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         nrn = version("neuron")
     except PackageNotFoundError:
         nrn = "none"
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return Path(cache_dir) / MORPHOLOGY_RECORDS / f"{digest}-neuron-{nrn}"
+    suffix = Path(path).suffix.lower().lstrip(".") or "none"
+    name = f"{digest}-{suffix}-check{MORPHOLOGY_CHECK_VERSION}-neuron-{nrn}"
+    return Path(cache_dir) / MORPHOLOGY_RECORDS / name
 
 
-def morphology_known_ok(path: Path, cache_dir: Path) -> bool:
-    """NEURON read this very file (same bytes, same NEURON) in an earlier run."""
-    try:
-        return _morphology_record(path, cache_dir).is_file()
-    except OSError:
-        return False
+def morphology_known_ok(path: Path, digest: str, cache_dir: Path) -> bool:
+    """NEURON read a file with these very bytes and suffix in an earlier run."""
+    return _morphology_record(path, digest, cache_dir).is_file()
 
 
 def record_morphology_ok(pf: Preflight) -> None:
-    """After a run's preflight: record that NEURON read its morphology (best effort)."""
-    if pf.morphology is None or not pf.morphology_checked:
+    """After a run's preflight: record that NEURON read its morphology (the bytes hashed
+    before NEURON read them; best effort: it is only a cache)."""
+    if pf.morphology is None or pf.morphology_sha256 is None or not pf.morphology_checked:
         return
     try:
-        rec = _morphology_record(pf.morphology, pf.cache_dir)
+        rec = _morphology_record(pf.morphology, pf.morphology_sha256, pf.cache_dir)
         rec.parent.mkdir(parents=True, exist_ok=True)
         rec.write_text(f"{pf.morphology}\n")
     except OSError:
-        pass  # only a cache: the next run checks again
+        pass  # the next run checks again
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,11 +304,18 @@ def preflight(
     cache = check_folder(cache_dir or paths.cache_dir(), "mechanism cache (L5ASSETS_CACHE_DIR)")
     check_biophysics(params, mod_dir)
     morph = morphology_path(params)
-    checked = False
-    if check_neuron and morph is not None and not morphology_known_ok(morph, cache):
-        check_morphology(morph)
-        checked = True
-    return Preflight(params, seed_list, home, root, cache, morph, checked)
+    checked, digest = False, None
+    if check_neuron and morph is not None:
+        try:
+            digest = morphology_digest(morph)
+        except OSError as e:
+            raise PreflightError(
+                f"params field 'cell.morphology': cannot read {morph} ({e.strerror or e})"
+            ) from None
+        if not morphology_known_ok(morph, digest, cache):
+            check_morphology(morph)
+            checked = True
+    return Preflight(params, seed_list, home, root, cache, morph, digest, checked)
 
 
 def check_engine(name: str, what: str) -> str:

@@ -365,8 +365,9 @@ def test_bad_input_in_a_real_process_is_one_line(ws, tmp_path):
 
 
 def test_a_readable_morphology_is_read_by_neuron_once(ws, monkeypatch):
-    """A morphology NEURON read in a run's preflight is recorded by its bytes: the next
-    preflight skips the NEURON subprocess; a file with other bytes is read again."""
+    """A morphology NEURON read in a run's preflight is recorded by its bytes and suffix: the
+    next preflight skips the NEURON subprocess; other bytes or another suffix are read again;
+    `l5assets run` writes the record."""
     from l5assets import preflight as P
 
     def pf(name: str) -> P.Preflight:
@@ -389,11 +390,19 @@ def test_a_readable_morphology_is_read_by_neuron_once(ws, monkeypatch):
 
     monkeypatch.setattr(P, "check_morphology", no_neuron)
     assert not pf("T_ok").morphology_checked
+    same = ws / "same.asc"  # the same bytes under another name: known
+    same.write_bytes(first.morphology.read_bytes())
+    _write_params(ws, "T_s", _set("cell.morphology", str(same)))
+    assert not pf("T_s").morphology_checked
+    # other bytes, or the same bytes with a suffix that picks another Import3d reader
     other = ws / "copy.asc"
     other.write_bytes(first.morphology.read_bytes() + b"\n; a copy\n")
-    _write_params(ws, "T_c", _set("cell.morphology", str(other)))
-    with pytest.raises(AssertionError, match="again"):
-        pf("T_c")
+    swc = ws / "same.swc"
+    swc.write_bytes(first.morphology.read_bytes())
+    for i, path in enumerate((other, swc)):
+        _write_params(ws, f"T_c{i}", _set("cell.morphology", str(path)))
+        with pytest.raises(AssertionError, match="again"):
+            pf(f"T_c{i}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -868,6 +877,22 @@ def test_cli_run_reports_each_asset_and_the_neuron_progress(e2e, clean_run):
     assert "telemetry" not in err.lower()
     home = e2e / "A" / "home" / "dagster.yaml"
     assert "enabled: false" in home.read_text()
+
+
+def test_a_run_records_the_morphology_neuron_read(e2e, clean_run):
+    """`l5assets run` records its morphology once its checks pass: one record, keyed by the
+    file's bytes, suffix and NEURON version (later runs skip the NEURON check)."""
+    from importlib.metadata import version
+
+    from l5assets import preflight as P
+    from l5assets.params import load_param_set
+
+    morph = P.morphology_path(load_param_set("T_ok", e2e / "params"))
+    records = sorted((e2e / "cache" / P.MORPHOLOGY_RECORDS).iterdir())
+    assert [r.name for r in records] == [
+        f"{P.morphology_digest(morph)}-{morph.suffix.lower().lstrip('.')}"
+        f"-check{P.MORPHOLOGY_CHECK_VERSION}-neuron-{version('neuron')}"
+    ]
 
 
 def test_jobs_run_seeds_in_parallel_processes_with_the_same_files(e2e, clean_run):

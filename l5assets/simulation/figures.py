@@ -1,9 +1,9 @@
 """Figures of a run and its inputs (matplotlib Agg, no Dagster): what the materializations of
 `functional_groups`, `exc_raster`, `inh_rasters` and `simulation_summary` show in the UI.
 
-Each figure is written full size next to the outputs and rendered once more as a small inline
-PNG (at most INLINE_MAX_BYTES, for Markdown metadata). PNGs carry no timestamp or version text,
-so the same run gives the same bytes.
+Each figure is drawn once, written full size next to the outputs and scaled down to a small
+inline PNG (at most INLINE_MAX_BYTES, for Markdown metadata). PNGs carry no timestamp or
+version text, so the same run gives the same bytes.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def _spiking_ids(node_ids: np.ndarray) -> np.ndarray:
     """The distinct node ids that spiked, ascending (a count per id: O(n), no sort)."""
     if not node_ids.size:
         return np.zeros(0, dtype=np.int64)
+    if node_ids.min() < 0:  # not SONATA ids: sort instead
+        return np.unique(node_ids)
     return np.flatnonzero(np.bincount(node_ids.astype(np.int64, copy=False)))
 
 
