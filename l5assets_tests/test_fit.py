@@ -93,6 +93,20 @@ def test_checkpoint_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert best["total"] <= min(sum(ind.fitness.values) for ind in cp["population"])
 
 
+def test_a_chunk_stops_before_a_generation_that_would_overrun_its_minutes(tmp_path: Path) -> None:
+    """--minutes: no generation is started that, as long as the last one, would end past the
+    budget (a clock where each generation takes 0.6 min, a 1-minute budget: one generation,
+    not two)."""
+    ticks = iter([0.0, 36.0, 72.0, 108.0])
+    kw = dict(offspring=4, seed=1, workers=1, evaluator=_Sphere(), log=lambda m: None)
+    ckpt = tmp_path / "chunk.pkl"
+    fit.run_fit(ckpt, minutes=1.0, clock=lambda: next(ticks), **kw)
+    assert _state(ckpt)[0] == 1
+    ticks = iter([0.0, 36.0, 72.0, 108.0])
+    fit.run_fit(ckpt, minutes=1.3, clock=lambda: next(ticks), **kw)  # 0.6 + 0.6 fits 1.3
+    assert _state(ckpt)[0] == 3
+
+
 class _FewerObjectives(_Sphere):
     def __init__(self) -> None:
         super().__init__()
