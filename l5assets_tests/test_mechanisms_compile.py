@@ -241,6 +241,8 @@ def test_compiler_flags_are_checked_and_native_builds_are_keyed_by_cpu(monkeypat
     monkeypatch.setenv(mechanisms.CFLAGS_ENV, "$(evil)")
     with pytest.raises(mechanisms.MechanismCompileError, match="^L5ASSETS_MECH_CFLAGS: "):
         mechanisms.build_cflags()
+    # an explicit "" (the fit's and the validation's build) never reads the environment
+    assert mechanisms.build_cflags("") == ""
     assert mechanisms.flags_key("") == ""
     native = mechanisms.flags_key("-O3 -march=native")
     monkeypatch.setattr(mechanisms, "_cpu_identity", lambda: "model name: another CPU")

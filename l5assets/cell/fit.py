@@ -194,7 +194,8 @@ def _worker_cell(dL: float) -> tuple[Any, Any, float]:
         from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms
         from l5assets.cell.validation.worker import site_shift
 
-        load_mechanisms(compile_mechanisms())
+        # the unflagged build: a fit must not depend on the user's L5ASSETS_MECH_CFLAGS
+        load_mechanisms(compile_mechanisms(cflags=""))
         h.load_file("stdrun.hoc")
         from l5assets.cell.biophysics import parse_biophysics
 

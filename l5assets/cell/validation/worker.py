@@ -475,7 +475,8 @@ def _worker(req: dict[str, Any]) -> None:
 
     mod_dir = Path(req["mod_dir"]) if req.get("mod_dir") else None
     cache_root = Path(req["cache_root"]) if req.get("cache_root") else None
-    load_mechanisms(compile_mechanisms(mod_dir, cache_root))
+    # the unflagged build: a validation must not depend on the user's L5ASSETS_MECH_CFLAGS
+    load_mechanisms(compile_mechanisms(mod_dir, cache_root, cflags=""))
     h.load_file("stdrun.hoc")
     cell = build_cell(
         biophysics=req["cell"], morphology=req["morphology"], dL=float(req.get("dL", 5.0))
