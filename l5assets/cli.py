@@ -728,14 +728,24 @@ def cmd_validate_cell(args: argparse.Namespace) -> int:
 def cmd_fit_cell(args: argparse.Namespace) -> int:
     from l5assets import paths
     from l5assets.cell import fit
+    from l5assets.params import ParamsError
 
     fits_dir = Path(args.fits_dir) if args.fits_dir else paths.fits_dir()
     running = args.generations is not None or args.minutes is not None
     if not running and not args.export:
-        raise ValueError("give --stage S with --generations N and/or --minutes M (or --export)")
+        raise ParamsError("give --stage S with --generations N and/or --minutes M (or --export)")
+    if args.stage is not None and args.stage not in fit.STAGE_NAMES:
+        raise ParamsError(
+            f"--stage {args.stage}: not a stage, allowed: {', '.join(fit.STAGE_NAMES)}"
+        )
+    if args.stage is not None and not running:
+        raise ParamsError(
+            f"--stage {args.stage}: only with --generations or --minutes (--export always "
+            f"writes the last stage, {fit.STAGE_NAMES[-1]})"
+        )
     if running:
         if args.stage is None:
-            raise ValueError(f"stage: give --stage, one of {', '.join(fit.STAGE_NAMES)}")
+            raise ParamsError(f"--stage: give one of {', '.join(fit.STAGE_NAMES)}")
         res = fit.run_stage(
             args.stage,
             fits_dir=fits_dir,

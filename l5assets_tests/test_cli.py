@@ -327,3 +327,21 @@ def test_seed_workers_that_die_at_start_up_fail_the_seeds_without_hanging(dirs):
         for k, ln in zip((1, 2, 3), lines, strict=True)
     ), lines
     assert all(w.proc.poll() is not None for w in workers.workers)
+
+
+def test_fit_cell_refuses_bad_stage_arguments_in_one_line(capsys):
+    """`fit-cell` argument errors, each one line and exit 2 before anything runs; `--stage S
+    --export` would ignore S (the export writes the last stage)."""
+    from l5assets.cell import fit
+
+    for argv, message in (
+        (["--stage", "soma", "--export"], "--stage soma: only with --generations or --minutes"),
+        (["--stage", "bogus", "--minutes", "1"], "--stage bogus: not a stage, allowed: soma"),
+        (["--minutes", "1"], "--stage: give one of soma"),
+        ([], "give --stage S with --generations N"),
+    ):
+        assert cli.main(["fit-cell", *argv]) == cli.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1, err
+    assert cli.main(["fit-cell", "--stage", "soma", "--export"]) == cli.EXIT_USAGE
+    assert fit.STAGE_NAMES[-1] in capsys.readouterr().err
