@@ -740,8 +740,8 @@ def cmd_fit_cell(args: argparse.Namespace) -> int:
         )
     if args.stage is not None and not running:
         raise ParamsError(
-            f"--stage {args.stage}: only with --generations or --minutes (--export always "
-            f"writes the last stage, {fit.STAGE_NAMES[-1]})"
+            f"--stage {args.stage}: only with --generations or --minutes (--export writes "
+            "the last stage that has run)"
         )
     if running:
         if args.stage is None:
@@ -1065,8 +1065,8 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument(
         "--export",
         action="store_true",
-        help="write the last stage's best (over its frozen base) as the biophysics file + fit "
-        "record",
+        help="write the best of the last stage that has run (over its frozen base) as the "
+        "biophysics file + fit record",
     )
     fc.set_defaults(func=cmd_fit_cell)
 

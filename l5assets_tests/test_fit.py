@@ -194,10 +194,15 @@ class _StageSphere:
         return [d] + [0.0] * (len(self.objectives) - 1)
 
 
-def test_stages_cover_every_parameter_once_and_the_last_scores_everything() -> None:
-    free = [n for st in fit.STAGES for n in st.free]
-    assert sorted(free) == sorted(fit.PARAM_NAMES)
-    assert fit.STAGES[-1].objectives == tuple(o.name for o in fit.OBJECTIVES)
+def test_stages_cover_every_parameter_and_the_last_scores_everything() -> None:
+    """soma and apical split the parameters between them; joint frees all of them; the stages
+    after soma score every objective."""
+    soma_apical = [n for st in fit.STAGES[:2] for n in st.free]
+    assert sorted(soma_apical) == sorted(fit.PARAM_NAMES)
+    assert fit.STAGE_NAMES == ("soma", "apical", "joint")
+    assert fit.stage("joint").free == fit.PARAM_NAMES
+    for st in fit.STAGES[1:]:
+        assert st.objectives == tuple(o.name for o in fit.OBJECTIVES)
     soma = fit.stage("soma")
     assert "gSKv3_1bar_soma" in soma.free and "zone_start" not in soma.free
     assert not any(o.feature.startswith("ca_train") for o in soma.fit_objectives)
@@ -245,6 +250,7 @@ def test_a_stage_starts_from_the_previous_stage_best_and_freezes_it(tmp_path: Pa
     )
     assert base_file.read_bytes() == before
     assert fit.stage_best("apical", tmp_path)["generation"] == 2
+    a_after = fit.stage_best("apical", tmp_path)["full"]
     assert fit.stage_best("soma", tmp_path)["full"] != s_best["full"]  # seeded: it moved
     assert any("best has changed" in m for m in said)
     # the export: the last stage's best over its frozen base, cell file and record together
@@ -269,9 +275,22 @@ def test_a_stage_starts_from_the_previous_stage_best_and_freezes_it(tmp_path: Pa
         json.loads(record.read_text())["biophysics_sha256"]
         == hashlib.sha256(cell.read_bytes()).hexdigest()
     )
-    assert [st["name"] for st in rec["stages"]] == ["soma", "apical"]
+    assert [st["name"] for st in rec["stages"]] == ["soma", "apical"]  # joint has not run
     assert rec["generations"] == 5 + 2
     assert rec["stages"][1]["started_after_generation"] == 2
     vals = [p["value"] for p in rec["parameters"]]
     assert vals == fit.stage_best("apical", tmp_path)["full"]
     assert json.loads(cell.read_text())["regions"] == fit.biophysics_for(vals)["regions"]
+    # joint starts from the apical stage's best; once it has run, the export is its best
+    joint = fit.stage("joint")
+    fit.run_stage("joint", fits_dir=tmp_path, evaluator=_StageSphere(joint), generations=1, **quiet)
+    j_best = fit.stage_best("joint", tmp_path)
+    assert j_best["base"]["after"] == "apical"
+    assert j_best["base"]["values"] == dict(zip(fit.PARAM_NAMES, a_after, strict=True))
+    fit.simulate = fake_simulate
+    try:
+        rec = fit.export_fit(cell, record, seed=1, fits_dir=tmp_path)
+    finally:
+        fit.simulate = orig
+    assert [st["name"] for st in rec["stages"]] == ["soma", "apical", "joint"]
+    assert [p["value"] for p in rec["parameters"]] == j_best["full"]
