@@ -7,8 +7,8 @@ the field or path and what is allowed (`PreflightError`, a `ParamsError`):
 - the cell: the biophysics file parses and inserts only mechanisms that the NMODL folder
   defines (or NEURON's built-ins), and the morphology is readable by NEURON (loaded with
   Import3d in a short subprocess: a garbage file can crash or hang NEURON itself; a file
-  that passed once is recorded in the compile cache by its sha256 and the NEURON version,
-  and skips that subprocess next time);
+  that passed once is recorded in the compile cache by its sha256, suffix, the check's
+  version and NEURON's, and skips that subprocess next time);
 - the folders: `DAGSTER_HOME` is (or can be created as) a writable folder whose dagster.yaml,
   if any, is a YAML mapping; the storage root and the compile cache are (or can be created
   as) writable folders on an ordinary file system (not /proc, /sys or /dev).
