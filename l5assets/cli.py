@@ -741,7 +741,7 @@ def cmd_fit_cell(args: argparse.Namespace) -> int:
     if args.stage is not None and not running:
         raise ParamsError(
             f"--stage {args.stage}: only with --generations or --minutes (--export writes "
-            "the last stage that has run)"
+            "the best of the stages that score every objective)"
         )
     if running:
         if args.stage is None:
@@ -1065,7 +1065,7 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument(
         "--export",
         action="store_true",
-        help="write the best of the last stage that has run (over its frozen base) as the "
+        help="write the best individual of the stages that score every objective as the "
         "biophysics file + fit record",
     )
     fc.set_defaults(func=cmd_fit_cell)

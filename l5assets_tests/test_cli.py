@@ -331,7 +331,7 @@ def test_seed_workers_that_die_at_start_up_fail_the_seeds_without_hanging(dirs):
 
 def test_fit_cell_refuses_bad_stage_arguments_in_one_line(capsys):
     """`fit-cell` argument errors, each one line and exit 2 before anything runs; `--stage S
-    --export` would ignore S (the export writes the last stage that has run)."""
+    --export` would ignore S (the export picks the best stage itself)."""
     for argv, message in (
         (["--stage", "soma", "--export"], "--stage soma: only with --generations or --minutes"),
         (["--stage", "bogus", "--minutes", "1"], "--stage bogus: not a stage, allowed: soma"),
@@ -342,4 +342,4 @@ def test_fit_cell_refuses_bad_stage_arguments_in_one_line(capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1, err
     assert cli.main(["fit-cell", "--stage", "soma", "--export"]) == cli.EXIT_USAGE
-    assert "the last stage that has run" in capsys.readouterr().err
+    assert "the best of the stages" in capsys.readouterr().err

@@ -22,9 +22,9 @@ Seeded (DEAP's and NumPy's random state come from `seed`) and resumable: the che
 population, hall of fame, logbook, history and random state; `run_stage` continues from it for
 as many generations or minutes as asked, so the fit makes progress in chunks (`l5assets
 fit-cell --stage soma --minutes 45`). A stage's fixed values are frozen in a sidecar file when
-it starts. `export_fit` writes the best of the last stage that has run as a biophysics file
-plus a fit record (parameters, bounds, targets, feature values and scores, stages,
-generations, seed, date).
+it starts. `export_fit` writes the best of the stages that score every objective as a
+biophysics file plus a fit record (parameters, bounds, targets, feature values and scores,
+stages, generations, seed, date).
 """
 
 from __future__ import annotations
@@ -599,12 +599,18 @@ def export_fit(
     fits_dir: Path | None = None,
     values: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Write the best individual of the last stage that has run as the biophysics file and
-    its fit record (re-simulated here at the fit's dL for the record's feature values)."""
+    """Write the best individual as the biophysics file and its fit record (re-simulated
+    here at the fit's dL for the record's feature values): of the stages that have run and
+    score every objective, the one whose best total is lowest (a later stage on a tie; a
+    stage that has not yet caught up with its start does not win)."""
     ran = [st for st in STAGES if stage_paths(st.name, fits_dir)[0].exists()]
     if not ran:
         raise ValueError("export: no stage has run yet (no checkpoint in the fits folder)")
-    last = stage_best(ran[-1].name, fits_dir)
+    every = {o.name for o in OBJECTIVES}
+    full = [st for st in ran if set(st.objectives) == every] or ran[-1:]
+    bests = {st.name: stage_best(st.name, fits_dir) for st in full}
+    chosen = min(reversed(full), key=lambda st: bests[st.name]["total"])
+    last = bests[chosen.name]
     vals = list(values) if values is not None else last["full"]
     measures = simulate(vals, FIT_DL)
     sc = scores(measures)
@@ -628,7 +634,7 @@ def export_fit(
 
     cell_text = json.dumps(bio, indent=2) + "\n"
     stages = []
-    for st in STAGES[: STAGES.index(ran[-1]) + 1]:
+    for st in ran:
         b = stage_best(st.name, fits_dir)
         stages.append(
             {
@@ -656,6 +662,7 @@ def export_fit(
         "seed": seed,
         "generations": sum(st["generations"] for st in stages),
         "stages": stages,
+        "exported_stage": chosen.name,
         "date": time.strftime("%Y-%m-%d"),
         "dL_um": FIT_DL,
         "protocols": [[n, None if s is None else list(s)] for n, s in FIT_UNITS],
