@@ -1045,19 +1045,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the default cell to Hay 2011's targets (resumable, in stages)",
         description="BluePyOpt CMA-ES fit of L5PC_hay_C060114A7 from Hay's biophys3 values, in "
         "stages: 'soma' (the somatic channels, apical ones at Hay's values), then 'apical' (hot "
-        "zone, apical and passive parameters, soma at the soma stage's best). Each stage "
+        "zone, apical and passive parameters, soma at the soma stage's best), 'joint' (all "
+        "parameters, from the apical stage's best), then 'polish' (planned steps by linear "
+        "programming on finite differences, from the best of those). Each stage "
         "continues from its checkpoint in --fits-dir if there is one; stops after "
         "--generations more generations or once --minutes have passed (checked after each "
         "generation).",
     )
-    fc.add_argument("--stage", default=None, help="soma or apical")
+    fc.add_argument("--stage", default=None, help="soma, apical, joint or polish")
     fc.add_argument(
         "--fits-dir",
         default=None,
         help="checkpoints and fit record (default biophys_components/fits/, committed: a "
         "fresh clone resumes them)",
     )
-    fc.add_argument("--generations", type=int, default=None)
+    fc.add_argument(
+        "--generations",
+        type=int,
+        default=None,
+        help="CMA-ES generations to run (polish: batches of evaluations, one per core)",
+    )
     fc.add_argument("--minutes", type=float, default=None)
     fc.add_argument("--offspring", type=int, default=12, help="CMA-ES lambda (default 12)")
     fc.add_argument("--seed", type=int, default=1)

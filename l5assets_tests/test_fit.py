@@ -199,14 +199,15 @@ def test_stages_cover_every_parameter_and_the_last_scores_everything() -> None:
     after soma score every objective."""
     soma_apical = [n for st in fit.STAGES[:2] for n in st.free]
     assert sorted(soma_apical) == sorted(fit.PARAM_NAMES)
-    assert fit.STAGE_NAMES == ("soma", "apical", "joint")
+    assert fit.STAGE_NAMES == ("soma", "apical", "joint", "polish")
+    assert fit.stage("polish").free == fit.PARAM_NAMES and fit.stage("polish").method == "slp"
     assert fit.stage("joint").free == fit.PARAM_NAMES
     for st in fit.STAGES[1:]:
         assert st.objectives == tuple(o.name for o in fit.OBJECTIVES)
     soma = fit.stage("soma")
     assert "gSKv3_1bar_soma" in soma.free and "zone_start" not in soma.free
     assert not any(o.feature.startswith("ca_train") for o in soma.fit_objectives)
-    with pytest.raises(ValueError, match="stage: 'axon' is not one of soma, apical"):
+    with pytest.raises(ValueError, match="stage: 'axon' is not one of soma, apical, joint, polish"):
         fit.stage("axon")
 
 
@@ -299,3 +300,25 @@ def test_a_stage_starts_from_the_previous_stage_best_and_freezes_it(tmp_path: Pa
     assert rec["exported_stage"] == chosen
     want = j_best["full"] if chosen == "joint" else fit.stage_best("apical", tmp_path)["full"]
     assert [p["value"] for p in rec["parameters"]] == want
+    # the polish starts from the best of the stages before it and, once it has every score
+    # within 2 SD, is the export
+    from l5assets_tests.test_fit_polish import fake_cell
+
+    def polish(batches: int) -> dict:
+        fake = lambda pts: [fake_cell(p) for p in pts]  # noqa: E731
+        fit.run_stage("polish", fits_dir=tmp_path, evaluator=fake, generations=batches, **quiet)
+        return fit.stage_best("polish", tmp_path)
+
+    p_best = polish(1)
+    assert p_best["base"]["after"] == chosen
+    assert p_best["full"] == want  # one batch: the start, evaluated
+    p_best = polish(200)
+    assert max(p_best["scores"]) < 2.0 and p_best["generation"] >= 1
+    fit.simulate = fake_simulate
+    try:
+        rec = fit.export_fit(cell, record, seed=1, fits_dir=tmp_path)
+    finally:
+        fit.simulate = orig
+    assert rec["exported_stage"] == "polish"
+    assert [p["value"] for p in rec["parameters"]] == p_best["full"]
+    assert rec["stages"][-1]["method"] == "slp"

@@ -41,9 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from l5assets import paths
+from l5assets.cell.fit_polish import json_clean as _clean
 
 FIT_DL = 20.0  # Hay's discretisation: nseg = 1 + 2*int(L/40)
 MAX_SCORE = 250.0  # BluePyOpt's score for a feature that cannot be computed
@@ -253,6 +252,7 @@ class FitStage:
     objectives: tuple[str, ...]
     units: tuple[tuple[str, tuple[int, ...] | None], ...]
     sigma: float  # initial CMA step, in the [-1, 1]-normalised space of the free parameters
+    method: str = "cma"  # "cma": BluePyOpt's CMA-ES; "slp": fit_polish's trust-region LP
 
     @property
     def parameters(self) -> tuple[FitParameter, ...]:
@@ -290,6 +290,16 @@ STAGES: tuple[FitStage, ...] = (
         objectives=tuple(o.name for o in OBJECTIVES),
         units=FIT_UNITS,
         sigma=0.05,
+    ),
+    # the last features outside 2 SD, moved by planned steps (fit_polish) from the best of the
+    # stages above: sampled steps of all parameters at once mostly flip a qualitative target
+    FitStage(
+        "polish",
+        free=PARAM_NAMES,
+        objectives=tuple(o.name for o in OBJECTIVES),
+        units=FIT_UNITS,
+        sigma=0.0,
+        method="slp",
     ),
 )
 STAGE_NAMES = tuple(st.name for st in STAGES)
@@ -518,9 +528,25 @@ def best_individual(checkpoint: Path) -> dict[str, Any]:
 
 
 def stage_paths(name: str, fits_dir: Path | None = None) -> tuple[Path, Path]:
-    """A stage's checkpoint and the sidecar holding its fixed (base) values."""
+    """A stage's checkpoint (BluePyOpt's pickle, or the polish's JSON) and the sidecar
+    holding its fixed (base) values."""
     d = Path(fits_dir) if fits_dir is not None else paths.fits_dir()
-    return d / f"{FIT_CELL}.{name}.checkpoint.pkl", d / f"{FIT_CELL}.{name}.base.json"
+    ext = "json" if stage(name).method == "slp" else "pkl"
+    return d / f"{FIT_CELL}.{name}.checkpoint.{ext}", d / f"{FIT_CELL}.{name}.base.json"
+
+
+def polish_best(checkpoint: Path) -> dict[str, Any]:
+    """The polish checkpoint's current point (its best so far): values, scores, total;
+    `generation` counts its accepted steps."""
+    state = json.loads(Path(checkpoint).read_text())
+    sc = scores(state["measures"]) if state.get("measures") else [MAX_SCORE] * len(OBJECTIVES)
+    return {
+        "values": [float(v) for v in state["point"]],
+        "scores": [float(x) for x in sc],
+        "total": float(sum(sc)),
+        "generation": int(state["iteration"]),
+        "status": state.get("status"),
+    }
 
 
 def stage_best(name: str, fits_dir: Path | None = None) -> dict[str, Any]:
@@ -530,7 +556,7 @@ def stage_best(name: str, fits_dir: Path | None = None) -> dict[str, Any]:
     if not ckpt.exists() or not base_file.exists():
         raise ValueError(f"stage: {name!r} has not run yet (no {ckpt.name} / {base_file.name})")
     base = json.loads(base_file.read_text())
-    best = best_individual(ckpt)
+    best = polish_best(ckpt) if st.method == "slp" else best_individual(ckpt)
     best["free"] = list(st.free)
     best["full"] = full_values(st.free, best["values"], base["values"])
     best["base"] = base
@@ -542,13 +568,102 @@ def _base_for(index: int, fits_dir: Path | None) -> dict[str, Any]:
     values for the first stage)."""
     if index == 0:
         return {"after": None, "values": {p.name: p.start for p in PARAMETERS}}
-    prev = stage_best(STAGES[index - 1].name, fits_dir)
+    after = STAGES[index - 1].name
+    if STAGES[index].method == "slp":  # the polish: from the best of the stages before it
+        after = best_stage(STAGES[:index], fits_dir)
+    prev = stage_best(after, fits_dir)
     return {
-        "after": STAGES[index - 1].name,
+        "after": after,
         "after_generation": prev["generation"],
         "after_total": prev["total"],
         "values": dict(zip(PARAM_NAMES, prev["full"], strict=True)),
     }
+
+
+OUTSIDE = 2.0  # a score above this is outside 2 SD (or a failed qualitative target)
+
+
+def best_stage(stages: Sequence[FitStage], fits_dir: Path | None = None) -> str:
+    """Of `stages` that have run (those scoring every objective, if any has), the one whose
+    best has the fewest scores outside 2 SD, then the lowest total (the later on a tie)."""
+    ran = [st for st in stages if stage_paths(st.name, fits_dir)[0].exists()]
+    if not ran:
+        raise ValueError("export: no stage has run yet (no checkpoint in the fits folder)")
+    every = {o.name for o in OBJECTIVES}
+    full = [st for st in ran if set(st.objectives) == every] or ran[-1:]
+    bests = {st.name: stage_best(st.name, fits_dir) for st in full}
+
+    def key(st: FitStage) -> tuple[int, float]:
+        b = bests[st.name]
+        return sum(x > OUTSIDE for x in b["scores"]), b["total"]
+
+    return min(reversed(full), key=key).name
+
+
+def _simulate_fit(values: list[float]) -> dict[str, Any]:
+    return simulate(values, FIT_DL, FIT_UNITS)
+
+
+def _run_polish(
+    checkpoint: Path,
+    base: dict[str, float],
+    *,
+    evaluator: Any = None,
+    log: Any = print,
+    generations: int | None = None,
+    minutes: float | None = None,
+    workers: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    **_: Any,
+) -> dict[str, Any]:
+    """Run (or continue) the polish stage from `base` (`generations`: batches of evaluations;
+    `evaluator(points) -> measures`, default: `simulate` on a process pool, is for tests)."""
+    from l5assets.cell import fit_polish as fp
+
+    coords = [fp.Coordinate(p.name, p.region != "zone", p.lower, p.upper) for p in PARAMETERS]
+    targets = [
+        fp.Target(o.name, o.feature, o.mean, o.sd)
+        for o in OBJECTIVES
+        if o.mean is not None and o.sd is not None
+    ]
+    n_workers = workers or os.cpu_count() or 1
+
+    def run(evaluate: Any) -> dict[str, Any]:
+        polish = fp.Polish(
+            checkpoint, PARAM_NAMES, coords, targets, scores, evaluate, n_workers, log=log
+        )
+        return polish.run(
+            [base[n] for n in PARAM_NAMES], batches=generations, minutes=minutes, clock=clock
+        )
+
+    if evaluator is not None:
+        run(evaluator)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        from pebble import ProcessPool
+
+        with ProcessPool(
+            n_workers, initializer=_pool_init, context=mp.get_context("spawn")
+        ) as pool:
+
+            def evaluate(points: list[list[float]]) -> list[dict[str, Any] | None]:
+                futs = [
+                    pool.schedule(_simulate_fit, args=(p,), timeout=EVAL_TIMEOUT_S) for p in points
+                ]
+                out: list[dict[str, Any] | None] = []
+                for fut in futs:
+                    try:
+                        out.append(fut.result())
+                    except (FutureTimeout, Exception):  # noqa: BLE001 - a failed point is bad
+                        out.append(None)
+                return out
+
+            run(evaluate)
+    best = polish_best(checkpoint)
+    log(f"polish: {best['generation']} steps accepted, total score {best['total']:.2f}")
+    return {"generation": best["generation"], "best": best}
 
 
 def run_stage(
@@ -570,11 +685,12 @@ def run_stage(
             raise ValueError(f"stage: {ckpt} has no {base_file.name}; move it away to restart")
         base = json.loads(base_file.read_text())
         if index > 0:
-            prev = stage_best(STAGES[index - 1].name, fits_dir)
+            after = base.get("after") or STAGES[index - 1].name
+            prev = stage_best(after, fits_dir)
             now = dict(zip(PARAM_NAMES, prev["full"], strict=True))
             if now != base["values"]:
                 log(
-                    f"stage {STAGES[index - 1].name}'s best has changed (total "
+                    f"stage {after}'s best has changed (total "
                     f"{prev['total']:.2f}, was {base['after_total']:.2f}) since {name} started "
                     f"from it; {name} goes on from the old one: move {ckpt.name} and "
                     f"{base_file.name} away to restart {name} from the new one"
@@ -585,6 +701,8 @@ def run_stage(
 
         base_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(base_file, json.dumps(_clean(base), indent=2, sort_keys=True) + "\n")
+    if st.method == "slp":
+        return _run_polish(ckpt, base["values"], evaluator=evaluator, log=log, **kw)
     if evaluator is None:
         evaluator = HayFitEvaluator(st, base["values"])
     centroid = [base["values"][n] for n in st.free]
@@ -601,17 +719,11 @@ def export_fit(
 ) -> dict[str, Any]:
     """Write the best individual as the biophysics file and its fit record (re-simulated
     here at the fit's dL for the record's feature values): of the stages that have run and
-    score every objective, the one whose best total is lowest (a later stage on a tie; a
-    stage that has not yet caught up with its start does not win)."""
+    score every objective, the one whose best has the fewest scores outside 2 SD, then the
+    lowest total (`best_stage`; a stage that has not caught up with its start does not win)."""
+    chosen = stage(best_stage(STAGES, fits_dir))
     ran = [st for st in STAGES if stage_paths(st.name, fits_dir)[0].exists()]
-    if not ran:
-        raise ValueError("export: no stage has run yet (no checkpoint in the fits folder)")
-    every = {o.name for o in OBJECTIVES}
-    full = [st for st in ran if set(st.objectives) == every] or ran[-1:]
-    bests = {st.name: stage_best(st.name, fits_dir) for st in full}
-    chosen = min(reversed(full), key=lambda st: bests[st.name]["total"])
-    last = bests[chosen.name]
-    vals = list(values) if values is not None else last["full"]
+    vals = list(values) if values is not None else stage_best(chosen.name, fits_dir)["full"]
     measures = simulate(vals, FIT_DL)
     sc = scores(measures)
     bio = biophysics_for(vals)
@@ -642,6 +754,7 @@ def export_fit(
                 "free": list(st.free),
                 "objectives": list(st.objectives),
                 "protocols": [[n, None if w is None else list(w)] for n, w in st.units],
+                "method": st.method,
                 "sigma": st.sigma,
                 "generations": b["generation"],
                 "best_total": b["total"],
@@ -657,7 +770,9 @@ def export_fit(
         "optimiser": (
             "bluepyopt.deapext.optimisationsCMA.DEAPOptimisationCMA (single objective: sum of "
             "scores), in stages over parameter subsets (see stages), sigma in the "
-            "[-1, 1]-normalised space of the stage's parameters"
+            "[-1, 1]-normalised space of the stage's parameters; then the polish stage "
+            "(method slp: l5assets.cell.fit_polish, minimax trust-region sequential linear "
+            "programming on finite differences; its generations are accepted steps)"
         ),
         "seed": seed,
         "generations": sum(st["generations"] for st in stages),
@@ -701,15 +816,3 @@ def export_fit(
     atomic_write_text(out_cell, cell_text)
     atomic_write_text(out_record, record_text)
     return record
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
