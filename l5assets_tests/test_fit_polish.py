@@ -28,7 +28,7 @@ def _u(values: list[float]) -> np.ndarray:
     return np.array(out)
 
 
-def fake_cell(values: list[float]) -> dict[str, float]:
+def fake_cell(values: list[float], knife: float | None = None) -> dict[str, float]:
     """Objective j's feature is 2.5 SD off at the start and moves 1 SD per step of parameter
     j (plus a 0.2 SD cross-talk from parameter j+1); the single pulse's Ca2+ half width grows
     2 ms per step of parameter 0 and fires a Ca2+ spike at 15 ms (so the guard stops it at
@@ -45,6 +45,9 @@ def fake_cell(values: list[float]) -> dict[str, float]:
     hw = 10.0 + 2.0 * u[0]
     m["ca_train.single.ca_half_width"] = hw
     m["ca_train.single.ca_spike"] = 1.0 if hw >= 15.0 else 0.0
+    if knife is not None:  # the apical NaTa_t (parameter 4) fires the hot zone alone past it
+        k = fit.PARAM_NAMES.index("gNaTa_tbar_apic")
+        m["bac.soma_only.ca_spike"] = 1.0 if u[k] > knife else 0.0
     return m
 
 
@@ -146,3 +149,32 @@ def test_a_parameter_switched_off_stays_off(tmp_path: Path) -> None:
     )
     k = fit.PARAM_NAMES.index("gK_Pstbar_soma")
     assert all(p[k] == 1e-9 for p in sizes)
+
+
+def test_a_knife_edged_parameter_is_remeasured_at_smaller_steps_and_never_flips(
+    tmp_path: Path,
+) -> None:
+    """A target that flips 0.4 steps up the apical NaTa_t: its finite difference is halved
+    down to a quarter step, its moves are capped there, and no accepted point flips."""
+    k = fit.PARAM_NAMES.index("gNaTa_tbar_apic")
+
+    def evaluate(points):
+        return [fake_cell(p, knife=0.4) for p in points]
+
+    fit._run_polish(
+        tmp_path / "k.json",
+        START,
+        evaluator=evaluate,
+        workers=2,
+        log=lambda m: None,
+        generations=400,
+    )
+    state = json.loads((tmp_path / "k.json").read_text())
+    assert state["status"] == "converged"
+    u = _u(state["point"])
+    assert 0.0 < u[k] <= 0.4  # it moved towards its target, never past the edge
+    assert fake_cell(state["point"], knife=0.4)["bac.soma_only.ca_spike"] == 0.0
+    first = state["history"][0]
+    assert first["u"]["gNaTa_tbar_apic"] <= 0.25 + 1e-9  # capped at the step that held
+    assert any(h["accepted_scale"] is not None for h in state["history"])
+    assert max(fit.scores(fake_cell(state["point"], knife=0.4))) < 2.0

@@ -19,6 +19,12 @@ against -30 mV) on their side with a margin. The step is tried at full and reduc
 all objectives plus a twentieth of their sum: a failed qualitative target scores 10) is
 accepted and the trust region grows, otherwise it shrinks and the programme is solved again.
 
+A parameter whose finite difference flips a qualitative target (its largest score jumps by
+a qualitative miss) is re-measured at half the step, down to a quarter step; its move is then
+capped at the largest step that did not flip, and a parameter that flips even at a quarter
+step is held this iteration (on this cell the apical NaTa_t is knife-edged: +15 % turns the
+bAP regenerative and fires the hot zone alone).
+
 Coordinates: a conductance-like parameter moves in units of a factor 1.15 (log scale, so
 small densities move relative to their size), the hot zone's start and length in units of
 10 um. A parameter switched off (value below 1e-6 of its upper bound: the CMA-ES drove the
@@ -50,6 +56,8 @@ RADIUS0 = 1.0  # initial trust radius (box, in steps)
 RADIUS_MAX = 2.0
 RADIUS_MIN = 0.05  # below it the polish has converged
 SUM_WEIGHT = 0.05  # the merit: max score + SUM_WEIGHT * sum of scores
+FLIP_JUMP = 5.0  # a finite difference whose largest score rises by this "flipped" a target
+FD_MIN = 0.25  # the smallest finite-difference step tried (a parameter flipping at it stays)
 GUARD_MARGIN_MS = 1.5
 GUARD_MARGIN_MV = 0.5
 
@@ -230,6 +238,24 @@ class Polish:
         lo, hi = self.coords[i].bounds(self.state["point"][i])
         return 1.0 if hi >= 1.0 or (lo is not None and lo > -1.0) else -1.0
 
+    def _flipped(self, rec: dict[str, Any]) -> bool:
+        if rec["measures"] is None:
+            return True
+        now = max(self.merit_scores(self.state["measures"]))
+        return max(self.merit_scores(rec["measures"])) > now + FLIP_JUMP
+
+    def _fd_todo(self) -> list[tuple[int, float]]:
+        """(parameter, step) of the finite differences still to measure: new ones, and
+        halved steps of those that flipped a target (down to FD_MIN)."""
+        todo = []
+        for i in self._movable():
+            rec = self.state["fd"].get(self.names[i])
+            if rec is None:
+                todo.append((i, self._fd_step(i)))
+            elif self._flipped(rec) and abs(rec["step"]) / 2.0 >= FD_MIN:
+                todo.append((i, rec["step"] / 2.0))
+        return todo
+
     def _moved(self, u: dict[int, float]) -> list[float]:
         x = self.state["point"]
         return [self.coords[i].value(x[i], u.get(i, 0.0)) for i in range(len(x))]
@@ -243,7 +269,7 @@ class Polish:
         cols, jac, gjac = [], [], []
         for i in self._movable():
             rec = self.state["fd"].get(self.names[i])
-            if rec is None or rec["measures"] is None:
+            if rec is None or self._flipped(rec):
                 continue
             m, h = rec["measures"], rec["step"]
             f = [_num(m, t.feature) for t in self.targets]
@@ -263,10 +289,13 @@ class Polish:
         return cols, np.array(jac).T, f0, np.array(gjac).T, g0
 
     def _box(self, cols: Sequence[int], radius: float) -> list[tuple[float, float]]:
+        """The trust region, each parameter's capped at the finite-difference step it was
+        measured at (a step that had to be halved was not linear beyond it)."""
         x, box = self.state["point"], []
         for i in cols:
+            r = min(radius, abs(self.state["fd"][self.names[i]]["step"]))
             lo, hi = self.coords[i].bounds(x[i])
-            box.append((max(-radius, lo if lo is not None else -radius), min(radius, hi)))
+            box.append((max(-r, lo if lo is not None else -r), min(r, hi)))
         return box
 
     def _scales(self) -> list[float]:
@@ -278,14 +307,15 @@ class Polish:
         st = self.state
         if st["measures"] is None:
             return [st["point"]]
-        todo = [i for i in self._movable() if self.names[i] not in st["fd"]]
+        todo = self._fd_todo()
         if todo:
             batch = todo[: self.workers]
-            st["_pending"] = {"kind": "fd", "params": [self.names[i] for i in batch]}
-            st["_pending"]["steps"] = [self._fd_step(i) for i in batch]
-            return [
-                self._moved({i: h}) for i, h in zip(batch, st["_pending"]["steps"], strict=True)
-            ]
+            st["_pending"] = {
+                "kind": "fd",
+                "params": [self.names[i] for i, _ in batch],
+                "steps": [h for _, h in batch],
+            }
+            return [self._moved({i: h}) for i, h in batch]
         if st["radius"] < RADIUS_MIN:
             st["status"] = "converged"
             return []
