@@ -312,7 +312,7 @@ def test_a_stage_starts_from_the_previous_stage_best_and_freezes_it(tmp_path: Pa
     p_best = polish(1)
     assert p_best["base"]["after"] == chosen
     assert p_best["full"] == want  # one batch: the start, evaluated
-    p_best = polish(200)
+    p_best = polish(600)
     assert max(p_best["scores"]) < 2.0 and p_best["generation"] >= 1
     fit.simulate = fake_simulate
     try:
