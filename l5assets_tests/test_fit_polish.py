@@ -102,6 +102,9 @@ def test_polish_moves_every_feature_in_and_never_crosses_a_guard(tmp_path: Path)
         if h["accepted_scale"] is not None:
             assert min(h["merits"]) < h["merit_before"]
     assert best["generation"] == sum(h["accepted_scale"] is not None for h in state["history"])
+    # after an accepted step the model is updated from the step (Broyden), not re-measured:
+    # steps planned on an updated model were accepted too
+    assert any(h["model_age"] > 0 and h["accepted_scale"] for h in state["history"])
 
 
 def test_polish_resumes_to_the_same_result(tmp_path: Path) -> None:

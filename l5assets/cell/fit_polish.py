@@ -18,6 +18,10 @@ against -30 mV) on their side with a margin. The step is tried at full and reduc
 (one evaluation per core); the best candidate that lowers the merit (the largest score of
 all objectives plus a twentieth of their sum: a failed qualitative target scores 10) is
 accepted and the trust region grows, otherwise it shrinks and the programme is solved again.
+After an accepted step the linear model is updated from the step itself (Broyden's rank-one
+update: one batch instead of one evaluation per parameter); it is measured afresh after
+REFRESH_AFTER accepted steps, after two rejected plans in a row on an updated model, and
+before the polish may call itself converged (trust radius below RADIUS_MIN on a fresh model).
 
 A parameter whose finite difference flips a qualitative target (its largest score jumps by
 a qualitative miss) is re-measured at half the step, down to a quarter step; its move is then
@@ -58,6 +62,7 @@ RADIUS_MIN = 0.05  # below it the polish has converged
 SUM_WEIGHT = 0.05  # the merit: max score + SUM_WEIGHT * sum of scores
 FLIP_JUMP = 5.0  # a finite difference whose largest score rises by this "flipped" a target
 FD_MIN = 0.25  # the smallest finite-difference step tried (a parameter flipping at it stays)
+REFRESH_AFTER = 4  # accepted steps on a Broyden-updated model before new finite differences
 GUARD_MARGIN_MS = 1.5
 GUARD_MARGIN_MV = 0.5
 
@@ -204,6 +209,8 @@ class Polish:
             "point": [float(v) for v in values],
             "measures": None,
             "fd": {},
+            "model": None,
+            "rejects": 0,
             "history": [],
             "status": "running",
         }
@@ -288,12 +295,46 @@ class Polish:
             return cols, np.zeros((len(f0), 0)), f0, np.zeros((len(g0), 0)), g0
         return cols, np.array(jac).T, f0, np.array(gjac).T, g0
 
+    def _build_model(self) -> None:
+        """The linear model from the finite differences just measured (age 0)."""
+        cols, jac, _, gjac, _ = self._linear_model()
+        self.state["model"] = {
+            "cols": [self.names[i] for i in cols],
+            "J": jac.tolist(),
+            "G": gjac.tolist(),
+            "caps": {self.names[i]: abs(self.state["fd"][self.names[i]]["step"]) for i in cols},
+            "age": 0,
+        }
+
+    def _refresh(self) -> None:
+        """Measure the model afresh at the current point (new finite differences)."""
+        self.state.update(model=None, fd={}, rejects=0)
+
+    def _broyden(self, u: dict[str, float], scale: float, new: dict[str, Any]) -> None:
+        """Rank-one update of the model with an accepted step (u * scale) and its result."""
+        model, old = self.state["model"], self.state["measures"]
+        s = np.array([scale * u.get(n, 0.0) for n in model["cols"]])
+        ss = float(s @ s)
+        if ss <= 0.0:
+            return
+        for key, feats in (
+            ("J", [t.feature for t in self.targets]),
+            ("G", [g.feature for g in self.guards]),
+        ):
+            mat = np.array(model[key], dtype=float).reshape(len(feats), len(s))
+            for r, f in enumerate(feats):
+                a, b = _num(new, f), _num(old, f)
+                if a is not None and b is not None:
+                    mat[r] += (a - b - mat[r] @ s) * s / ss
+            model[key] = mat.tolist()
+        model["age"] += 1
+
     def _box(self, cols: Sequence[int], radius: float) -> list[tuple[float, float]]:
         """The trust region, each parameter's capped at the finite-difference step it was
         measured at (a step that had to be halved was not linear beyond it)."""
         x, box = self.state["point"], []
         for i in cols:
-            r = min(radius, abs(self.state["fd"][self.names[i]]["step"]))
+            r = min(radius, self.state["model"]["caps"][self.names[i]])
             lo, hi = self.coords[i].bounds(x[i])
             box.append((max(-r, lo if lo is not None else -r), min(r, hi)))
         return box
@@ -307,19 +348,31 @@ class Polish:
         st = self.state
         if st["measures"] is None:
             return [st["point"]]
-        todo = self._fd_todo()
-        if todo:
-            batch = todo[: self.workers]
-            st["_pending"] = {
-                "kind": "fd",
-                "params": [self.names[i] for i, _ in batch],
-                "steps": [h for _, h in batch],
-            }
-            return [self._moved({i: h}) for i, h in batch]
+        if st.get("model") is None:
+            todo = self._fd_todo()
+            if todo:
+                batch = todo[: self.workers]
+                st["_pending"] = {
+                    "kind": "fd",
+                    "params": [self.names[i] for i, _ in batch],
+                    "steps": [h for _, h in batch],
+                }
+                return [self._moved({i: h}) for i, h in batch]
+            self._build_model()
+        model = st["model"]
         if st["radius"] < RADIUS_MIN:
+            if model["age"] > 0:  # converged only on a freshly measured model
+                self._refresh()
+                return self.step()
             st["status"] = "converged"
             return []
-        cols, jac, f0, gjac, g0 = self._linear_model()
+        cols = [self.names.index(n) for n in model["cols"]]
+        n_t, n_g = len(self.targets), len(self.guards)
+        jac = np.array(model["J"], dtype=float).reshape(n_t, len(cols))
+        gjac = np.array(model["G"], dtype=float).reshape(n_g, len(cols))
+        m0 = st["measures"]
+        f0 = np.array([_num(m0, t.feature) for t in self.targets], dtype=float)
+        g0 = np.array([_num(m0, g.feature) or 0.0 for g in self.guards], dtype=float)
         u = plan_step(jac, f0, self.targets, gjac, g0, self.guards, self._box(cols, st["radius"]))
         if u is None or not np.any(np.abs(u) > 1e-9):
             st["radius"] /= 4.0
@@ -359,11 +412,15 @@ class Polish:
             "merits": merits,
             "merit_before": st["merit"],
         }
+        entry["model_age"] = st["model"]["age"]
         if merits[k] < st["merit"] - 1e-6:
             entry["accepted_scale"] = pending["scales"][k]
+            self._broyden(pending["u"], pending["scales"][k], results[k])
             st["point"], st["measures"], st["merit"] = points[k], _keep(results[k]), merits[k]
             st["iteration"] += 1
-            st["fd"] = {}
+            st["rejects"] = 0
+            if st["model"]["age"] >= REFRESH_AFTER:
+                self._refresh()
             grow = k == 0
             st["radius"] = min(RADIUS_MAX, st["radius"] * (1.5 if grow else 1.0))
             self.log(
@@ -373,6 +430,9 @@ class Polish:
         else:
             entry["accepted_scale"] = None
             st["radius"] *= min(pending["scales"]) / 2.0
+            st["rejects"] = st.get("rejects", 0) + 1
+            if st["model"]["age"] > 0 and st["rejects"] >= 2:  # the updated model misleads
+                self._refresh()
             self.log(
                 f"polish: no candidate lowered the merit {st['merit']:.3f} (best "
                 f"{merits[k]:.3f}); trust radius now {st['radius']:.3g}"
