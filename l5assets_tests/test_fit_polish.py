@@ -181,3 +181,28 @@ def test_a_knife_edged_parameter_is_remeasured_at_smaller_steps_and_never_flips(
     assert first["u"]["gNaTa_tbar_apic"] <= 0.25 + 1e-9  # capped at the step that held
     assert any(h["accepted_scale"] is not None for h in state["history"])
     assert max(fit.scores(fake_cell(state["point"], knife=0.4))) < 2.0
+
+
+def test_a_rejected_candidate_teaches_the_guards_where_a_criterion_flips() -> None:
+    """A candidate that flipped a qualitative criterion updates the guard rows along its
+    step (not the targets' rows), so the next plan keeps off that direction."""
+    t = [fp.Target("a", "fa", 0.0, 1.0)]
+    g = fp.qualitative_guards([("flag", 0.0, "expect")])
+    pol = fp.Polish(Path("/nonexistent"), ["x", "y"], [], t, lambda m: [0.0], None, 2, guards=g)
+    pol.state = {
+        "measures": {"fa": 3.0, "flag": 0.0},
+        "model": {"cols": ["x", "y"], "J": [[1.0, 1.0]], "G": [[0.0, 0.0]], "age": 0},
+    }
+    pol._broyden({"x": 1.0}, 0.5, {"fa": 2.0, "flag": 1.0}, guards_only=True)
+    assert pol.state["model"]["J"] == [[1.0, 1.0]] and pol.state["model"]["age"] == 0
+    assert pol.state["model"]["G"] == [[2.0, 0.0]]  # flag rose 1 over half a step of x
+    u = fp.plan_step(
+        np.array([[1.0, 1.0]]),
+        np.array([-3.0]),  # the target wants x + y = 3: both at their bound of 1 unguarded
+        t,
+        pol._guard_rows(),
+        np.array([0.0]),
+        g,
+        [(-1.0, 1.0), (-1.0, 1.0)],
+    )
+    assert u is not None and u == pytest.approx([0.25, 1.0], abs=1e-6)  # flag stays < 0.5

@@ -627,10 +627,26 @@ def _run_polish(
         if o.mean is not None and o.sd is not None
     ]
     n_workers = workers or os.cpu_count() or 1
+    guards = list(fp.GUARDS) + fp.qualitative_guards(
+        [
+            (o.feature, float(o.expect if o.expect is not None else o.at_least), kind)
+            for o in OBJECTIVES
+            for kind in ["expect" if o.expect is not None else "at_least"]
+            if o.mean is None
+        ]
+    )
 
     def run(evaluate: Any) -> dict[str, Any]:
         polish = fp.Polish(
-            checkpoint, PARAM_NAMES, coords, targets, scores, evaluate, n_workers, log=log
+            checkpoint,
+            PARAM_NAMES,
+            coords,
+            targets,
+            scores,
+            evaluate,
+            n_workers,
+            log=log,
+            guards=guards,
         )
         return polish.run(
             [base[n] for n in PARAM_NAMES], batches=generations, minutes=minutes, clock=clock

@@ -88,6 +88,19 @@ GUARDS: tuple[Guard, ...] = (
 )
 
 
+def qualitative_guards(criteria: Sequence[tuple[str, float, str]]) -> list[Guard]:
+    """Guards on the qualitative criteria themselves, halfway to the next value: (feature,
+    value, kind) with kind "expect" (must equal value) or "at_least". Their finite
+    differences are zero unless a step flips them; a rejected candidate that flipped one
+    teaches the model where it lies."""
+    out = []
+    for feature, value, kind in criteria:
+        lower = value - 0.5 if (kind == "at_least" or value > 0) else None
+        upper = value + 0.5 if kind == "expect" else None
+        out.append(Guard(feature, upper=upper, lower=lower))
+    return out
+
+
 @dataclass(frozen=True)
 class Coordinate:
     """How one parameter moves: value = v0 * 1.15**u (log) or v0 + 10 um * u (zone)."""
@@ -302,6 +315,7 @@ class Polish:
             "cols": [self.names[i] for i in cols],
             "J": jac.tolist(),
             "G": gjac.tolist(),
+            "guards": [g.feature for g in self.guards],
             "caps": {self.names[i]: abs(self.state["fd"][self.names[i]]["step"]) for i in cols},
             "age": 0,
         }
@@ -310,24 +324,46 @@ class Polish:
         """Measure the model afresh at the current point (new finite differences)."""
         self.state.update(model=None, fd={}, rejects=0)
 
-    def _broyden(self, u: dict[str, float], scale: float, new: dict[str, Any]) -> None:
-        """Rank-one update of the model with an accepted step (u * scale) and its result."""
+    def _guard_rows(self) -> np.ndarray:
+        """The model's guard Jacobian in the order of self.guards (a guard the model was
+        measured without starts with zero slopes)."""
+        model = self.state["model"]
+        n = len(model["cols"])
+        have = model.get("guards") or [g.feature for g in self.guards][: len(model["G"])]
+        rows = dict(zip(have, np.array(model["G"], dtype=float).reshape(len(have), n), strict=True))
+        return np.array([rows.get(g.feature, np.zeros(n)) for g in self.guards]).reshape(-1, n)
+
+    def _broyden(
+        self,
+        u: dict[str, float],
+        scale: float,
+        new: dict[str, Any] | None,
+        guards_only: bool = False,
+    ) -> None:
+        """Rank-one update of the model with a step (u * scale) and its result: an accepted
+        step updates the targets' and the guards' rows, a rejected one the guards' only (it
+        shows where a qualitative criterion lies)."""
         model, old = self.state["model"], self.state["measures"]
+        if new is None:
+            return
         s = np.array([scale * u.get(n, 0.0) for n in model["cols"]])
         ss = float(s @ s)
         if ss <= 0.0:
             return
-        for key, feats in (
-            ("J", [t.feature for t in self.targets]),
-            ("G", [g.feature for g in self.guards]),
-        ):
+        model["G"] = self._guard_rows().tolist()
+        model["guards"] = [g.feature for g in self.guards]
+        parts = [("G", [g.feature for g in self.guards])]
+        if not guards_only:
+            parts.insert(0, ("J", [t.feature for t in self.targets]))
+        for key, feats in parts:
             mat = np.array(model[key], dtype=float).reshape(len(feats), len(s))
             for r, f in enumerate(feats):
                 a, b = _num(new, f), _num(old, f)
                 if a is not None and b is not None:
                     mat[r] += (a - b - mat[r] @ s) * s / ss
             model[key] = mat.tolist()
-        model["age"] += 1
+        if not guards_only:
+            model["age"] += 1
 
     def _box(self, cols: Sequence[int], radius: float) -> list[tuple[float, float]]:
         """The trust region, each parameter's capped at the finite-difference step it was
@@ -369,7 +405,7 @@ class Polish:
         cols = [self.names.index(n) for n in model["cols"]]
         n_t, n_g = len(self.targets), len(self.guards)
         jac = np.array(model["J"], dtype=float).reshape(n_t, len(cols))
-        gjac = np.array(model["G"], dtype=float).reshape(n_g, len(cols))
+        gjac = self._guard_rows().reshape(n_g, len(cols))
         m0 = st["measures"]
         f0 = np.array([_num(m0, t.feature) for t in self.targets], dtype=float)
         g0 = np.array([_num(m0, g.feature) or 0.0 for g in self.guards], dtype=float)
@@ -413,6 +449,7 @@ class Polish:
             "merit_before": st["merit"],
         }
         entry["model_age"] = st["model"]["age"]
+        entry["scores"] = [None if m is None else self.merit_scores(m) for m in results]
         if merits[k] < st["merit"] - 1e-6:
             entry["accepted_scale"] = pending["scales"][k]
             self._broyden(pending["u"], pending["scales"][k], results[k])
@@ -429,6 +466,8 @@ class Polish:
             )
         else:
             entry["accepted_scale"] = None
+            for sc, m in zip(pending["scales"], results, strict=True):
+                self._broyden(pending["u"], sc, m, guards_only=True)
             st["radius"] *= min(pending["scales"]) / 2.0
             st["rejects"] = st.get("rejects", 0) + 1
             if st["model"]["age"] > 0 and st["rejects"] >= 2:  # the updated model misleads
