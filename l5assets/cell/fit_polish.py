@@ -63,6 +63,7 @@ SUM_WEIGHT = 0.05  # the merit: max score + SUM_WEIGHT * sum of scores
 FLIP_JUMP = 5.0  # a finite difference whose largest score rises by this "flipped" a target
 FD_MIN = 0.25  # the smallest finite-difference step tried (a parameter flipping at it stays)
 REFRESH_AFTER = 4  # accepted steps on a Broyden-updated model before new finite differences
+REFRESH_RADIUS = 0.25  # the trust radius (at least) on a freshly measured model
 GUARD_MARGIN_MS = 1.5
 GUARD_MARGIN_MV = 0.5
 
@@ -321,8 +322,10 @@ class Polish:
         }
 
     def _refresh(self) -> None:
-        """Measure the model afresh at the current point (new finite differences)."""
-        self.state.update(model=None, fd={}, rejects=0)
+        """Measure the model afresh at the current point (new finite differences); the trust
+        region, shrunk by the old model's misses, reopens to REFRESH_RADIUS."""
+        st = self.state
+        st.update(model=None, fd={}, rejects=0, radius=max(st["radius"], REFRESH_RADIUS))
 
     def _guard_rows(self) -> np.ndarray:
         """The model's guard Jacobian in the order of self.guards (a guard the model was
