@@ -206,3 +206,21 @@ def test_a_rejected_candidate_teaches_the_guards_where_a_criterion_flips() -> No
         [(-1.0, 1.0), (-1.0, 1.0)],
     )
     assert u is not None and u == pytest.approx([0.25, 1.0], abs=1e-6)  # flag stays < 0.5
+
+
+def test_a_fresh_model_reopens_the_trust_region(tmp_path: Path) -> None:
+    """The first plan on a newly measured model uses a trust radius of at least
+    REFRESH_RADIUS (a radius shrunk by the old model's misses would end the polish there),
+    also when a checkpoint says converged on a model never planned with."""
+    _polish(tmp_path, "r.json", generations=13)  # the start, the differences, one plan
+    ck = tmp_path / "r.json"
+    state = json.loads(ck.read_text())
+    assert len(state["fd"]) == len(fit.PARAM_NAMES) and len(state["history"]) == 1
+    # as an older polish left it: converged on a model measured afresh, never planned with
+    state["model"]["planned"] = False
+    state.update(radius=0.01, status="converged", history=[])
+    ck.write_text(json.dumps(state))
+    _polish(tmp_path, "r.json", generations=1)
+    state = json.loads(ck.read_text())
+    assert state["model"]["planned"] and state["history"]
+    assert state["history"][0]["radius"] == fp.REFRESH_RADIUS

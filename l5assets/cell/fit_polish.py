@@ -235,6 +235,9 @@ class Polish:
             raise ValueError(
                 f"{self.checkpoint}: made for other parameters; move it away to start a new polish"
             )
+        model = self.state.get("model")
+        if self.state["status"] == "converged" and model and not model.get("planned"):
+            self.state["status"] = "running"  # declared on a fresh model never planned with
 
     def save(self) -> None:
         from l5assets.storage import atomic_write_text
@@ -322,10 +325,8 @@ class Polish:
         }
 
     def _refresh(self) -> None:
-        """Measure the model afresh at the current point (new finite differences); the trust
-        region, shrunk by the old model's misses, reopens to REFRESH_RADIUS."""
-        st = self.state
-        st.update(model=None, fd={}, rejects=0, radius=max(st["radius"], REFRESH_RADIUS))
+        """Measure the model afresh at the current point (new finite differences)."""
+        self.state.update(model=None, fd={}, rejects=0)
 
     def _guard_rows(self) -> np.ndarray:
         """The model's guard Jacobian in the order of self.guards (a guard the model was
@@ -399,6 +400,9 @@ class Polish:
                 return [self._moved({i: h}) for i, h in batch]
             self._build_model()
         model = st["model"]
+        if not model.get("planned"):  # the trust region, shrunk by an old model's misses,
+            st["radius"] = max(st["radius"], REFRESH_RADIUS)  # reopens on a fresh one
+            model["planned"] = True
         if st["radius"] < RADIUS_MIN:
             if model["age"] > 0:  # converged only on a freshly measured model
                 self._refresh()
