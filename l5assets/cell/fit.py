@@ -751,9 +751,11 @@ def export_fit(
         "Default cell of l5assets."
     )
     bio["source"] = (
-        "Fitted by l5assets.cell.fit (BluePyOpt CMA-ES, eFEL) from Hay et al. 2011 "
-        "biophys3 (ModelDB 139653; SPEC 8b). Morphology C060114A7.asc loaded at "
-        "run time from the installed bluepyopt package (upstream licence "
+        f"Fitted by l5assets.cell.fit (exported stage: {chosen.name}; BluePyOpt CMA-ES "
+        "stages, then the polish: steps planned by linear programming on finite "
+        "differences; eFEL features) from Hay et al. 2011 biophys3 (ModelDB 139653; "
+        "SPEC 8b). Morphology C060114A7.asc loaded at run time from the installed "
+        "bluepyopt package (upstream licence "
         "CC-BY-NC-SA 4.0; never redistributed here). Hot zone placed as a "
         "distance window from apic[0](0); the validation's trunk sites follow "
         "the main bifurcation."
