@@ -256,8 +256,10 @@ _TABLE_SCRIPT = textwrap.dedent(
     import numpy as np
     from neuron import h
     from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms, set_rate_tables
-    mods, cache, tables = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-    load_mechanisms(compile_mechanisms(mods, cache))
+    mods, cache, build, tables = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4] == "1"
+    load_mechanisms(compile_mechanisms(mods, cache, rate_tables=build))
+    from neuron import h as _h
+    print(json.dumps(any(hasattr(_h, f"usetable_{n}") for n in ("NaTa_t", "Ih"))))
     if tables:
         set_rate_tables(True)
     h.load_file("stdrun.hoc")
@@ -281,30 +283,35 @@ _TABLE_SCRIPT = textwrap.dedent(
 
 
 def test_rate_tables_are_off_by_default_and_exact(tmp_path: Path) -> None:
-    """The channels' rate TABLEs: loaded off, the TABLE build gives bit-identical V to the
-    same .mod files without their TABLE lines; switched on (a param set's `rate_tables`),
-    the same spikes within 0.5 ms."""
+    """The channels' rate TABLEs: the default (exact) build compiles the .mod files without
+    their TABLE lines and gives bit-identical V to the tables build with its tables off;
+    switched on (a param set's `rate_tables`, the tables build), the same spikes within
+    0.5 ms. Switching tables on in the exact build is refused."""
     names = ("NaTa_t", "SKv3_1", "K_Pst", "Ih")
-    with_t, without = tmp_path / "with", tmp_path / "without"
-    with_t.mkdir()
-    without.mkdir()
+    mods = tmp_path / "mods"
+    mods.mkdir()
     for n in names:
         text = (paths.mechanisms_dir() / f"{n}.mod").read_text()
         assert "TABLE mInf, mTau" in text and n in mechanisms.RATE_TABLE_MECHANISMS
-        (with_t / f"{n}.mod").write_text(text)
-        stripped = "\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("TABLE"))
-        (without / f"{n}.mod").write_text(stripped)
-    traces = {}
-    for key, mods, tables in (("exact", without, "0"), ("off", with_t, "0"), ("on", with_t, "1")):
-        p = subprocess.run(
-            [sys.executable, "-c", _TABLE_SCRIPT, str(mods), str(tmp_path / "cache"), tables],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        assert "TABLE" not in mechanisms.strip_rate_tables(text)
+        assert "PROCEDURE rates" in mechanisms.strip_rate_tables(text)
+        (mods / f"{n}.mod").write_text(text)
+    traces, has_tables = {}, {}
+    for key, build, tables in (("exact", "0", "0"), ("off", "1", "0"), ("on", "1", "1")):
+        cmd = [sys.executable, "-c", _TABLE_SCRIPT, str(mods), str(tmp_path / "cache"), build]
+        p = subprocess.run(cmd + [tables], capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
-        traces[key] = np.array(json.loads(p.stdout.strip().splitlines()[-1]))
+        lines = p.stdout.strip().splitlines()
+        has_tables[key] = json.loads(lines[-2])
+        traces[key] = np.array(json.loads(lines[-1]))
+    assert has_tables == {"exact": False, "off": True, "on": True}
+    exact = next((tmp_path / "cache").glob("mechanisms-*-exact"))
+    assert "TABLE" not in (exact / "mod" / "NaTa_t.mod").read_text()
     np.testing.assert_array_equal(traces["off"], traces["exact"])
+    p = subprocess.run(
+        cmd[:-1] + ["0", "1"], capture_output=True, text=True, timeout=600
+    )  # the exact build, tables asked for
+    assert p.returncode != 0 and "has no rate TABLEs" in p.stderr
 
     def spikes(v: np.ndarray) -> np.ndarray:
         return np.flatnonzero((v[1:] > -10) & (v[:-1] <= -10)) * 0.025

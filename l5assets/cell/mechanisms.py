@@ -1,7 +1,13 @@
 """Compile the project's NMODL with nrnivmodl into a cache keyed by the .mod content hash.
 
-The cache entry is `<cache_root>/mechanisms-<hash16>[-coreneuron][-cf<flags8>]/`, holding the
-nrnivmodl output folder (`x86_64/` or the machine's arch). Extra compiler flags (`cflags`, e.g.
+The cache entry is `<cache_root>/mechanisms-<hash16>-{exact|tables}[-coreneuron][-cf<flags8>]/`,
+holding the nrnivmodl output folder (`x86_64/` or the machine's arch). The `exact` build (the
+default) compiles the .mod files with their rate TABLE statements removed: the exact rate
+equations, as with the tables switched off, but without NMODL's table branch in every
+channel's state loop, which kept CoreNEURON's loops scalar (with -ffast-math GCC vectorises
+them with libmvec's exp: CoreNEURON's stepping ~2x faster, measured in
+benchmarks/bench_simulation.py). The `tables` build keeps them, for param sets that ask for
+`rate_tables`. Extra compiler flags (`cflags`, e.g.
 "-O3 -march=native"; default from L5ASSETS_MECH_CFLAGS, else none: nrnivmodl's own -O2) are
 part of the key, and with -march=native so is the CPU, so a cache shared by the nodes of a
 cluster never hands one CPU's build to another. Unchanged .mod files never recompile; two
@@ -42,6 +48,7 @@ class CompiledMechanisms:
     coreneuron: bool
     mod_files: tuple[str, ...]
     cflags: str = ""
+    rate_tables: bool = False  # the `tables` build (TABLE statements kept)
 
     @property
     def coreneuron_library(self) -> Path:
@@ -75,6 +82,7 @@ class CompiledMechanisms:
             coreneuron=bool(rec["coreneuron"]),
             mod_files=tuple(rec["mod_files"]),
             cflags=str(rec.get("cflags", "")),
+            rate_tables=bool(rec.get("rate_tables", False)),
         )
 
     def as_metadata(self) -> dict[str, str | bool | list[str]]:
@@ -85,6 +93,7 @@ class CompiledMechanisms:
             "coreneuron": self.coreneuron,
             "mod_files": list(self.mod_files),
             "cflags": self.cflags,
+            "rate_tables": self.rate_tables,
         }
 
 
@@ -95,6 +104,14 @@ def mod_files(mod_dir: Path | None = None) -> list[Path]:
     if not files:
         raise MechanismCompileError(f"no .mod files in {d}")
     return files
+
+
+_TABLE_LINE = re.compile(r"^[ \t]*TABLE\b[^\n]*\n?", re.MULTILINE)
+
+
+def strip_rate_tables(text: str) -> str:
+    """An NMODL text without its TABLE statements (one line each in the project's files)."""
+    return _TABLE_LINE.sub("", text)
 
 
 def mod_hash(mod_dir: Path | None = None) -> str:
@@ -179,9 +196,11 @@ def compile_mechanisms(
     coreneuron: bool = False,
     on_progress: Callable[[str], None] | None = None,
     cflags: str | None = None,
+    rate_tables: bool = False,
 ) -> CompiledMechanisms:
     """Compile (or reuse) the mechanisms of `mod_dir` with extra compiler flags `cflags`
-    (see `build_cflags`); returns the cache entry.
+    (see `build_cflags`), their rate TABLEs removed unless `rate_tables`; returns the cache
+    entry.
 
     `on_progress` receives one-line messages while a compile runs (its start, a heartbeat every
     COMPILE_HEARTBEAT_S, its end); a cache hit says nothing."""
@@ -191,7 +210,8 @@ def compile_mechanisms(
     digest = mod_hash(src)
     root = Path(cache_root or paths.cache_dir())
     root.mkdir(parents=True, exist_ok=True)
-    name = f"mechanisms-{digest[:16]}" + ("-coreneuron" if coreneuron else "") + flags_key(flags)
+    name = f"mechanisms-{digest[:16]}-" + ("tables" if rate_tables else "exact")
+    name += ("-coreneuron" if coreneuron else "") + flags_key(flags)
     entry = root / name
 
     def _done() -> CompiledMechanisms:
@@ -203,6 +223,7 @@ def compile_mechanisms(
             coreneuron=coreneuron,
             mod_files=tuple(f.name for f in files),
             cflags=flags,
+            rate_tables=rate_tables,
         )
 
     if (entry / "COMPLETE").exists():
@@ -216,7 +237,8 @@ def compile_mechanisms(
             mods = work / "mod"
             mods.mkdir()
             for f in files:
-                shutil.copy2(f, mods / f.name)
+                text = f.read_text()
+                (mods / f.name).write_text(text if rate_tables else strip_rate_tables(text))
             cmd = [_nrnivmodl()] + (["-coreneuron"] if coreneuron else [])
             # -incflags lands after nrnivmodl's own -O2 on the compile line (so -O3 wins)
             cmd += (["-incflags", flags] if flags else []) + ["mod"]
@@ -282,7 +304,8 @@ RATE_TABLE_MECHANISMS = (
 
 def set_rate_tables(on: bool) -> list[str]:
     """Switch the rate TABLEs of RATE_TABLE_MECHANISMS on or off in this process (those the
-    loaded library has); returns the mechanisms switched."""
+    loaded library has); returns the mechanisms switched. Switching them on needs a library
+    that has them (the `tables` build, `with_rate_tables`): MechanismCompileError otherwise."""
     from neuron import h
 
     done = []
@@ -290,7 +313,35 @@ def set_rate_tables(on: bool) -> list[str]:
         if hasattr(h, f"usetable_{name}"):
             setattr(h, f"usetable_{name}", 1.0 if on else 0.0)
             done.append(name)
+    if on and not done:
+        raise MechanismCompileError(
+            "rate_tables: the loaded mechanism library has no rate TABLEs (the exact build); "
+            "load its tables build (with_rate_tables)"
+        )
     return done
+
+
+def with_rate_tables(
+    compiled: CompiledMechanisms, on_progress: Callable[[str], None] | None = None
+) -> CompiledMechanisms:
+    """The `tables` build of the same .mod files, flags and kind as `compiled`, compiled
+    next to it on first use (`compiled` itself if it is one, or a library built before the
+    exact builds existed, which kept its tables)."""
+    if compiled.rate_tables or "-exact" not in compiled.directory.name:
+        return compiled
+    tables = compile_mechanisms(
+        cache_root=compiled.directory.parent,
+        coreneuron=compiled.coreneuron,
+        on_progress=on_progress,
+        cflags=compiled.cflags,
+        rate_tables=True,
+    )
+    if tables.mod_hash != compiled.mod_hash:
+        raise MechanismCompileError(
+            f"rate_tables: the mechanisms {compiled.mod_hash[:16]} are not the project's "
+            f"current .mod files ({tables.mod_hash[:16]}); re-materialize compiled_mechanisms"
+        )
+    return tables
 
 
 def loaded_library() -> Path | None:

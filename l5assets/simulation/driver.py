@@ -99,6 +99,7 @@ from l5assets.simulation.runner import (
     apply_rate_tables,
     check_engine_options,
     placement_random_state,
+    rate_tables_asked,
     replay_spikes,
     report_progress,
     synapse_table,
@@ -861,10 +862,12 @@ def run_driver(
     opts = options or EngineOptions()
     opts.check()
     from l5assets.cell import synapses
-    from l5assets.cell.mechanisms import load_mechanisms
+    from l5assets.cell.mechanisms import load_mechanisms, with_rate_tables
 
     core = opts.engine == CORENEURON
     compiled = _mechanisms(mechanisms, core)
+    if rate_tables_asked(config):  # the build that keeps the TABLEs (the default drops them)
+        compiled = with_rate_tables(compiled, on_progress=say_stage)
     if core:  # CoreNEURON finds our mechanisms only through this variable
         os.environ.update(compiled.coreneuron_env())
     load_mechanisms(compiled)

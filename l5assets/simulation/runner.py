@@ -202,6 +202,14 @@ def _network_class(seed: int) -> type:
     return L5BioNetwork
 
 
+def rate_tables_asked(config: Path) -> bool:
+    """Whether CONFIG's l5assets section asks for `rate_tables` (read before NEURON loads a
+    mechanism library: that needs the build with the TABLEs)."""
+    from l5assets.simulation.driver import read_config
+
+    return bool(read_config(Path(config)).extra.get("rate_tables", False))
+
+
 def apply_rate_tables(extra: dict[str, Any]) -> bool:
     """Switch the channels' rate TABLEs on if the config's l5assets section asks for
     `rate_tables` (they are off once the mechanisms are loaded: exact rate equations);
@@ -346,9 +354,12 @@ def run_simulation(
         CompiledMechanisms,
         compile_mechanisms,
         load_mechanisms,
+        with_rate_tables,
     )
 
     compiled = CompiledMechanisms.from_record(mechanisms) if mechanisms else compile_mechanisms()
+    if rate_tables_asked(config):
+        compiled = with_rate_tables(compiled, on_progress=say_stage)
     load_mechanisms(compiled)
     say_stage("building the cell and its inputs (BMTK BioNet)")
 
