@@ -151,6 +151,8 @@ def test_timed_map_cuts_off_stuck_and_failed_evaluations() -> None:
             [fit.MAX_SCORE],
             [2.0],
         ]
+        # the polish's map: a failed point is None
+        assert fit.timed_map(pool, timeout_s=5.0)(_maybe_slow, [[1.0], [0.0]]) == [[1.0], None]
 
 
 def test_committed_fit_record_matches_the_biophysics_file() -> None:

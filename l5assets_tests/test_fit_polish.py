@@ -67,15 +67,16 @@ def test_plan_step_minimises_the_largest_score_within_the_box_and_guards() -> No
     assert u is not None and u[0] == pytest.approx(0.0, abs=1e-6)
 
 
-def _polish(tmp_path: Path, name: str, **kw) -> dict:
+def _polish(tmp_path: Path, name: str, base: dict = START, cell=fake_cell, **kw) -> dict:
+    """Run the polish on `cell` (a fake evaluating one point) from `base`, two per batch."""
     calls: list[int] = []
 
     def evaluate(points):
         calls.append(len(points))
-        return [fake_cell(p) for p in points]
+        return [cell(p) for p in points]
 
     res = fit._run_polish(
-        tmp_path / name, START, evaluator=evaluate, workers=2, log=lambda m: None, **kw
+        tmp_path / name, base, evaluator=evaluate, workers=2, log=lambda m: None, **kw
     )
     return {"res": res, "batches": len(calls), "sizes": calls}
 
@@ -143,13 +144,11 @@ def test_a_parameter_switched_off_stays_off(tmp_path: Path) -> None:
     base = dict(START, gK_Pstbar_soma=1e-9)
     sizes: list[list[float]] = []
 
-    def evaluate(points):
-        sizes.extend(points)
-        return [fake_cell([max(v, 1e-12) for v in p]) for p in points]
+    def cell(p):
+        sizes.append(p)
+        return fake_cell([max(v, 1e-12) for v in p])
 
-    fit._run_polish(
-        tmp_path / "o.json", base, evaluator=evaluate, workers=2, log=lambda m: None, generations=12
-    )
+    _polish(tmp_path, "o.json", base=base, cell=cell, generations=12)
     k = fit.PARAM_NAMES.index("gK_Pstbar_soma")
     assert all(p[k] == 1e-9 for p in sizes)
 
@@ -161,17 +160,7 @@ def test_a_knife_edged_parameter_is_remeasured_at_smaller_steps_and_never_flips(
     down to a quarter step, its moves are capped there, and no accepted point flips."""
     k = fit.PARAM_NAMES.index("gNaTa_tbar_apic")
 
-    def evaluate(points):
-        return [fake_cell(p, knife=0.4) for p in points]
-
-    fit._run_polish(
-        tmp_path / "k.json",
-        START,
-        evaluator=evaluate,
-        workers=2,
-        log=lambda m: None,
-        generations=400,
-    )
+    _polish(tmp_path, "k.json", cell=lambda p: fake_cell(p, knife=0.4), generations=400)
     state = json.loads((tmp_path / "k.json").read_text())
     assert state["status"] == "converged"
     u = _u(state["point"])

@@ -367,10 +367,13 @@ def _pool_init() -> None:
 EVAL_TIMEOUT_S = 600.0  # a normal evaluation takes ~40 s; a stuck integration is cut off
 
 
-def timed_map(pool: Any, timeout_s: float, n_objectives: int) -> Any:
-    """A map for DEAP over a pebble ProcessPool: an evaluation that exceeds `timeout_s` (its
-    worker is killed and replaced) or crashes scores MAX_SCORE on every objective."""
+def timed_map(pool: Any, timeout_s: float, n_objectives: int | None = None) -> Any:
+    """A map for DEAP (or the polish) over a pebble ProcessPool: an evaluation that exceeds
+    `timeout_s` (its worker is killed and replaced) or crashes scores MAX_SCORE on every one
+    of `n_objectives` objectives (None without `n_objectives`: the polish's failed point)."""
     from concurrent.futures import TimeoutError as FutureTimeout
+
+    failed = None if n_objectives is None else [MAX_SCORE] * n_objectives
 
     def _map(f: Any, items: Any) -> list[Any]:
         futures = [pool.schedule(f, args=(list(x),), timeout=timeout_s) for x in items]
@@ -379,7 +382,7 @@ def timed_map(pool: Any, timeout_s: float, n_objectives: int) -> Any:
             try:
                 out.append(fut.result())
             except (FutureTimeout, Exception):  # noqa: BLE001 - a failed candidate is bad
-                out.append([MAX_SCORE] * n_objectives)
+                out.append(failed)
         return out
 
     return _map
@@ -656,27 +659,14 @@ def _run_polish(
         run(evaluator)
     else:
         import multiprocessing as mp
-        from concurrent.futures import TimeoutError as FutureTimeout
 
         from pebble import ProcessPool
 
         with ProcessPool(
             n_workers, initializer=_pool_init, context=mp.get_context("spawn")
         ) as pool:
-
-            def evaluate(points: list[list[float]]) -> list[dict[str, Any] | None]:
-                futs = [
-                    pool.schedule(_simulate_fit, args=(p,), timeout=EVAL_TIMEOUT_S) for p in points
-                ]
-                out: list[dict[str, Any] | None] = []
-                for fut in futs:
-                    try:
-                        out.append(fut.result())
-                    except (FutureTimeout, Exception):  # noqa: BLE001 - a failed point is bad
-                        out.append(None)
-                return out
-
-            run(evaluate)
+            mapped = timed_map(pool, EVAL_TIMEOUT_S)
+            run(lambda points: mapped(_simulate_fit, points))
     best = polish_best(checkpoint)
     log(f"polish: {best['generation']} steps accepted, total score {best['total']:.2f}")
     return {"generation": best["generation"], "best": best}

@@ -284,9 +284,9 @@ class Polish:
         x = self.state["point"]
         return [self.coords[i].value(x[i], u.get(i, 0.0)) for i in range(len(x))]
 
-    def _linear_model(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Columns (parameter indices), target and guard Jacobians and values at the point.
-        A parameter whose finite difference failed, or broke a measure, is left out."""
+    def _linear_model(self) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Columns (parameter indices), target and guard Jacobians at the point. A parameter
+        whose finite difference failed, or broke a measure, is left out."""
         m0 = self.state["measures"]
         f0 = np.array([_num(m0, t.feature) for t in self.targets], dtype=float)
         g0 = np.array([_num(m0, g.feature) or 0.0 for g in self.guards], dtype=float)
@@ -309,12 +309,12 @@ class Polish:
                 ]
             )
         if not cols:
-            return cols, np.zeros((len(f0), 0)), f0, np.zeros((len(g0), 0)), g0
-        return cols, np.array(jac).T, f0, np.array(gjac).T, g0
+            return cols, np.zeros((len(f0), 0)), np.zeros((len(g0), 0))
+        return cols, np.array(jac).T, np.array(gjac).T
 
     def _build_model(self) -> None:
         """The linear model from the finite differences just measured (age 0)."""
-        cols, jac, _, gjac, _ = self._linear_model()
+        cols, jac, gjac = self._linear_model()
         self.state["model"] = {
             "cols": [self.names[i] for i in cols],
             "J": jac.tolist(),
