@@ -99,7 +99,6 @@ from l5assets.simulation.runner import (
     apply_rate_tables,
     check_engine_options,
     placement_random_state,
-    rate_tables_asked,
     replay_spikes,
     report_progress,
     synapse_table,
@@ -865,8 +864,9 @@ def run_driver(
     from l5assets.cell.mechanisms import load_mechanisms, with_rate_tables
 
     core = opts.engine == CORENEURON
+    conf = read_config(Path(config), output_dir)
     compiled = _mechanisms(mechanisms, core)
-    if rate_tables_asked(config):  # the build that keeps the TABLEs (the default drops them)
+    if conf.extra.get("rate_tables"):  # the build that keeps the TABLEs (the default drops them)
         compiled = with_rate_tables(compiled, on_progress=say_stage)
     if core:  # CoreNEURON finds our mechanisms only through this variable
         os.environ.update(compiled.coreneuron_env())
@@ -874,7 +874,6 @@ def run_driver(
     say_stage(f"building the cell and its inputs (engine {opts.engine})")
     from neuron import h
 
-    conf = read_config(Path(config), output_dir)
     if core and opts.min_delay_ms is not None:
         apply_min_delay([], conf.dt, opts.min_delay_ms)  # a bad option fails before the build
     if seed is None:
