@@ -1005,8 +1005,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--engine",
         default=None,
-        help="simulation engine: neuron (the project's driver, default), bionet (BMTK BioNet) "
-        "(default: L5ASSETS_ENGINE, else neuron)",
+        help="simulation engine: coreneuron (the project's driver in CoreNEURON, default), "
+        "neuron (the driver in NEURON), bionet (BMTK BioNet) (default: L5ASSETS_ENGINE, else "
+        "coreneuron)",
     )
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--verbose", action="store_true", help="tracebacks for errors")

@@ -223,11 +223,11 @@ def lineage_workspace(
 
 
 def copy_compiled_mechanisms(cache: Path) -> None:
-    """Copy the project cache's complete (plain) mechanism builds into `cache` (created): a
-    test's own cache without a 2-minute nrnivmodl."""
+    """Copy the project cache's complete mechanism builds into `cache` (created): a test's
+    own cache without an nrnivmodl run."""
     import shutil
 
     cache.mkdir(parents=True, exist_ok=True)
     for entry in paths.cache_dir().glob("mechanisms-*"):
-        if entry.is_dir() and (entry / "COMPLETE").exists() and "coreneuron" not in entry.name:
+        if entry.is_dir() and (entry / "COMPLETE").exists():
             shutil.copytree(entry, cache / entry.name, symlinks=True)

@@ -69,7 +69,8 @@ def test_coreneuron_build_compiles_all_mod_files_and_is_cached(
 ) -> None:
     # the default cache is shared with the simulation assets: after the first build this is a hit
     entry = mechanisms.compile_mechanisms(coreneuron=True)
-    assert entry.coreneuron and entry.directory.name.endswith("-coreneuron")
+    assert entry.coreneuron and entry.cflags == mechanisms.DEFAULT_CFLAGS
+    assert entry.directory.name.endswith("-coreneuron" + mechanisms.flags_key(entry.cflags))
     _assert_entry_complete(entry)
 
     def no_compile(*args: object, **kwargs: object) -> None:
@@ -243,6 +244,12 @@ def test_compiler_flags_are_checked_and_native_builds_are_keyed_by_cpu(monkeypat
         mechanisms.build_cflags()
     # an explicit "" (the fit's and the validation's build) never reads the environment
     assert mechanisms.build_cflags("") == ""
+    for plain in ("", "none", "  none "):  # the environment's way to ask for nrnivmodl's own
+        monkeypatch.setenv(mechanisms.CFLAGS_ENV, plain)
+        assert mechanisms.build_cflags() == ""
+    monkeypatch.delenv(mechanisms.CFLAGS_ENV)
+    assert mechanisms.build_cflags() == mechanisms.DEFAULT_CFLAGS == "-O3 -march=native -ffast-math"
+    assert mechanisms.build_cflags("none") == ""
     assert mechanisms.flags_key("") == ""
     native = mechanisms.flags_key("-O3 -march=native")
     monkeypatch.setattr(mechanisms, "_cpu_identity", lambda: "model name: another CPU")
@@ -305,7 +312,7 @@ def test_rate_tables_are_off_by_default_and_exact(tmp_path: Path) -> None:
         has_tables[key] = json.loads(lines[-2])
         traces[key] = np.array(json.loads(lines[-1]))
     assert has_tables == {"exact": False, "off": True, "on": True}
-    exact = next((tmp_path / "cache").glob("mechanisms-*-exact"))
+    exact = next((tmp_path / "cache").glob("mechanisms-*-exact*"))
     assert "TABLE" not in (exact / "mod" / "NaTa_t.mod").read_text()
     np.testing.assert_array_equal(traces["off"], traces["exact"])
     p = subprocess.run(

@@ -18,7 +18,7 @@ from l5assets.params import ParamSet, load_param_set, param_set_path
 from l5assets.storage import partition_dir
 
 ENGINE_ENV = "L5ASSETS_ENGINE"
-DEFAULT_ENGINE = "neuron"
+DEFAULT_ENGINE = "coreneuron"
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -48,7 +48,8 @@ class StorageResource(dg.ConfigurableResource):
 class CellModelResource(dg.ConfigurableResource):
     """The cell model's code: the NMODL folder, the compiled-mechanism cache and the extra
     compiler flags of the mechanism build (`cflags`; unset: $L5ASSETS_MECH_CFLAGS, else
-    none). The flags are in the cache key and the build's metadata, not in the params hash."""
+    `mechanisms.DEFAULT_CFLAGS`; "none": nrnivmodl's own). The flags are in the cache key and
+    the build's metadata, not in the params hash."""
 
     mod_dir: str | None = None
     cache_root: str | None = None
@@ -64,10 +65,11 @@ class CellModelResource(dg.ConfigurableResource):
 class NeuronRuntime(dg.ConfigurableResource):
     """How the simulation subprocess runs NEURON.
 
-    `engine`: "neuron" (the project's driver, default), "bionet" (BMTK BioNet, the
-    cross-check) or another of `l5assets.simulation.runner.ENGINES`; unset, the environment
-    variable L5ASSETS_ENGINE, else "neuron". The engine is recorded in the manifest and is not
-    part of the params hash (the engines give the same spikes)."""
+    `engine`: "coreneuron" (the project's driver in CoreNEURON, default), "neuron" (the
+    driver in NEURON), "bionet" (BMTK BioNet, the cross-check), one of
+    `l5assets.simulation.runner.ENGINES`; unset, the environment variable L5ASSETS_ENGINE,
+    else DEFAULT_ENGINE. The engine is recorded in the manifest and is not part of the params
+    hash (the engines give the same spikes)."""
 
     engine: str | None = None
     threads: int = 1

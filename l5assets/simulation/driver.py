@@ -92,7 +92,7 @@ import numpy as np
 import pandas as pd
 
 from l5assets.rng import stage_seed
-from l5assets.simulation.progress import say_stage
+from l5assets.simulation.progress import PROGRESS_PREFIX, say_stage
 from l5assets.simulation.runner import (
     EngineError,
     _record_hot_zone,
@@ -107,6 +107,7 @@ from l5assets.simulation.runner import (
 
 ENGINE = "neuron"
 CORENEURON = "coreneuron"
+CORENEURON_PROGRESS_STEPS = 10  # psolve chunks (each a round trip NEURON <-> CoreNEURON)
 SPIKE_SORTING = h5py.enum_dtype({"none": 0, "by_id": 1, "by_time": 2}, basetype="u1")
 # BioNet's section-name prefix -> SWC type code, and its target-section labels
 SWC_TYPE = {"soma": 1, "axon": 2, "dend": 3, "apic": 4}
@@ -842,8 +843,20 @@ def _run(conf: DriverConfig, engine: str) -> None:
     pc.set_maxstep(10)  # again, now that the NetCons exist (the minimum delay CoreNEURON gets)
     pc.timeout(0)
     h.stdinit()
-    pc.psolve(conf.tstop)
+    # in chunks, for progress: each psolve hands the state and event queue back to NEURON and
+    # the next continues from it (the same spikes and V as one psolve, tested)
+    for t in progress_marks(conf.tstop, conf.dt, CORENEURON_PROGRESS_STEPS):
+        pc.psolve(t)
+        print(f"{PROGRESS_PREFIX} {h.t:.3f} {conf.tstop:.3f}", flush=True)
     coreneuron.enable = False
+
+
+def progress_marks(tstop: float, dt: float, steps: int) -> list[float]:
+    """The times engine coreneuron stops at to report progress: about `steps` equal chunks
+    of whole time steps, the last at tstop."""
+    n = max(int(round(tstop / dt)), 1)
+    ks = sorted({max(1, round(n * k / steps)) for k in range(1, steps + 1)})
+    return [tstop * k / n for k in ks]
 
 
 def run_driver(
