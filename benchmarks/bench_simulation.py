@@ -1,21 +1,23 @@
 """Wall time per simulated second and peak RSS of each simulation engine, in one run.
 
     python benchmarks/bench_simulation.py [--param-set L5_quick] [--seed 123]
-        [--engines bionet,neuron,coreneuron] [--cflags "-O3 -march=native"]
+        [--engines bionet,neuron,coreneuron] [--cflags "OTHER FLAGS"]
         [--storage-root DIR] [--json]
 
 1. `l5assets run --param-set P --seed S` into a temporary storage root and Dagster home (warm
-   mechanism cache): the whole run's wall time next to its NEURON stepping time (the issue's
-   "at most 1.5x the stepping time").
+   mechanism cache), with the default engine and mechanism build: the whole run's wall time
+   next to its stepping time (the issue's "at most 1.5x the stepping time").
 2. On that run's network and simulation config, the runner once per arrangement, each in a
-   fresh process: BioNet with one point process per connection (the reference pipeline's
-   arrangement, the baseline), BioNet with shared point processes, then every other engine
-   asked for (shared). Per arrangement: build / setup / run seconds from the runner's
-   result.json, run seconds per simulated second, the process's peak RSS (`os.wait4`), the
-   spike count, and the speed-up of the run phase over the baseline.
-3. Every engine but bionet again on a mechanism build with `--cflags` (compiled into the cache
-   on first use; "" skips it), with whether its soma spike train matches engine neuron's on
-   the default build (same count, every time within one dt).
+   fresh process, on the build with nrnivmodl's own flags (the reference pipeline's): BioNet
+   with one point process per connection (the reference arrangement, the baseline), BioNet
+   with shared point processes, then every other engine asked for (shared). Per arrangement:
+   build / setup / run seconds from the runner's result.json, run seconds per simulated
+   second, the process's peak RSS (`os.wait4`), the spike count, and the speed-up of the run
+   phase over the baseline.
+3. Every engine but bionet on the default build (`mechanisms.DEFAULT_CFLAGS`), and on
+   `--cflags` if given, each with whether its soma spike train matches engine neuron's on
+   nrnivmodl's flags (same count, every time within one dt). The default engine on the
+   default build is the headline figure.
 4. Engine neuron with the param-set option `rate_tables` (a copy of the config with it set;
    other numerics: a documented option, not counted as a speed-up of the model).
 An engine the runner does not offer is reported as skipped.
@@ -157,29 +159,39 @@ def main() -> None:
     ap.add_argument("--param-set", default="L5_quick")
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--engines", default="bionet,neuron,coreneuron")
-    ap.add_argument("--cflags", default="-O3 -march=native")
+    ap.add_argument("--cflags", default="", help="another flag set to measure (default: none)")
     ap.add_argument("--storage-root", default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    from l5assets.cell.mechanisms import DEFAULT_CFLAGS
+    from l5assets.defs.resources import DEFAULT_ENGINE
+
+    engines = [e for e in args.engines.split(",") if e]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.storage_root or Path(tmp) / "outputs")
         env = dict(os.environ, DAGSTER_HOME=str(Path(tmp) / "home"), OMP_NUM_THREADS="1")
         env.setdefault("L5ASSETS_CACHE_DIR", str(ROOT / "data" / "cache"))
+        for var in ("L5ASSETS_ENGINE", "L5ASSETS_MECH_CFLAGS"):  # the defaults
+            env.pop(var, None)
         whole = whole_run(args.param_set, args.seed, root, env)
         part = root / args.param_set
         config = part / f"seed-{args.seed}" / "simulation_config" / "config.json"
-        mech = part / "shared" / "compiled_mechanisms" / "mechanisms.json"
+        default_mech = part / "shared" / "compiled_mechanisms" / "mechanisms.json"
+        plain = flagged_record("", Path(tmp) / "plain.json")
         rows = []
-        for label, engine, share in arrangements(args.engines.split(",")):
-            rows.append(
-                {"arrangement": label, **run_engine(config, mech, args.seed, engine, share, env)}
-            )
+        for label, engine, share in arrangements(engines):
+            row = run_engine(config, plain, args.seed, engine, share, env)
+            rows.append({"arrangement": f"{label}, nrnivmodl's flags", **row})
         ref = next((r for r in rows if r["arrangement"].startswith("neuron,")), None)
+        builds = [("default build " + DEFAULT_CFLAGS, default_mech)]
         if args.cflags:
-            flagged = flagged_record(args.cflags, Path(tmp) / "flagged.json")
-            for engine in [e for e in args.engines.split(",") if e != "bionet"]:
-                row = compared(run_engine(config, flagged, args.seed, engine, True, env), ref)
-                rows.append({"arrangement": f"{engine}, shared, {args.cflags}", **row})
+            builds.append((args.cflags, flagged_record(args.cflags, Path(tmp) / "flagged.json")))
+        for name, mech in builds:
+            for engine in [e for e in engines if e != "bionet"]:
+                row = compared(run_engine(config, mech, args.seed, engine, True, env), ref)
+                default = engine == DEFAULT_ENGINE and mech == default_mech
+                label = f"{engine}, shared, {name}" + (" (THE DEFAULT)" if default else "")
+                rows.append({"arrangement": label, "default": default, **row})
         # the l5assets section is in simulation_config.json: a copy with the option on
         sim = json.loads(config.with_name("simulation_config.json").read_text())
         sim.setdefault("l5assets", {})["rate_tables"] = True
@@ -188,7 +200,7 @@ def main() -> None:
         top["simulation"] = "simulation_config_rate_tables.json"
         tables = config.with_name("config_rate_tables.json")
         tables.write_text(json.dumps(top))
-        row = compared(run_engine(tables, mech, args.seed, "neuron", True, env), ref)
+        row = compared(run_engine(tables, plain, args.seed, "neuron", True, env), ref)
         rows.append({"arrangement": "neuron, shared, rate_tables (other numerics)", **row})
     base = rows[0].get("run_s")
     for r in rows:
@@ -201,6 +213,9 @@ def main() -> None:
         "whole_run": whole,
         "whole_run_over_stepping": whole["wall_s"] / whole["run_s"],
         "engines": rows,
+        "default_speedup_vs_reference": next(
+            (r.get("speedup_vs_reference") for r in rows if r.get("default")), None
+        ),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -212,10 +227,10 @@ def main() -> None:
     )
     for r in rows:
         if "skipped" in r:
-            print(f"  {r['arrangement']:55s} skipped: {r['skipped']}")
+            print(f"  {r['arrangement']:70s} skipped: {r['skipped']}")
             continue
         print(
-            f"  {r['arrangement']:55s} run {r['run_s']:6.1f} s ({r['run_s_per_simulated_s']:.1f}"
+            f"  {r['arrangement']:70s} run {r['run_s']:6.1f} s ({r['run_s_per_simulated_s']:.1f}"
             f" s per simulated s), build {r['build_s']:.1f} s, setup {r['setup_s']:.1f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB, {r['spikes']} spikes, "
             f"{r['point_processes']} point processes, {r['speedup_vs_reference']:.2f}x"
@@ -224,6 +239,11 @@ def main() -> None:
                 if "same_spike_train" in r
                 else ""
             )
+        )
+    if report["default_speedup_vs_reference"]:
+        print(
+            "default engine and build vs the reference arrangement: "
+            f"{report['default_speedup_vs_reference']:.2f}x per simulated second"
         )
 
 

@@ -17,6 +17,7 @@ from l5assets.science.exc_raster import (
     exc_raster,
     group_spikes,
     levy_exponents,
+    spikes_from_bins,
     thinned_spikes,
 )
 from l5assets.science.functional_groups import build_functional_groups
@@ -72,6 +73,27 @@ def test_raster_is_groups_in_order(quick: SpikeTrains, groups: pd.DataFrame) -> 
         ref = part.sorted_by_time()
         assert np.array_equal(mine.node_ids, ref.node_ids)
         assert np.array_equal(mine.timestamps, ref.timestamps)
+
+
+@pytest.mark.parametrize("in_node_order", [True, False])
+def test_spikes_from_bins_is_the_time_sorted_train(in_node_order: bool) -> None:
+    """The raster's compact sort: the train `sorted_by_time` gives, from int32 (node, bin)
+    arrays in node order (as drawn) or in any order; bins past 65535 too."""
+    rng = np.random.default_rng(4)
+    nodes = np.sort(rng.integers(0, 300, 20_000)).astype(np.int32)
+    bins = rng.integers(0, 70_000, nodes.size).astype(np.int32)
+    if not in_node_order:
+        perm = rng.permutation(nodes.size)
+        nodes, bins = nodes[perm], bins[perm]
+    got = spikes_from_bins(nodes, bins, 250.0)
+    ref = SpikeTrains(nodes, bins.astype(np.float64) + 250.0).sorted_by_time()
+    assert got.node_ids.dtype == np.int64 and got.timestamps.dtype == np.float64
+    assert np.array_equal(got.node_ids, ref.node_ids)
+    assert np.array_equal(got.timestamps, ref.timestamps)
+    small = spikes_from_bins(nodes, bins % 1000, 0.0)  # the uint16 radix path
+    ref = SpikeTrains(nodes, (bins % 1000).astype(np.float64)).sorted_by_time()
+    assert np.array_equal(small.node_ids, ref.node_ids)
+    assert np.array_equal(small.timestamps, ref.timestamps)
 
 
 def test_deterministic_and_seeded(

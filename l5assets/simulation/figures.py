@@ -53,9 +53,9 @@ def inline_png(fig: Any, dpis: tuple[float, ...] = _INLINE_DPIS) -> bytes | None
     return None
 
 
-def _encode_png(image: Any) -> bytes:
+def _encode_png(image: Any, compress_level: int = 6) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="png")  # no text chunks: deterministic
+    image.save(buf, format="png", compress_level=compress_level)  # no text chunks: deterministic
     return buf.getvalue()
 
 
@@ -71,7 +71,8 @@ def render(fig: Any, full_path: Path) -> bytes:
     fig.canvas.draw()
     image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")  # opaque
     _pyplot().close(fig)
-    Path(full_path).write_bytes(_encode_png(image))
+    # the full-size file at zlib level 1: ~2x faster than 6, hardly larger (flat colours)
+    Path(full_path).write_bytes(_encode_png(image, compress_level=1))
     for dpi in _INLINE_DPIS:
         size = (round(image.width * dpi / FULL_DPI), round(image.height * dpi / FULL_DPI))
         # scaling makes in-between colours; a 256-colour palette keeps the PNG small
@@ -270,5 +271,7 @@ def raster_figure(trains: Mapping[str, Any], tstop_ms: float, title: str) -> Any
     ax_rate.set_xlim(0.0, tstop_ms)
     ax_rate.legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # fixed margins (tight_layout's margins for this layout): tight_layout draws the figure
+    # once more, ~0.1 s of each raster stage
+    fig.subplots_adjust(left=0.07, right=0.945, top=0.92, bottom=0.1, hspace=0.13)
     return fig
