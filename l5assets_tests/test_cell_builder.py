@@ -273,7 +273,8 @@ CORENEURON_SCRIPT = textwrap.dedent(
     from neuron import h, coreneuron
     from l5assets.cell.mechanisms import compile_mechanisms, load_mechanisms
     import os
-    compiled = compile_mechanisms(coreneuron=True)
+    # nrnivmodl's own flags: bit-identity of the engines (fast math is tested on its own)
+    compiled = compile_mechanisms(coreneuron=True, cflags="")
     load_mechanisms(compiled)
     # CoreNEURON loads its own build of the mechanisms, found through this variable
     os.environ["CORENEURONLIB"] = str(compiled.library.parent / "libcorenrnmech.so")

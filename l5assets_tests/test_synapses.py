@@ -561,7 +561,7 @@ from neuron import h, coreneuron
 from l5assets.cell.mechanisms import load_mechanisms
 from l5assets.cell import synapses as syn
 from l5assets.cell.mechanisms import compile_mechanisms
-load_mechanisms(compile_mechanisms(coreneuron=True))
+load_mechanisms(compile_mechanisms(coreneuron=True, cflags=""))  # engine equality: plain build
 h.load_file("stdrun.hoc")
 pc = h.ParallelContext()
 h.celsius = 34
@@ -604,7 +604,7 @@ def _run_coreneuron(mode: str) -> dict:
     import subprocess
     import sys
 
-    core = compile_mechanisms(coreneuron=True)
+    core = compile_mechanisms(coreneuron=True, cflags="")  # what the child script loads
     lib = next(Path(core.directory).rglob("libcorenrnmech.so"))
     env = dict(os.environ, CORENEURONLIB=str(lib))
     proc = subprocess.run(
