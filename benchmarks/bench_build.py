@@ -12,10 +12,12 @@ simulation runner). Wall time covers the asset call only (not interpreter start 
 Stages run in graph order into a temporary storage root (or --storage-root); the simulation
 stages are skipped unless --simulate (L5_reference simulates 30 s: ~15 min on 2 cores).
 
-Warm: the per-seed stages in one process, first for another seed (seed + 1: the imports are
-then warm), then timed for the seed, as a `run --jobs` worker meets its second seed (the
-shared stages, made by the cold rows, are only read). Its peak RSS is that process's, over
-both seeds. With --storage-root the other seed's outputs stay there.
+Warm: the per-seed stages in one process, first for another seed (seed - 1: the imports are
+then warm), then timed for the seed and the next ones (WARM_REPEATS seeds in all), as a
+`run --jobs` worker meets its later seeds (the shared stages, made by the cold rows, are only
+read); per stage the median, and the median of the per-seed sums (the machines are noisy).
+Its peak RSS is that process's, over every seed. With --storage-root the other seeds' outputs
+stay there.
 """
 
 from __future__ import annotations
@@ -102,20 +104,34 @@ PER_SEED_STAGES = tuple(
 )
 
 
-def run_warm(param_set: str, seed: int) -> dict:
-    """The per-seed stages for another seed, then each again, timed, for `seed`, in one
-    process (the shared stages are already made by the cold rows, as a worker finds them)."""
+WARM_REPEATS = 5  # timed seeds in the warm process (the machines are noisy: medians)
+
+
+def run_warm(param_set: str, seed: int, repeats: int = WARM_REPEATS) -> dict:
+    """The per-seed stages for another seed, then timed for `seed` and `repeats - 1` more
+    seeds after it, in one process (the shared stages are already made by the cold rows, as a
+    worker finds them); per stage the median over the timed seeds, and the median of the
+    seeds' sums."""
     import resource
+    import statistics
 
     from l5assets.params import MAX_SEED
 
-    other = seed + 1 if seed < MAX_SEED else seed - 1
+    other = seed - 1 if seed > 0 else MAX_SEED
     for stage in PER_SEED_STAGES:
         run_one(stage, param_set, other)
-    rows = [run_one(stage, param_set, seed) for stage in PER_SEED_STAGES]
+    timed = [seed + k if seed + k <= MAX_SEED else seed - k - 1 for k in range(repeats)]
+    walls = {s: [] for s in PER_SEED_STAGES}
+    for sd in timed:
+        for stage in PER_SEED_STAGES:
+            walls[stage].append(run_one(stage, param_set, sd)["wall_s"])
+    sums = [sum(walls[s][k] for s in PER_SEED_STAGES) for k in range(len(timed))]
     return {
         "warm_up_seed": other,
-        "stages": {r["stage"]: r["wall_s"] for r in rows},
+        "timed_seeds": timed,
+        "stages": {s: round(statistics.median(w), 3) for s, w in walls.items()},
+        "per_seed_sums_s": [round(x, 3) for x in sums],
+        "per_seed_median_s": round(statistics.median(sums), 3),
         "peak_rss_mb": round(_maxrss_mb(resource.RUSAGE_SELF), 1),
     }
 
@@ -164,15 +180,17 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     total = sum(r["wall_s"] for r in rows)
     cold_seed = sum(r["wall_s"] for r in rows if r["stage"] in PER_SEED_STAGES)
-    warm_seed = sum(warm["stages"][s] for s in PER_SEED_STAGES)
+    warm_seed = warm["per_seed_median_s"]
     if not args.json:
         print()
-        print("warm process (a second seed, as a --jobs worker):")
+        n = len(warm["timed_seeds"])
+        print(f"warm process (as a --jobs worker; median of {n} seeds after a first one):")
         for stage, wall in warm["stages"].items():
             print(f"{stage:22s} {wall:9.2f} s")
         print(
-            f"{'per-seed stages':22s} {warm_seed:9.2f} s   (cold, one process each: "
-            f"{cold_seed:.2f} s; warm/cold {warm_seed / cold_seed:.2f})"
+            f"{'per-seed stages':22s} {warm_seed:9.2f} s   (per seed: "
+            + ", ".join(f"{x:.2f}" for x in warm["per_seed_sums_s"])
+            + f"; cold, one process each: {cold_seed:.2f} s; warm/cold {warm_seed / cold_seed:.2f})"
         )
         print(f"{'warm process peak RSS':22s} {warm['peak_rss_mb']:9.1f} MB")
     if args.json:

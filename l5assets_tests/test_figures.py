@@ -47,3 +47,17 @@ def test_summary_figure_renders_deterministic_small_png(tmp_path: Path) -> None:
     fig = F.summary_figure(summary, trains, np.array([]), tstop)
     assert len(fig.axes) == 2
     F.render(fig, tmp_path / "g.png")
+
+
+def test_histogram_counts_equal_numpys_histogram() -> None:
+    """The rates panel's counts without numpy's sort: equal to np.histogram, the last bin
+    with its right edge, values outside the edges dropped."""
+    rng = np.random.default_rng(3)
+    for edges in (np.arange(0.0, 30020.0, 20.0), np.array([0.0, 1.0, 5.0, 5.5])):
+        top = float(edges[-1])
+        values = np.concatenate(
+            [rng.uniform(-3.0, top + 3.0, 50_000), np.round(rng.uniform(0, top, 5000)), edges]
+        )
+        np.testing.assert_array_equal(
+            F.histogram_counts(values, edges), np.histogram(values, bins=edges)[0]
+        )
