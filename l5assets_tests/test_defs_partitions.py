@@ -107,6 +107,27 @@ def test_upstream_file_and_content_hash(tmp_path: Path):
     assert content_hash(files, final, d) != h
 
 
+def test_run_logged_imports_the_prefetch_modules_while_it_waits(tmp_path, monkeypatch):
+    """`l5assets run` names modules of later steps; the first subprocess wait imports them in
+    a thread, once; a module that fails to import is left to its step."""
+    import sys
+    import time
+
+    from l5assets.defs import common
+
+    (tmp_path / "l5_prefetch_probe.py").write_text("import time\ntime.sleep(0.2)\nLOADED = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(common, "PREFETCH_MODULES", ["l5_no_such_module", "l5_prefetch_probe"])
+    ctx = dg.build_asset_context()
+    common.run_logged(ctx, [sys.executable, "-c", "import time; time.sleep(1.0)"], timeout_s=60)
+    deadline = time.monotonic() + 10
+    while "l5_prefetch_probe" not in sys.modules and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sys.modules["l5_prefetch_probe"].LOADED == 1
+    assert common.PREFETCH_MODULES == []  # once per process
+    monkeypatch.delitem(sys.modules, "l5_prefetch_probe")
+
+
 def test_run_logged_streams_fails_and_times_out():
     import sys
     import time

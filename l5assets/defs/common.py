@@ -90,6 +90,29 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
+# Modules later steps import, imported in a thread while a step waits on its subprocess (set
+# by `l5assets run`, which makes every step in one process: pynwb's import is ~1 s of the
+# NWB export). Empty (nothing prefetched) under Dagster's executors.
+PREFETCH_MODULES: list[str] = []
+
+
+def prefetch_modules() -> None:
+    """Import PREFETCH_MODULES in a daemon thread (once each; failures are left for the
+    step that needs the module to report)."""
+    import importlib
+
+    names = [m for m in PREFETCH_MODULES if m not in sys.modules]
+    PREFETCH_MODULES.clear()
+
+    def work() -> None:
+        for name in names:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    if names:
+        threading.Thread(target=work, name="l5assets-prefetch", daemon=True).start()
+
+
 def run_logged(
     context: dg.AssetExecutionContext,
     cmd: Sequence[str],
@@ -123,6 +146,7 @@ def run_logged(
         start_new_session=True,  # its own process group: a kill reaches its children too
         preexec_fn=_die_with_parent(os.getpid()),
     )
+    prefetch_modules()  # this thread now mostly waits on the subprocess
     timed_out = threading.Event()
 
     def kill_group() -> None:
