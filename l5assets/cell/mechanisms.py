@@ -193,7 +193,7 @@ def _nrnivmodl() -> str:
     return str(exe) if exe.exists() else (shutil.which("nrnivmodl") or "nrnivmodl")
 
 
-COMPILE_EXPECTED_S = 120  # nrnivmodl of the project's mechanisms on 2 cores (measured ~113 s)
+COMPILE_EXPECTED_S = 30  # nrnivmodl, exact build, 2 cores: measured 13-17 s (CoreNEURON 31 s)
 COMPILE_HEARTBEAT_S = 10.0
 
 
