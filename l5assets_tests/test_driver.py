@@ -227,12 +227,38 @@ def core_runs(tmp_path_factory):
         for n, p in procs.items():
             stdout, stderr = p.communicate(timeout=600)
             done[n] = (p.returncode, stdout, stderr)
-    results = {}
+    results, progress = {}, {}
     for n, (rc, stdout, stderr) in done.items():
         assert rc == 0, f"{n} failed:\n{stderr[-4000:]}"
         results[n] = json.loads(stdout.strip().splitlines()[-1])
+        progress[n] = [x for x in stdout.splitlines() if x.startswith("L5PROGRESS ")]
         print(f"{n}: {results[n]['spike_count']} spikes, wall {results[n]['wall_seconds']}")
-    return net, outs, results, None
+    return net, outs, results, progress
+
+
+def test_coreneuron_runs_in_chunks_that_report_progress(core_runs):
+    """CoreNEURON runs in CORENEURON_PROGRESS_STEPS psolve chunks, each followed by a
+    progress line; the chunked run is the one the equality tests below compare."""
+    from l5assets.simulation.driver import CORENEURON_PROGRESS_STEPS, progress_marks
+
+    net, outs, results, progress = core_runs
+    tstop = results["coreneuron"]["tstop_ms"]
+    lines = progress["coreneuron"]
+    assert len(lines) == CORENEURON_PROGRESS_STEPS
+    marks = progress_marks(tstop, results["coreneuron"]["dt_ms"], CORENEURON_PROGRESS_STEPS)
+    assert [float(x.split()[1]) for x in lines] == pytest.approx(marks, abs=1e-6)
+    assert float(lines[-1].split()[1]) == pytest.approx(tstop)
+
+
+def test_progress_marks_are_whole_steps_ending_at_tstop() -> None:
+    from l5assets.simulation.driver import progress_marks
+
+    assert progress_marks(1000.0, 0.1, 10) == pytest.approx([100.0 * k for k in range(1, 11)])
+    assert progress_marks(0.3, 0.1, 10) == pytest.approx([0.1, 0.2, 0.3])  # fewer steps
+    marks = progress_marks(250.0, 0.1, 7)
+    assert marks[-1] == 250.0 and bool(np.all(np.diff(marks) > 0))
+    steps = np.array(marks) / 0.1
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-9)
 
 
 def test_coreneuron_same_spikes_as_neuron_merged(core_runs):
