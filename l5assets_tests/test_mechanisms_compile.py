@@ -236,6 +236,42 @@ def test_compiler_flags_reach_the_compiler_and_key_the_cache(tmp_path: Path, mon
     assert mechanisms.CompiledMechanisms.from_record(record) == entry
 
 
+_PLAIN_MOD = """NEURON { SUFFIX plainprobe RANGE g }
+PARAMETER { g = 1 }
+"""
+
+
+def test_default_flags_this_compiler_rejects_fall_back_to_nrnivmodls_own(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A compiler without the default flags (here a flag GCC does not know) still builds,
+    with nrnivmodl's own flags, said once and remembered; flags a user chose never fall
+    back."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "plainprobe.mod").write_text(_PLAIN_MOD)
+    cache = tmp_path / "cache"
+    monkeypatch.delenv(mechanisms.CFLAGS_ENV, raising=False)
+    monkeypatch.setattr(mechanisms, "DEFAULT_CFLAGS", "-O3 -fno-such-flag-l5")
+    said: list[str] = []
+    entry = mechanisms.compile_mechanisms(mods, cache, on_progress=said.append)
+    assert entry.cflags == "" and entry.library.exists()
+    failed = list(cache.glob(".mechanisms-*.failed"))
+    assert len(failed) == 1 and "fno-such-flag-l5" in failed[0].read_text()
+    assert any("default compiler flags '-O3 -fno-such-flag-l5' failed here" in m for m in said)
+    again: list[str] = []
+
+    def no_compile(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"nrnivmodl ran again: {args}")
+
+    monkeypatch.setattr(mechanisms.subprocess, "Popen", no_compile)
+    assert mechanisms.compile_mechanisms(mods, cache, on_progress=again.append) == entry
+    assert len(again) == 1 and "failed here" in again[0]  # said, not compiled again
+    monkeypatch.undo()
+    with pytest.raises(mechanisms.MechanismCompileError, match="nrnivmodl failed"):
+        mechanisms.compile_mechanisms(mods, cache, cflags="-O3 -fno-such-flag-l5")
+
+
 def test_compiler_flags_are_checked_and_native_builds_are_keyed_by_cpu(monkeypatch) -> None:
     with pytest.raises(mechanisms.MechanismCompileError, match=r"^cflags: '-O3; rm' has char"):
         mechanisms.build_cflags("-O3; rm")

@@ -210,15 +210,53 @@ def compile_mechanisms(
     entry.
 
     `on_progress` receives one-line messages while a compile runs (its start, a heartbeat every
-    COMPILE_HEARTBEAT_S, its end); a cache hit says nothing."""
+    COMPILE_HEARTBEAT_S, its end); a cache hit says nothing.
+
+    Only when the flags are the default ones (neither `cflags` nor $L5ASSETS_MECH_CFLAGS
+    given) and this compiler rejects them (e.g. no -march=native): nrnivmodl's own flags
+    instead, said through `on_progress`; the entry's `cflags` tells which were used, and the
+    failure is remembered in the cache (`.<entry>.failed`), so it is not tried again."""
+    defaulted = cflags is None and os.environ.get(CFLAGS_ENV) is None
     flags = build_cflags(cflags)
+    root = Path(cache_root or paths.cache_dir())
+    args = (mod_dir, cache_root, coreneuron, on_progress)
+    if not (defaulted and flags):
+        return _compile(*args, flags, rate_tables)
+    failed = root / f".{_entry_name(mod_hash(mod_dir), rate_tables, coreneuron, flags)}.failed"
+    if not failed.exists():
+        try:
+            return _compile(*args, flags, rate_tables)
+        except MechanismCompileError as e:
+            root.mkdir(parents=True, exist_ok=True)
+            failed.write_text(str(e))
+    if on_progress is not None:
+        on_progress(
+            f"the default compiler flags {flags!r} failed here (see {failed}); using "
+            f"nrnivmodl's own (set {CFLAGS_ENV} to choose)"
+        )
+    return _compile(*args, "", rate_tables)
+
+
+def _entry_name(digest: str, rate_tables: bool, coreneuron: bool, flags: str) -> str:
+    name = f"mechanisms-{digest[:16]}-" + ("tables" if rate_tables else "exact")
+    return name + ("-coreneuron" if coreneuron else "") + flags_key(flags)
+
+
+def _compile(
+    mod_dir: Path | None,
+    cache_root: Path | None,
+    coreneuron: bool,
+    on_progress: Callable[[str], None] | None,
+    flags: str,
+    rate_tables: bool,
+) -> CompiledMechanisms:
+    """`compile_mechanisms` with the flags decided."""
     src = Path(mod_dir or paths.mechanisms_dir())
     files = mod_files(src)
     digest = mod_hash(src)
     root = Path(cache_root or paths.cache_dir())
     root.mkdir(parents=True, exist_ok=True)
-    name = f"mechanisms-{digest[:16]}-" + ("tables" if rate_tables else "exact")
-    name += ("-coreneuron" if coreneuron else "") + flags_key(flags)
+    name = _entry_name(digest, rate_tables, coreneuron, flags)
     entry = root / name
 
     def _done() -> CompiledMechanisms:
