@@ -146,8 +146,8 @@ def same_train(a: list[float], b: list[float], dt: float) -> bool:
 
 
 def compared(row: dict, ref: dict | None) -> dict:
-    """`row` with `same_spike_train` against `ref` (engine neuron, default build), when both
-    ran."""
+    """`row` with `same_spike_train` against `ref` (engine neuron on nrnivmodl's flags), when
+    both ran."""
     if ref and "spike_times" in ref and "spike_times" in row:
         dt = float(row["dt_ms"] or 0.1)
         row["same_spike_train"] = same_train(ref["spike_times"], row["spike_times"], dt)

@@ -644,13 +644,13 @@ def run_preflight(args: argparse.Namespace) -> Any:
     ):
         if value:
             os.environ[env] = str(check_folder(Path(value), what))
-    from l5assets.defs.resources import ENGINE_ENV
+    from l5assets.defs.resources import DEFAULT_ENGINE, ENGINE_ENV
     from l5assets.preflight import check_engine
 
     if args.engine:
         engine = check_engine(args.engine, "run --engine")
     else:
-        engine = check_engine(os.environ.get(ENGINE_ENV) or "neuron", ENGINE_ENV)
+        engine = check_engine(os.environ.get(ENGINE_ENV) or DEFAULT_ENGINE, ENGINE_ENV)
     from l5assets.definitions import defs
 
     cell_model = defs.resources.get("cell_model")
@@ -807,10 +807,10 @@ def sweep_points(args: argparse.Namespace) -> tuple[list[Any], list[int]]:
     points = sweep.grid(base.name, base.raw, args.set or [])
     seeds = sweep.parse_seeds(args.seeds)
     if args.launch in ("local", "daemon"):  # what `run` checks before anything is written
-        from l5assets.defs.resources import ENGINE_ENV
+        from l5assets.defs.resources import DEFAULT_ENGINE, ENGINE_ENV
         from l5assets.preflight import check_engine
 
-        check_engine(os.environ.get(ENGINE_ENV) or "neuron", ENGINE_ENV)
+        check_engine(os.environ.get(ENGINE_ENV) or DEFAULT_ENGINE, ENGINE_ENV)
     sweep.write_grid(points, paths.params_dir())
     return points, seeds
 

@@ -105,9 +105,9 @@ ASSETS: tuple[Node, ...] = (
         reads_components=("biophysics", "morphology"),
         code_version="1",
     ),
-    Node(FUNCTIONAL_GROUPS, "inputs", "seed", (SEGMENTS_TABLE,), code_version="2"),
-    Node(EXC_RASTER, "inputs", "seed", (FUNCTIONAL_GROUPS,), code_version="3"),
-    Node(INH_RASTERS, "inputs", "seed", (EXC_RASTER,), code_version="3"),
+    Node(FUNCTIONAL_GROUPS, "inputs", "seed", (SEGMENTS_TABLE,), code_version="3"),
+    Node(EXC_RASTER, "inputs", "seed", (FUNCTIONAL_GROUPS,), code_version="4"),
+    Node(INH_RASTERS, "inputs", "seed", (EXC_RASTER,), code_version="4"),
     # BMTK edge types read the synapse dynamics files
     Node(
         NETWORK,
@@ -131,14 +131,14 @@ ASSETS: tuple[Node, ...] = (
         "seed",
         (SIMULATION_CONFIG, COMPILED_MECHANISMS),
         reads_components=("biophysics", "morphology", "synaptic_models"),
-        code_version="3",
+        code_version="4",
     ),
     Node(
         SIMULATION_SUMMARY,
         "simulation",
         "seed",
         (SIMULATION_OUTPUTS, EXC_RASTER, INH_RASTERS),
-        code_version="4",
+        code_version="5",
     ),
     # the network's node files give each input population's size (silent nodes included)
     Node(

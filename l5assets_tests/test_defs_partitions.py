@@ -125,7 +125,7 @@ def test_run_logged_imports_the_prefetch_modules_while_it_waits(tmp_path, monkey
         time.sleep(0.05)
     assert sys.modules["l5_prefetch_probe"].LOADED == 1
     assert common.PREFETCH_MODULES == []  # once per process
-    monkeypatch.delitem(sys.modules, "l5_prefetch_probe")
+    sys.modules.pop("l5_prefetch_probe")
 
 
 def test_run_logged_streams_fails_and_times_out():

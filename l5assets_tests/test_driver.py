@@ -255,10 +255,11 @@ def test_progress_marks_are_whole_steps_ending_at_tstop() -> None:
 
     assert progress_marks(1000.0, 0.1, 10) == pytest.approx([100.0 * k for k in range(1, 11)])
     assert progress_marks(0.3, 0.1, 10) == pytest.approx([0.1, 0.2, 0.3])  # fewer steps
-    marks = progress_marks(250.0, 0.1, 7)
-    assert marks[-1] == 250.0 and bool(np.all(np.diff(marks) > 0))
-    steps = np.array(marks) / 0.1
-    np.testing.assert_allclose(steps, np.round(steps), atol=1e-9)
+    for tstop in (250.0, 250.05):  # a tstop off the step grid: every chunk but the last on it
+        marks = progress_marks(tstop, 0.1, 7)
+        assert marks[-1] == tstop and bool(np.all(np.diff(marks) > 0)) and len(marks) == 7
+        steps = np.array(marks[:-1]) / 0.1
+        np.testing.assert_allclose(steps, np.round(steps), atol=1e-9)
 
 
 def test_coreneuron_same_spikes_as_neuron_merged(core_runs):

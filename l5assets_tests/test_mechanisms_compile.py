@@ -68,6 +68,7 @@ def test_coreneuron_build_compiles_all_mod_files_and_is_cached(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the default cache is shared with the simulation assets: after the first build this is a hit
+    monkeypatch.delenv(mechanisms.CFLAGS_ENV, raising=False)  # the default flags
     entry = mechanisms.compile_mechanisms(coreneuron=True)
     assert entry.coreneuron and entry.cflags == mechanisms.DEFAULT_CFLAGS
     assert entry.directory.name.endswith("-coreneuron" + mechanisms.flags_key(entry.cflags))
@@ -167,7 +168,9 @@ _CORENEURON_SCRIPT = textwrap.dedent(
 
 
 def test_coreneuron_run_matches_neuron() -> None:
-    entry = mechanisms.compile_mechanisms(coreneuron=True)
+    # nrnivmodl's own flags: the engines' agreement (the default build's fast math has its
+    # own test, test_default_build.py)
+    entry = mechanisms.compile_mechanisms(coreneuron=True, cflags="")
     # CoreNEURON looks for its mechanism library in ./<arch>/ or at $CORENEURONLIB; without it
     # it falls back to the built-in one and aborts ("CaDynamics_E2 mechanism does not exist")
     env = dict(os.environ, CORENEURONLIB=str(entry.library.parent / "libcorenrnmech.so"))
@@ -270,6 +273,36 @@ def test_default_flags_this_compiler_rejects_fall_back_to_nrnivmodls_own(
     monkeypatch.undo()
     with pytest.raises(mechanisms.MechanismCompileError, match="nrnivmodl failed"):
         mechanisms.compile_mechanisms(mods, cache, cflags="-O3 -fno-such-flag-l5")
+    # .mod files that compile with no flags at all: their error, and nothing remembered
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "broken.mod").write_text("NEURON { SUFFIX broken RANGE }\nPARAMETER { g = }\n")
+    monkeypatch.delenv(mechanisms.CFLAGS_ENV, raising=False)
+    with pytest.raises(mechanisms.MechanismCompileError, match="nrnivmodl failed"):
+        mechanisms.compile_mechanisms(broken, tmp_path / "cache2")
+    assert not list((tmp_path / "cache2").glob(".*.failed"))
+
+
+def test_a_native_build_read_on_another_cpu_is_compiled_for_that_cpu(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A record of a -march=native build, read where the CPU differs (a cluster node), loads
+    the same build compiled for this CPU, next to the other."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "plainprobe.mod").write_text(_PLAIN_MOD)
+    monkeypatch.setattr(mechanisms.paths, "mechanisms_dir", lambda: mods)
+    cache = tmp_path / "cache"
+    there = mechanisms.compile_mechanisms(cache_root=cache, cflags="-O2 -march=native")
+    assert mechanisms.for_this_cpu(there) is there  # the same CPU
+    monkeypatch.setattr(mechanisms, "_cpu_identity", lambda: "model name: another CPU")
+    said: list[str] = []
+    here = mechanisms.for_this_cpu(there, said.append)
+    assert here.directory != there.directory and here.directory.parent == cache
+    assert here.cflags == there.cflags and here.mod_hash == there.mod_hash
+    assert here.library.exists() and said  # compiled, and said so
+    plain = mechanisms.compile_mechanisms(cache_root=cache, cflags="")
+    assert mechanisms.for_this_cpu(plain) is plain  # no native code: any CPU
 
 
 def test_compiler_flags_are_checked_and_native_builds_are_keyed_by_cpu(monkeypatch) -> None:

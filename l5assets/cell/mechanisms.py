@@ -124,7 +124,7 @@ def mod_hash(mod_dir: Path | None = None) -> str:
 
 CFLAGS_ENV = "L5ASSETS_MECH_CFLAGS"
 # The default build's flags. -ffast-math lets GCC vectorise the channels' state loops with
-# libmvec's exp (CoreNEURON's stepping ~3x faster); it changes results at rounding level only
+# libmvec's exp (CoreNEURON's stepping ~2x faster); it changes results at rounding level only
 # (reordered arithmetic, a vector exp within a few ulp, denormals flushed to zero by GCC's
 # crtfastmath): on L5_quick seed 123 the soma spike train is the plain build's (tested).
 DEFAULT_CFLAGS = "-O3 -march=native -ffast-math"
@@ -145,7 +145,7 @@ def build_cflags(cflags: str | None = None) -> str:
             f"{field}: {value!r} has characters outside [A-Za-z0-9_=+,./ -] (compiler flags "
             f"such as {DEFAULT_CFLAGS}, or {NO_CFLAGS!r} for nrnivmodl's own)"
         )
-    return "" if value == NO_CFLAGS else value
+    return "" if value.lower() == NO_CFLAGS else value
 
 
 def _cpu_identity() -> str:
@@ -212,29 +212,34 @@ def compile_mechanisms(
     `on_progress` receives one-line messages while a compile runs (its start, a heartbeat every
     COMPILE_HEARTBEAT_S, its end); a cache hit says nothing.
 
-    Only when the flags are the default ones (neither `cflags` nor $L5ASSETS_MECH_CFLAGS
-    given) and this compiler rejects them (e.g. no -march=native): nrnivmodl's own flags
-    instead, said through `on_progress`; the entry's `cflags` tells which were used, and the
-    failure is remembered in the cache (`.<entry>.failed`), so it is not tried again."""
-    defaulted = cflags is None and os.environ.get(CFLAGS_ENV) is None
+    When the flags are DEFAULT_CFLAGS (chosen by default, or carried over from a build that
+    had them) and this compiler rejects them (e.g. no -march=native) while nrnivmodl's own
+    flags compile: the build with nrnivmodl's own, said through `on_progress`; the entry's
+    `cflags` tells which were used, and the failure is remembered in the cache
+    (`.<entry>.failed`, delete it to try again), so it is not tried again. Other flags never
+    fall back, and an error of the .mod files themselves is raised as it is."""
     flags = build_cflags(cflags)
     root = Path(cache_root or paths.cache_dir())
     args = (mod_dir, cache_root, coreneuron, on_progress)
-    if not (defaulted and flags):
+    if flags != DEFAULT_CFLAGS:
         return _compile(*args, flags, rate_tables)
-    failed = root / f".{_entry_name(mod_hash(mod_dir), rate_tables, coreneuron, flags)}.failed"
-    if not failed.exists():
+    name = _entry_name(mod_hash(mod_dir), rate_tables, coreneuron, flags)
+    failed = root / f".{name}.failed"
+    if (root / name / "COMPLETE").exists() or not failed.exists():
         try:
             return _compile(*args, flags, rate_tables)
         except MechanismCompileError as e:
-            root.mkdir(parents=True, exist_ok=True)
-            failed.write_text(str(e))
+            error = e
+            plain = _compile(*args, "", rate_tables)  # raises if the .mod files are at fault
+            failed.write_text(str(error))
+    else:
+        plain = _compile(*args, "", rate_tables)
     if on_progress is not None:
         on_progress(
             f"the default compiler flags {flags!r} failed here (see {failed}); using "
             f"nrnivmodl's own (set {CFLAGS_ENV} to choose)"
         )
-    return _compile(*args, "", rate_tables)
+    return plain
 
 
 def _entry_name(digest: str, rate_tables: bool, coreneuron: bool, flags: str) -> str:
@@ -366,6 +371,30 @@ def set_rate_tables(on: bool) -> list[str]:
     return done
 
 
+def _sibling(
+    compiled: CompiledMechanisms,
+    why: str,
+    on_progress: Callable[[str], None] | None,
+    rate_tables: bool,
+) -> CompiledMechanisms:
+    """Another build of the same .mod files, flags and kind as `compiled`, compiled next to
+    it on first use; MechanismCompileError (naming `why`) if the project's .mod files have
+    changed since `compiled` was made."""
+    other = compile_mechanisms(
+        cache_root=compiled.directory.parent,
+        coreneuron=compiled.coreneuron,
+        on_progress=on_progress,
+        cflags=compiled.cflags,
+        rate_tables=rate_tables,
+    )
+    if other.mod_hash != compiled.mod_hash:
+        raise MechanismCompileError(
+            f"{why}: the mechanisms {compiled.mod_hash[:16]} are not the project's "
+            f"current .mod files ({other.mod_hash[:16]}); re-materialize compiled_mechanisms"
+        )
+    return other
+
+
 def with_rate_tables(
     compiled: CompiledMechanisms, on_progress: Callable[[str], None] | None = None
 ) -> CompiledMechanisms:
@@ -374,19 +403,19 @@ def with_rate_tables(
     exact builds existed, which kept its tables)."""
     if compiled.rate_tables or "-exact" not in compiled.directory.name:
         return compiled
-    tables = compile_mechanisms(
-        cache_root=compiled.directory.parent,
-        coreneuron=compiled.coreneuron,
-        on_progress=on_progress,
-        cflags=compiled.cflags,
-        rate_tables=True,
-    )
-    if tables.mod_hash != compiled.mod_hash:
-        raise MechanismCompileError(
-            f"rate_tables: the mechanisms {compiled.mod_hash[:16]} are not the project's "
-            f"current .mod files ({tables.mod_hash[:16]}); re-materialize compiled_mechanisms"
-        )
-    return tables
+    return _sibling(compiled, "rate_tables", on_progress, rate_tables=True)
+
+
+def for_this_cpu(
+    compiled: CompiledMechanisms, on_progress: Callable[[str], None] | None = None
+) -> CompiledMechanisms:
+    """`compiled`, or, for a -march=native build made on another CPU (a record read on a
+    cluster node), the same build compiled for this CPU beside it: code for one CPU can
+    crash on another."""
+    key = flags_key(compiled.cflags)
+    if not key or compiled.directory.name.endswith(key):
+        return compiled
+    return _sibling(compiled, "a build for another CPU", on_progress, compiled.rate_tables)
 
 
 def loaded_library() -> Path | None:

@@ -45,10 +45,12 @@ Differences from BioNet's files:
 
 Engine `coreneuron` builds the same network, then runs it in CoreNEURON (direct mode, in this
 process): fixed step, `cvode.cache_efficient(1)`, `pc.set_maxstep(10)`, `stdinit`,
-`pc.psolve(tstop)`; same output files (`result.json` adds `merge_inputs`, `min_delay_ms`,
+`pc.psolve` in CORENEURON_PROGRESS_STEPS chunks up to tstop (a progress line after each);
+same output files (`result.json` adds `merge_inputs`, `min_delay_ms`,
 `delays_raised`, `mechanisms_build`). What differs from engine `neuron`:
-- mechanisms: the `nrnivmodl -coreneuron` build (cache entry `mechanisms-<hash>-coreneuron`,
-  compiled on first use, same content hash); CORENEURONLIB names its libcorenrnmech.so;
+- mechanisms: the `nrnivmodl -coreneuron` build (cache entry
+  `mechanisms-<hash>-exact-coreneuron-cf<flags>`, compiled on first use with the record's
+  flags, same content hash); CORENEURONLIB names its libcorenrnmech.so;
 - inputs: ONE PatternStim replays every input population (CoreNEURON's direct mode takes a
   single PatternStim: `nrn2core_patstim_share_info` asserts `nodecount == 1`). Events of
   equal time then reach the synapses in another order than with one PatternStim per
@@ -727,11 +729,11 @@ def _mechanisms(record: Path | None, coreneuron: bool) -> Any:
     """The compiled mechanisms to load: the record's (the pipeline's build), or the project's
     (compiled, cached). Engine coreneuron needs the -coreneuron build: compiled on first use
     next to the record's entry, from the same .mod files (same content hash, or refused)."""
-    from l5assets.cell.mechanisms import CompiledMechanisms, compile_mechanisms
+    from l5assets.cell.mechanisms import CompiledMechanisms, compile_mechanisms, for_this_cpu
 
     if record is None:
         return compile_mechanisms(coreneuron=coreneuron, on_progress=say_stage)
-    compiled = CompiledMechanisms.from_record(record)
+    compiled = for_this_cpu(CompiledMechanisms.from_record(record), say_stage)
     if not coreneuron or compiled.coreneuron:
         return compiled
     core = compile_mechanisms(
@@ -853,11 +855,11 @@ def _run(conf: DriverConfig, engine: str) -> None:
 
 
 def progress_marks(tstop: float, dt: float, steps: int) -> list[float]:
-    """The times engine coreneuron stops at to report progress: about `steps` equal chunks
-    of whole time steps, the last at tstop."""
+    """The times engine coreneuron stops at to report progress: about `steps` equal chunks,
+    each ending on a whole time step, the last at tstop itself."""
     n = max(int(round(tstop / dt)), 1)
     ks = sorted({max(1, round(n * k / steps)) for k in range(1, steps + 1)})
-    return [tstop * k / n for k in ks]
+    return [k * dt for k in ks[:-1]] + [tstop]
 
 
 def run_driver(

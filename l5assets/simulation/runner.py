@@ -353,11 +353,16 @@ def run_simulation(
     from l5assets.cell.mechanisms import (
         CompiledMechanisms,
         compile_mechanisms,
+        for_this_cpu,
         load_mechanisms,
         with_rate_tables,
     )
 
-    compiled = CompiledMechanisms.from_record(mechanisms) if mechanisms else compile_mechanisms()
+    compiled = (
+        for_this_cpu(CompiledMechanisms.from_record(mechanisms), say_stage)
+        if mechanisms
+        else compile_mechanisms()
+    )
     if rate_tables_asked(config):
         compiled = with_rate_tables(compiled, on_progress=say_stage)
     load_mechanisms(compiled)

@@ -23,8 +23,9 @@ from ..common import AssetStep, graph_asset, run_logged
     description=(
         "The project's NMODL (.mod files) compiled by nrnivmodl into a cache keyed by the content "
         "hash of the .mod files; the partition folder holds `mechanisms.json`, a record of the "
-        "cache entry. Unchanged .mod files are never recompiled. Extra compiler flags (the "
-        "cell_model resource's cflags, or L5ASSETS_MECH_CFLAGS) are part of the cache key."
+        "cache entry. Unchanged .mod files are never recompiled. The compiler flags (the "
+        "cell_model resource's cflags, or L5ASSETS_MECH_CFLAGS, else -O3 -march=native "
+        "-ffast-math; `none`: nrnivmodl's own) are part of the cache key."
     ),
     resources={"cell_model"},
 )

@@ -99,9 +99,10 @@ def _run_simulation(
     kinds={"neuron", "hdf5", "parquet"},
     description=(
         "The NEURON run, in a separate process (`python -m l5assets.simulation.runner CONFIG "
-        "--engine E`; engine `neuron`, the project's driver, unless L5ASSETS_ENGINE says "
-        "`bionet` or another), here or as a SLURM job through Dagster Pipes (the `slurm` "
-        "resource, L5ASSETS_SIMULATION_EXECUTOR=slurm; job id in `slurm_job_id`): "
+        "--engine E`; engine `coreneuron`, the project's driver in CoreNEURON, unless "
+        "L5ASSETS_ENGINE says `neuron` or `bionet`), here or as a SLURM job through Dagster "
+        "Pipes (the `slurm` resource, L5ASSETS_SIMULATION_EXECUTOR=slurm; job id in "
+        "`slurm_job_id`): "
         "the cell's spike file (`spikes.h5`), membrane report(s) (`<var>_report.h5`), one row "
         "per synapse (`synapses.parquet`) and the runner's `result.json` (counts, wall times)."
     ),
