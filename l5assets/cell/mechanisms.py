@@ -38,6 +38,10 @@ class MechanismCompileError(RuntimeError):
     """nrnivmodl failed; the message carries its output."""
 
 
+class StaleMechanismsError(MechanismCompileError):
+    """A build was asked for beside one made from other .mod files than the project's now."""
+
+
 @dataclass(frozen=True)
 class CompiledMechanisms:
     """A compiled mechanism library in the cache."""
@@ -376,19 +380,20 @@ def _sibling(
     why: str,
     on_progress: Callable[[str], None] | None,
     rate_tables: bool,
+    coreneuron: bool,
 ) -> CompiledMechanisms:
-    """Another build of the same .mod files, flags and kind as `compiled`, compiled next to
-    it on first use; MechanismCompileError (naming `why`) if the project's .mod files have
-    changed since `compiled` was made."""
+    """Another build of the same .mod files and flags as `compiled`, compiled next to it on
+    first use; StaleMechanismsError (naming `why`) if the project's .mod files have changed
+    since `compiled` was made."""
     other = compile_mechanisms(
         cache_root=compiled.directory.parent,
-        coreneuron=compiled.coreneuron,
+        coreneuron=coreneuron,
         on_progress=on_progress,
         cflags=compiled.cflags,
         rate_tables=rate_tables,
     )
     if other.mod_hash != compiled.mod_hash:
-        raise MechanismCompileError(
+        raise StaleMechanismsError(
             f"{why}: the mechanisms {compiled.mod_hash[:16]} are not the project's "
             f"current .mod files ({other.mod_hash[:16]}); re-materialize compiled_mechanisms"
         )
@@ -403,7 +408,17 @@ def with_rate_tables(
     exact builds existed, which kept its tables)."""
     if compiled.rate_tables or "-exact" not in compiled.directory.name:
         return compiled
-    return _sibling(compiled, "rate_tables", on_progress, rate_tables=True)
+    return _sibling(compiled, "rate_tables", on_progress, True, compiled.coreneuron)
+
+
+def with_coreneuron(
+    compiled: CompiledMechanisms, on_progress: Callable[[str], None] | None = None
+) -> CompiledMechanisms:
+    """The `nrnivmodl -coreneuron` build of the same .mod files, flags and tables as
+    `compiled`, compiled next to it on first use (`compiled` itself if it is one)."""
+    if compiled.coreneuron:
+        return compiled
+    return _sibling(compiled, "coreneuron", on_progress, compiled.rate_tables, True)
 
 
 def for_this_cpu(
@@ -415,7 +430,9 @@ def for_this_cpu(
     key = flags_key(compiled.cflags)
     if not key or compiled.directory.name.endswith(key):
         return compiled
-    return _sibling(compiled, "a build for another CPU", on_progress, compiled.rate_tables)
+    return _sibling(
+        compiled, "a build for another CPU", on_progress, compiled.rate_tables, compiled.coreneuron
+    )
 
 
 def loaded_library() -> Path | None:

@@ -729,25 +729,23 @@ def _mechanisms(record: Path | None, coreneuron: bool) -> Any:
     """The compiled mechanisms to load: the record's (the pipeline's build), or the project's
     (compiled, cached). Engine coreneuron needs the -coreneuron build: compiled on first use
     next to the record's entry, from the same .mod files (same content hash, or refused)."""
-    from l5assets.cell.mechanisms import CompiledMechanisms, compile_mechanisms, for_this_cpu
+    from l5assets.cell.mechanisms import (
+        CompiledMechanisms,
+        StaleMechanismsError,
+        compile_mechanisms,
+        for_this_cpu,
+        with_coreneuron,
+    )
 
     if record is None:
         return compile_mechanisms(coreneuron=coreneuron, on_progress=say_stage)
     compiled = for_this_cpu(CompiledMechanisms.from_record(record), say_stage)
-    if not coreneuron or compiled.coreneuron:
+    if not coreneuron:
         return compiled
-    core = compile_mechanisms(
-        cache_root=compiled.directory.parent,
-        coreneuron=True,
-        on_progress=say_stage,
-        cflags=compiled.cflags,
-    )
-    if core.mod_hash != compiled.mod_hash:
-        raise EngineError(
-            f"--mechanisms {record}: mod_hash {compiled.mod_hash[:16]} is not the project's "
-            f"current .mod files ({core.mod_hash[:16]}); re-materialize compiled_mechanisms"
-        )
-    return core
+    try:
+        return with_coreneuron(compiled, say_stage)
+    except StaleMechanismsError as e:
+        raise EngineError(f"--mechanisms {record}: {e}") from None
 
 
 def apply_min_delay(delays: list[float], dt: float, min_delay_ms: float | None) -> list[float]:
